@@ -1,0 +1,18 @@
+"""Default tensordict keys shared by components (layer 0: imports nothing from the package).
+
+TorchRL's standard keys are used unchanged; keys this library adds are nested under a namespace
+so they never collide with a user's own entries.
+"""
+
+OBSERVATION = "observation"
+ACTION = "action"
+NEXT_OBSERVATION = ("next", "observation")
+REWARD = ("next", "reward")
+DONE = ("next", "done")
+TERMINATED = ("next", "terminated")
+# Pre-tanh Gaussian parameters written by the tanh-Gaussian actors of models/networks.py.
+LOC = "loc"
+SCALE = "scale"
+SAMPLE_LOG_PROB = "action_log_prob"
+# Per-sample weights read by the ensemble NLL loss (VMBPO's twisted dynamics fit, eq. 19).
+WEIGHT = ("model", "weight")

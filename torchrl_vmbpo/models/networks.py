@@ -1,0 +1,91 @@
+"""Factories for the actor, critic and ratio networks every algorithm shares.
+
+All actors are TorchRL ``ProbabilisticActor``s over a tanh-squashed Gaussian: the MLP writes the
+pre-tanh ``loc`` and ``scale`` (keys :data:`torchrl_vmbpo.keys.LOC`, ``SCALE``), so losses that need
+the Gaussian itself (MPO's decoupled KL, VMBPO's M-step KL) read those keys directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.data import Bounded
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+
+from torchrl_vmbpo import keys
+
+# exp-scale bounds of the pre-tanh Gaussian (as SAC implementations do): keeps log-probs finite.
+_SCALE_LB = 1e-4
+
+
+def make_tanh_gaussian_actor(
+    obs_dim: int,
+    action_spec: Bounded,
+    *,
+    hidden: Sequence[int] = (256, 256),
+    activation: type[nn.Module] = nn.ReLU,
+    observation_key: str = keys.OBSERVATION,
+) -> ProbabilisticActor:
+    """A tanh-Gaussian policy pi(a|x) bounded to ``action_spec``.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> spec = Bounded(-2.0, 2.0, shape=(1,))
+        >>> actor = make_tanh_gaussian_actor(3, spec, hidden=(32, 32))
+        >>> from tensordict import TensorDict
+        >>> td = actor(TensorDict({"observation": torch.zeros(5, 3)}, [5]))
+        >>> td["action"].shape, td["loc"].shape
+        (torch.Size([5, 1]), torch.Size([5, 1]))
+    """
+    if not isinstance(action_spec, Bounded):
+        raise TypeError(
+            f"make_tanh_gaussian_actor needs a bounded continuous action spec (torchrl Bounded), "
+            f"got {type(action_spec).__name__}"
+        )
+    act_dim = action_spec.shape[-1]
+    net = nn.Sequential(
+        MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(hidden), activation_class=activation),
+        NormalParamExtractor(scale_mapping="biased_softplus_1.0", scale_lb=_SCALE_LB),
+    )
+    module = TensorDictModule(net, in_keys=[observation_key], out_keys=[keys.LOC, keys.SCALE])
+    return ProbabilisticActor(
+        module,
+        in_keys=[keys.LOC, keys.SCALE],
+        spec=action_spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={
+            "low": action_spec.space.low,
+            "high": action_spec.space.high,
+            "tanh_loc": False,
+        },
+        return_log_prob=True,
+        log_prob_key=keys.SAMPLE_LOG_PROB,
+    )
+
+
+def make_q_value(
+    obs_dim: int,
+    act_dim: int,
+    *,
+    hidden: Sequence[int] = (256, 256),
+    activation: type[nn.Module] = nn.ReLU,
+    out_key: str = "state_action_value",
+) -> ValueOperator:
+    """Q(x, a): an MLP on the concatenated observation and action."""
+    net = MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=list(hidden), activation_class=activation)
+    return ValueOperator(net, in_keys=[keys.OBSERVATION, keys.ACTION], out_keys=[out_key])
+
+
+def make_state_value(
+    obs_dim: int,
+    *,
+    hidden: Sequence[int] = (256, 256),
+    activation: type[nn.Module] = nn.ReLU,
+    out_key: str = "state_value",
+) -> ValueOperator:
+    """V(x): an MLP on the observation."""
+    net = MLP(in_features=obs_dim, out_features=1, num_cells=list(hidden), activation_class=activation)
+    return ValueOperator(net, in_keys=[keys.OBSERVATION], out_keys=[out_key])
