@@ -82,11 +82,13 @@ class DynamicsModel(nn.Module):
     def sample(
         self, obs: torch.Tensor, action: torch.Tensor, *, deterministic: bool = False, generator=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``(x', r)`` from a uniformly random elite per row: ``[N, D], [N, A] -> [N, D], [N, 1]``.
+        """Draw ``(x', r)`` from a uniformly random elite per row: ``[*B, D], [*B, A] -> [*B, D], [*B, 1]``.
 
         Rows are shuffled and split evenly over the elites, so each row's member is uniform over the
         elites (as MBPO) while every member runs once on its share: the cost is one member's, not E.
         """
+        batch = obs.shape[:-1]
+        obs, action = obs.reshape(-1, obs.shape[-1]), action.reshape(-1, action.shape[-1])
         n = obs.shape[0]
         k = self.num_elites
         per = -(-n // k)  # ceil(n / k)
@@ -100,4 +102,4 @@ class DynamicsModel(nn.Module):
         real = slots < n
         out = torch.empty(n, mean.shape[-1], dtype=mean.dtype)
         out[slots[real]] = mean.reshape(per * k, -1)[real]
-        return obs + out[:, :-1], out[:, -1:]
+        return (obs + out[:, :-1]).reshape(*batch, -1), out[:, -1:].reshape(*batch, 1)

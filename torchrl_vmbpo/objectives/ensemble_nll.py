@@ -70,14 +70,15 @@ class GaussianEnsembleNLLLoss(LossModule):
         """Returns (next-state NLL, reward NLL, squared error), each ``[*B, E]`` (mean over dims)."""
         k = self.tensor_keys
         assert_finite(td, [k.observation, k.action, k.next_observation, k.reward], type(self).__name__)
-        try:
-            obs, action = td.get(k.observation), td.get(k.action)
-            next_obs, reward = td.get(k.next_observation), td.get(k.reward)
-        except KeyError as err:
+        needed = [k.observation, k.action, k.next_observation, k.reward]
+        missing = [key for key in needed if td.get(key, None) is None]
+        if missing:
             raise KeyError(
-                f"{type(self).__name__} needs the keys {[k.observation, k.action, k.next_observation, k.reward]} "
-                f"(change them with set_keys); the batch has {list(td.keys(True, True))}"
-            ) from err
+                f"{type(self).__name__} needs the keys {needed} (change them with set_keys); missing {missing}, "
+                f"the batch has {list(td.keys(True, True))}"
+            )
+        obs, action = td.get(k.observation), td.get(k.action)
+        next_obs, reward = td.get(k.next_observation), td.get(k.reward)
         model = self.dynamics_model
         per_member = td.batch_dims >= 2 and td.shape[-1] == model.num_members
         if per_member:  # [B, E]: bootstrapped rows, one set per member

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: set up, then train MBPO on Pendulum-v1 for 3000 steps (about 10 minutes on 2 cores).
+# Writes runs/mbpo-pendulum-<time>/{metrics.csv,summary.json,learning_curve.png,checkpoint.pt}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/vmbpo train --algo mbpo --env Pendulum-v1 --steps 3000 --seed 0 \
+  --out "runs/mbpo-pendulum-$(date +%Y%m%d-%H%M%S)" "$@"

@@ -1,0 +1,35 @@
+import pytest
+
+from torchrl_vmbpo.algorithms import default_config
+from torchrl_vmbpo.training.config import TrainConfig
+
+
+def test_overrides_parse_json_and_tuples():
+    cfg = TrainConfig().with_overrides(["utd=10", "hidden=[64,64]", "max_grad_norm=null", "extra.eta=2.5"])
+    assert cfg.utd == 10 and cfg.hidden == (64, 64) and cfg.max_grad_norm is None and cfg.extra == {"eta": 2.5}
+
+
+def test_unknown_field_and_bad_values_are_named():
+    with pytest.raises(ValueError, match="unknown config field 'bogus'"):
+        TrainConfig().with_overrides(["bogus=1"])
+    with pytest.raises(ValueError, match="gamma"):
+        TrainConfig(gamma=1.5)
+    with pytest.raises(ValueError, match="num_elites"):
+        TrainConfig(num_members=3, num_elites=5)
+
+
+def test_rollout_length_schedule_is_linear_between_epochs():
+    cfg = TrainConfig(rollout_schedule=(20, 150, 1, 15))
+    assert cfg.rollout_length(5_000) == 1
+    assert cfg.rollout_length(20_000) == 1
+    assert cfg.rollout_length(85_000) == 8  # halfway: 1 + 0.5 * 14
+    assert cfg.rollout_length(150_000) == 15 and cfg.rollout_length(400_000) == 15
+
+
+def test_presets_take_mbpo_defaults_per_env():
+    hopper = default_config("mbpo", "Hopper-v5")
+    assert hopper.rollout_schedule == (20, 150, 1, 15) and hopper.utd == 20 and hopper.target_entropy == -1.0
+    assert default_config("mbpo", "HalfCheetah-v5").utd == 40
+    assert default_config("sac", "Hopper-v5").utd == 1
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        default_config("dqn", "Hopper-v5")

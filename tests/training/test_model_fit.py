@@ -1,0 +1,45 @@
+import torch
+from tensordict import TensorDict
+
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.training.model_fit import fit_dynamics, holdout_mse, make_model_optimizer
+
+
+def _linear_system(n=600):
+    obs, act = torch.randn(n, 2), torch.randn(n, 1)
+    next_obs = obs + 0.1 * torch.cat([obs[:, 1:], act], -1)
+    reward = obs.sum(-1, keepdim=True) - 0.5 * act
+    return TensorDict({"observation": obs, "action": act, ("next", "observation"): next_obs,
+                       ("next", "reward"): reward}, [n])
+
+
+def test_fit_reduces_holdout_error_and_picks_elites_by_holdout_loss():
+    data = _linear_system()
+    model = DynamicsModel(2, 1, num_members=4, num_elites=2, hidden=(32, 32))
+    optim = make_model_optimizer(model, lr=3e-3, weight_decay=1e-5)
+    before = holdout_mse(model, data).mean()
+    stats = fit_dynamics(model, GaussianEnsembleNLLLoss(model), optim, data, batch_size=64, max_epochs=30)
+    after = holdout_mse(model, data)
+    assert after.mean() < 0.2 * before
+    assert 1 <= stats["model_epochs"] <= 30
+    # Elites are the members with the lowest error (on the holdout split, here checked on all data).
+    assert stats["model_holdout_mse"] <= after.max()
+
+
+def test_early_stopping_and_elite_selection_by_holdout_error():
+    data = _linear_system(200)
+    model = DynamicsModel(2, 1, num_members=2, num_elites=1, hidden=(8,))
+    model.ensemble.output_layer.bias.data[0] += 10.0  # member 0 is far off, member 1 is not
+    optim = make_model_optimizer(model, lr=0.0, weight_decay=0.0)  # lr 0: holdout never improves
+    stats = fit_dynamics(model, GaussianEnsembleNLLLoss(model), optim, data, batch_size=64, patience=2, max_epochs=50)
+    assert stats["model_epochs"] == 3
+    assert model.elites.tolist() == [1]  # the elite is the member with the lower holdout error
+
+
+def test_weight_decay_applies_to_weight_matrices_only():
+    model = DynamicsModel(2, 1, hidden=(8,))
+    groups = make_model_optimizer(model, lr=1e-3, weight_decay=1e-4).param_groups
+    weights = {id(layer.weight) for layer in [*model.ensemble.hidden_layers, model.ensemble.output_layer]}
+    assert groups[0]["weight_decay"] == 1e-4 and {id(p) for p in groups[0]["params"]} == weights
+    assert groups[1]["weight_decay"] == 0.0 and not weights & {id(p) for p in groups[1]["params"]}

@@ -1,0 +1,74 @@
+"""Presets: per (algorithm, env) defaults over :class:`TrainConfig`, and the agent builders.
+
+Model-based defaults follow MBPO's public configs (reference facts) where they exist; the
+Pendulum-v1 settings (no MBPO config exists) were chosen by measurement: see README, "Benchmarks".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torchrl.envs import EnvBase
+
+from torchrl_vmbpo.algorithms.sac import SACAgent
+from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.envs.termination import termination_fn_for
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.config import TrainConfig
+
+# Per-env settings shared by all algorithms (exploration length, entropy target, evaluation cadence).
+ENV_DEFAULTS: dict[str, dict] = {
+    "Pendulum-v1": dict(init_random_steps=500, eval_every=500, target_entropy=-1.0),
+    "InvertedPendulum-v5": dict(init_random_steps=500, eval_every=500, target_entropy=-0.05),
+    "Hopper-v5": dict(init_random_steps=5000, eval_every=1000, target_entropy=-1.0),
+    "Walker2d-v5": dict(init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
+    "HalfCheetah-v5": dict(init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
+    "Reacher-v5": dict(init_random_steps=1000, eval_every=1000),
+}
+
+# MBPO (Janner et al. 2019): UTD 20, 5% real data, rollout-length schedules of its configs.
+MBPO_ENV_DEFAULTS: dict[str, dict] = {
+    "Pendulum-v1": dict(rollout_schedule=(1, 10, 1, 5)),
+    "InvertedPendulum-v5": dict(rollout_schedule=(1, 15, 1, 1)),
+    "Hopper-v5": dict(rollout_schedule=(20, 150, 1, 15)),
+    "Walker2d-v5": dict(rollout_schedule=(20, 150, 1, 1)),
+    "HalfCheetah-v5": dict(rollout_schedule=(20, 150, 1, 1), utd=40),
+}
+
+ALGO_DEFAULTS: dict[str, dict] = {
+    "sac": dict(utd=1.0),
+    "mbpo": dict(utd=20.0, real_ratio=0.05),
+}
+
+
+def _sac(cfg: TrainConfig, env: EnvBase) -> Agent:
+    obs_dim, _ = env_dims(env)
+    return SACAgent(cfg, obs_dim, env.action_spec)
+
+
+def _mbpo(cfg: TrainConfig, env: EnvBase) -> Agent:
+    obs_dim, act_dim = env_dims(env)
+    dynamics = DynamicsModel(
+        obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
+    )
+    return SACAgent(cfg, obs_dim, env.action_spec, dynamics=dynamics, termination_fn=termination_fn_for(cfg.env))
+
+
+BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {"sac": _sac, "mbpo": _mbpo}
+PRESETS = tuple(BUILDERS)
+
+
+def default_config(algo: str, env: str, **changes) -> TrainConfig:
+    """The preset's config for ``(algo, env)``; ``changes`` override any field."""
+    if algo not in BUILDERS:
+        raise ValueError(f"unknown algorithm {algo!r}; available: {sorted(BUILDERS)}")
+    fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
+    if algo == "mbpo":
+        fields.update(MBPO_ENV_DEFAULTS.get(env, {}))
+    fields.update(changes)
+    return TrainConfig(algo=algo, env=env, **fields)
+
+
+def build_agent(cfg: TrainConfig, env: EnvBase) -> Agent:
+    return BUILDERS[cfg.algo](cfg, env)

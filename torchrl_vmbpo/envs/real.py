@@ -1,0 +1,58 @@
+"""The real environment: a Gymnasium env wrapped for TorchRL collectors, with input validation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch
+from torchrl.data import Bounded
+from torchrl.envs import Compose, DoubleToFloat, EnvBase, GymEnv, InitTracker, RewardSum, StepCounter, TransformedEnv
+
+
+def _check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as err:
+        close = sorted(k for k in gym.registry if env_id.split("-")[0].lower() in k.lower())[:10]
+        hint = f" Similar ids: {close}." if close else ""
+        raise ValueError(
+            f"Unknown env id {env_id!r}: it is not registered in gymnasium.{hint} "
+            "Supported out of the box: Pendulum-v1, InvertedPendulum-v5, Hopper-v5, Walker2d-v5, "
+            "HalfCheetah-v5, Reacher-v5 (any gymnasium env with a Box action space works)."
+        ) from err
+
+
+def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | None = None) -> TransformedEnv:
+    """A TorchRL env around ``gymnasium.make(env_id)`` with float32 observations.
+
+    Transforms: ``InitTracker`` (collectors need it), ``StepCounter`` (episode length),
+    ``DoubleToFloat`` (MuJoCo observations are float64), ``RewardSum`` (episode return).
+
+    Raises:
+        ValueError: unknown env id, or an action space that is not a continuous box.
+
+    Example:
+        >>> env = make_env("Pendulum-v1", seed=0)
+        >>> env.rollout(3)["next", "episode_reward"].shape
+        torch.Size([3, 1])
+    """
+    spec = _check_env_id(env_id)
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    base = GymEnv(env_id, **kwargs)
+    if not isinstance(base.action_spec, Bounded) or base.action_spec.dtype not in (torch.float32, torch.float64):
+        base.close()
+        raise ValueError(
+            f"{env_id!r} has a {type(base.action_spec).__name__} action space of dtype {base.action_spec.dtype}; "
+            "torchrl_vmbpo supports continuous, bounded (Box) action spaces only."
+        )
+    max_steps = max_episode_steps or spec.max_episode_steps
+    env = TransformedEnv(
+        base, Compose(InitTracker(), StepCounter(max_steps), DoubleToFloat(), RewardSum())
+    )
+    if seed is not None:
+        env.set_seed(seed)
+    return env
+
+
+def env_dims(env: EnvBase) -> tuple[int, int]:
+    """(observation size, action size) of a flat-observation env."""
+    return env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]

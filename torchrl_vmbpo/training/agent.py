@@ -1,0 +1,64 @@
+"""What the training loop drives: an :class:`Agent` built by a preset (``torchrl_vmbpo.algorithms``)."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+from torchrl.data import ReplayBuffer
+from torchrl.objectives import LossModule
+
+from torchrl_vmbpo.envs.termination import TerminationFn
+from torchrl_vmbpo.envs.world_model import RewardFn
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+
+
+class Agent(nn.Module):
+    """The components of one algorithm, as the loop sees them.
+
+    Subclasses set:
+      * ``policy``: acts in the real env (sampled in RANDOM mode, its mode in evaluation);
+      * ``rollout_policy``: acts in the world model (defaults to ``policy``);
+      * for model-based agents, ``dynamics``, ``model_loss`` (a LossModule whose ``loss_dynamics``
+        fits q_d), ``model_optimizer``, ``termination_fn`` and optionally ``reward_fn``;
+    and implement :meth:`update` (one gradient update on a batch, target networks included).
+    Every ``nn.Module`` attribute is saved in checkpoints through ``state_dict``.
+    """
+
+    policy: TensorDictModuleBase
+    dynamics: DynamicsModel | None
+    model_loss: LossModule | None
+    model_optimizer: torch.optim.Optimizer | None
+    termination_fn: TerminationFn | None
+    reward_fn: RewardFn | None
+
+    def __init__(self):
+        super().__init__()
+        # Instance attributes, not class defaults: a class-level `dynamics = None` would shadow the
+        # submodule nn.Module registers later (attribute lookup finds the class attribute first).
+        self.dynamics = None
+        self.model_loss = None
+        self.model_optimizer = None
+        self.termination_fn = None
+        self.reward_fn = None
+
+    @property
+    def rollout_policy(self) -> TensorDictModuleBase:
+        return self.policy
+
+    @property
+    def model_based(self) -> bool:
+        return self.dynamics is not None
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One gradient update; returns detached scalar metrics."""
+        raise NotImplementedError
+
+    def after_model_fit(self, real_buffer: ReplayBuffer) -> dict[str, float]:
+        """Hook run after each fit of q_d (VMBPO fits its ratio network here)."""
+        return {}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer, by name, for checkpoints."""
+        return {} if self.model_optimizer is None else {"model": self.model_optimizer}

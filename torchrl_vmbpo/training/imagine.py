@@ -1,0 +1,67 @@
+"""Imagination: branched k-step rollouts of the world-model env, run by a TorchRL Collector."""
+
+from __future__ import annotations
+
+import torch
+from tensordict.nn import TensorDictModuleBase
+from torchrl.collectors import Collector
+from torchrl.data import ReplayBuffer
+from torchrl.envs import EnvBase
+
+from torchrl_vmbpo import keys
+from torchrl_vmbpo.data.buffers import TRANSITION_KEYS
+from torchrl_vmbpo.envs.termination import TerminationFn
+from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv, buffer_start_states
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+
+
+
+@torch.no_grad()
+def imagine(
+    dynamics: DynamicsModel,
+    real_env: EnvBase,
+    real_buffer: ReplayBuffer,
+    model_buffer: ReplayBuffer,
+    policy: TensorDictModuleBase,
+    *,
+    num_rollouts: int,
+    horizon: int,
+    termination_fn: TerminationFn,
+    reward_fn: RewardFn | None = None,
+) -> dict[str, float]:
+    """Roll ``num_rollouts`` branches of ``horizon`` model steps from real start states into ``model_buffer``.
+
+    The world-model env holds ``num_rollouts`` rows; a Collector with ``max_frames_per_traj=horizon``
+    and ``reset_at_each_iter=True`` runs one k-step branch per row, resetting rows that terminate
+    early from fresh real start states (so every stored transition starts from a real-state branch).
+    The policy acts stochastically (the Collector's RANDOM exploration mode), as in MBPO.
+    """
+    env = WorldModelEnv(
+        dynamics,
+        real_env,
+        start_state_sampler=buffer_start_states(real_buffer),
+        termination_fn=termination_fn,
+        reward_fn=reward_fn,
+        batch_size=[num_rollouts],
+    )
+    frames = num_rollouts * horizon
+    collector = Collector(
+        env,
+        policy,
+        frames_per_batch=frames,
+        total_frames=frames,
+        max_frames_per_traj=horizon,
+        reset_at_each_iter=True,
+        auto_register_policy_transforms=False,
+        trust_policy=True,
+    )
+    stored, terminated = 0, 0.0
+    try:
+        for batch in collector:
+            flat = batch.reshape(-1).select(*TRANSITION_KEYS)
+            model_buffer.extend(flat)
+            stored += flat.shape[0]
+            terminated += float(flat[keys.TERMINATED].float().sum())
+    finally:
+        collector.shutdown()
+    return {"imagined_transitions": float(stored), "imagined_terminal_fraction": terminated / max(stored, 1)}

@@ -1,0 +1,220 @@
+"""The ONE training loop over real env steps, shared by every algorithm.
+
+Per collector batch of real steps:
+    collect -> [fit model (+ agent hook) -> imagine]   every ``model_retrain_every`` steps, model-based only
+            -> update x (utd * steps)                   (target updates happen inside ``agent.update``)
+            -> evaluate                                  every ``eval_every`` steps and at the end
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase
+from torchrl.record.loggers.csv import CSVLogger
+from tqdm.auto import tqdm
+
+from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer, sample_mixed
+from torchrl_vmbpo.objectives.functional import assert_finite
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.checkpoint import save_checkpoint
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.evaluate import evaluate
+from torchrl_vmbpo.training.imagine import imagine
+from torchrl_vmbpo.training.model_fit import fit_dynamics
+from torchrl_vmbpo.training.results import (
+    MetricsCSV,
+    git_commit,
+    machine_info,
+    plot_learning_curve,
+    write_summary,
+)
+
+
+class _Timer:
+    """Wall seconds per phase (collect, model_fit, imagine, update, evaluate)."""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+
+    def __call__(self, phase: str):
+        timer = self
+
+        class _Section:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[phase] += time.perf_counter() - self.t0
+
+        return _Section()
+
+
+def _model_buffer_capacity(cfg: TrainConfig, horizon: int) -> int:
+    # MBPO: room for `retain_epochs` epochs of imagined data at the current rollout length.
+    per_fit = cfg.rollouts_per_step * cfg.model_retrain_every * horizon
+    return max(per_fit, cfg.rollouts_per_step * 1000 * horizon * cfg.model_retain_epochs)
+
+
+def train(
+    cfg: TrainConfig,
+    agent: Agent,
+    env: EnvBase,
+    eval_env: EnvBase,
+    out_dir: str | Path,
+    *,
+    max_episode_steps: int,
+    progress: bool = True,
+) -> dict:
+    """Train ``agent`` on ``env`` for ``cfg.steps`` real steps; write metrics, summary, plot, checkpoint.
+
+    Seeding happens before this call (``torchrl_vmbpo.algorithms.run``), once.
+    """
+    out = Path(out_dir)
+    timer = _Timer()
+    logger = CSVLogger(exp_name="logs", log_dir=str(out))
+    curve = MetricsCSV(out / "metrics.csv")
+    real_buffer = make_buffer(cfg.buffer_size)
+    model_buffer = None
+    model_horizon = 0
+    collector = Collector(
+        env,
+        agent.policy,
+        frames_per_batch=cfg.collect_steps,
+        total_frames=cfg.steps,
+        init_random_frames=cfg.init_random_steps,
+        trust_policy=True,
+    )
+    start = time.perf_counter()
+    env_steps, updates, updates_owed, last_fit, next_eval, next_log = 0, 0, 0.0, None, 0, cfg.log_every
+    train_metrics: dict[str, float] = {}
+    best = -math.inf
+    bar = tqdm(total=cfg.steps, disable=not progress, unit="step", dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env}")
+
+    def run_eval():
+        nonlocal best
+        with timer("evaluate"):
+            mean, std = evaluate(eval_env, agent.policy, episodes=cfg.eval_episodes, max_steps=max_episode_steps)
+        best = max(best, mean)
+        row = {
+            "env_steps": env_steps,
+            "eval_return_mean": mean,
+            "eval_return_std": std,
+            "wall_seconds": round(time.perf_counter() - start, 3),
+            "updates": updates,
+        }
+        curve.append(row)
+        logger.log_scalar("eval_return_mean", mean, step=env_steps)
+        logger.log_scalar("eval_return_std", std, step=env_steps)
+        bar.set_postfix(eval=f"{mean:.1f}", updates=updates)
+
+    collect_iter = iter(collector)
+    while True:
+        with timer("collect"):
+            try:
+                batch = next(collect_iter)
+            except StopIteration:
+                break
+            flat = batch.reshape(-1)
+            assert_finite(flat, TRANSITION_KEYS, f"real transitions from {cfg.env}")
+            real_buffer.extend(flat.select(*TRANSITION_KEYS))
+        n_new = flat.shape[0]
+        env_steps += n_new
+        bar.update(n_new)
+        learning = env_steps >= cfg.init_random_steps
+
+        if agent.model_based and learning and (last_fit is None or env_steps - last_fit >= cfg.model_retrain_every):
+            last_fit = env_steps
+            with timer("model_fit"):
+                fit = fit_dynamics(
+                    agent.dynamics,
+                    agent.model_loss,
+                    agent.model_optimizer,
+                    real_buffer[:],
+                    batch_size=cfg.model_batch_size,
+                    holdout=cfg.model_holdout,
+                    max_holdout=cfg.model_max_holdout,
+                    patience=cfg.model_patience,
+                    max_epochs=cfg.model_max_epochs,
+                )
+                fit.update(agent.after_model_fit(real_buffer))
+            horizon = cfg.rollout_length(env_steps)
+            if model_buffer is None or horizon != model_horizon:
+                # Rebuild at the capacity the new rollout length needs, keeping the newest data (MBPO).
+                new_buffer = make_buffer(_model_buffer_capacity(cfg, horizon))
+                if model_buffer is not None and len(model_buffer):
+                    keep = min(len(model_buffer), new_buffer._storage.max_size)
+                    new_buffer.extend(model_buffer[:][-keep:])
+                model_buffer, model_horizon = new_buffer, horizon
+            with timer("imagine"):
+                fit.update(
+                    imagine(
+                        agent.dynamics,
+                        env,
+                        real_buffer,
+                        model_buffer,
+                        agent.rollout_policy,
+                        num_rollouts=cfg.rollouts_per_step * cfg.model_retrain_every,
+                        horizon=horizon,
+                        termination_fn=agent.termination_fn,
+                        reward_fn=agent.reward_fn,
+                    )
+                )
+            fit["rollout_length"] = float(horizon)
+            for key, value in fit.items():
+                logger.log_scalar(key, value, step=env_steps)
+
+        ready = learning and (not agent.model_based or model_buffer is not None) and len(real_buffer) >= cfg.batch_size
+        if ready:
+            updates_owed += n_new * cfg.utd
+            with timer("update"):
+                while updates_owed >= 1.0:
+                    sample = sample_mixed(real_buffer, model_buffer, cfg.batch_size, cfg.real_ratio if agent.model_based else 1.0)
+                    metrics = agent.update(sample)
+                    updates += 1
+                    updates_owed -= 1.0
+                train_metrics = {k: float(v) for k, v in metrics.items()} if updates else train_metrics
+
+        if env_steps >= next_log and train_metrics:
+            next_log += cfg.log_every
+            for key, value in train_metrics.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"training metric {key} became {value} at env step {env_steps}")
+                logger.log_scalar(key, value, step=env_steps)
+        if env_steps >= next_eval:
+            next_eval += cfg.eval_every
+            run_eval()
+    if not curve.rows or curve.rows[-1]["env_steps"] != env_steps:
+        run_eval()
+    bar.close()
+    collector.shutdown()
+
+    wall = time.perf_counter() - start
+    if cfg.checkpoint:
+        save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps)
+    plot_learning_curve(curve.rows, out / "learning_curve.png", f"{cfg.algo} on {cfg.env} (seed {cfg.seed})")
+    update_seconds = timer.seconds.get("update", 0.0)
+    summary = {
+        "algo": cfg.algo,
+        "env": cfg.env,
+        "seed": cfg.seed,
+        "env_steps": env_steps,
+        "final_return": curve.rows[-1]["eval_return_mean"],
+        "best_return": best,
+        "wall_seconds": round(wall, 2),
+        "wall_seconds_per_1000_steps": round(1000.0 * wall / max(env_steps, 1), 2),
+        "updates": updates,
+        "updates_per_second": round(updates / update_seconds, 2) if update_seconds > 0 else None,
+        "phase_seconds": {k: round(v, 2) for k, v in sorted(timer.seconds.items())},
+        "final_train_metrics": train_metrics,
+        "commit": git_commit(),
+        "machine": machine_info(cfg.num_threads),
+        "config": cfg.to_dict(),
+    }
+    write_summary(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,105 @@
+"""What a run leaves in its directory: metrics.csv, summary.json, learning_curve.png (with provenance)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+METRIC_COLUMNS = ["env_steps", "eval_return_mean", "eval_return_std", "wall_seconds", "updates"]
+RUN_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
+
+
+def check_out_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse to write over a finished or running run unless ``overwrite``: results are never lost silently."""
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(existing)}); choose another --out or pass --overwrite"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:  # the TorchRL CSV logger appends: start its files afresh
+        shutil.rmtree(out / "logs", ignore_errors=True)
+
+
+def git_commit() -> str:
+    """The commit of the package source (with '+dirty' when it has uncommitted changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "torchrl_vmbpo"],
+            cwd=root, capture_output=True, text=True, timeout=5,
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_info(num_threads: int) -> dict:
+    import torchrl
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": num_threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchrl": torchrl.__version__,
+    }
+
+
+class MetricsCSV:
+    """Appends evaluation rows to ``metrics.csv`` as they come (a killed run keeps its curve)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerow(METRIC_COLUMNS)
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row[c] for c in METRIC_COLUMNS])
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["env_steps"] for r in rows]
+    mean = torch.tensor([r["eval_return_mean"] for r in rows])
+    std = torch.tensor([r["eval_return_std"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, mean, marker="o", ms=3)
+    ax.fill_between(x, mean - std, mean + std, alpha=0.25)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval return (deterministic)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
