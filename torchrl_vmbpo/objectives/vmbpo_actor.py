@@ -1,0 +1,93 @@
+"""VMBPO's E-step actor: the variational policy q_c against pi and Q (eq. 25)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.objectives import LossModule
+
+from torchrl_vmbpo import keys
+from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+
+
+class VMBPOActorLoss(LossModule):
+    r"""Reverse-KL update of ``q_c`` towards ``pi(a|x) exp(Q(x, a)) / Z(x)`` (eq. 25).
+
+    ``loss_actor = mean_x [log q_c(a|x) - log pi(a|x) - Q(x, a)]`` with ``a = f(x, eps)``
+    reparameterised (drawn explicitly, whatever the exploration mode). Its minimiser over all
+    policies is ``q_c* = pi exp(Q) / Z`` (eq. 15). ``Q`` is the critic's ``min_k Q_k`` (its twin
+    minimum; see :class:`VMBPOCriticLoss`). With ``pi`` uniform (a constant log-density) this is
+    ``eta`` times SAC's actor loss with ``alpha = 1 / eta`` (VMBPO's Q is ``eta`` times SAC's).
+
+    ``log q_c - log pi`` is scored in pre-tanh space at the sample's own ``u`` when both are
+    ``TanhNormal`` over one box (exact; the tanh Jacobians cancel), else ``pi`` is scored on the
+    action with its own ``log_prob``.
+
+    Ownership: this loss owns ``q_c`` (registered as ``variational_policy``); ``pi`` (owned by the
+    M-step loss) and the critic (owner of Q) are borrowed: not registered, evaluated with their
+    parameters detached, so ``loss_actor`` sends gradients to ``q_c`` only (through ``a`` into
+    ``log pi`` and ``Q`` as well as directly).
+
+    Args:
+        variational_policy: ``q_c``, with ``in_keys`` (1: x) and ``get_dist(td)`` (a ProbabilisticActor).
+        critic: the :class:`VMBPOCriticLoss` that owns Q.
+        baseline_policy: ``pi``, with ``in_keys`` (1) and ``get_dist(td)``.
+
+    Keys read (``set_keys``): ``observation``.
+
+    Returns ``loss_actor`` (steps ``q_c``) and detached diagnostics ``policy_log_ratio`` (mean
+    ``log q_c/pi``, a KL(q_c || pi) estimate), ``entropy`` (``-mean log q_c``), ``q_value``.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor, make_q_value, make_state_value
+        >>> spec = Bounded(-1.0, 1.0, shape=(1,))
+        >>> q_c, pi = make_tanh_gaussian_actor(3, spec, hidden=(8,)), make_tanh_gaussian_actor(3, spec, hidden=(8,))
+        >>> critic = VMBPOCriticLoss(make_q_value(3, 1, hidden=(8,)), make_state_value(3, hidden=(8,)), q_c, pi,
+        ...                          eta=1.0, gamma=0.99)
+        >>> loss = VMBPOActorLoss(q_c, critic, pi)
+        >>> out = loss(TensorDict({"observation": torch.randn(6, 3)}, [6]))
+        >>> out["loss_actor"].shape, sorted(out.keys())
+        (torch.Size([]), ['entropy', 'loss_actor', 'policy_log_ratio', 'q_value'])
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Batch entries read by the actor loss."""
+
+        observation: str = keys.OBSERVATION
+
+    default_keys = _AcceptedKeys
+
+    def __init__(self, variational_policy, critic: VMBPOCriticLoss, baseline_policy):
+        super().__init__()
+        if not isinstance(critic, VMBPOCriticLoss):
+            raise TypeError(f"critic must be a VMBPOCriticLoss (the owner of Q), got {type(critic).__name__}")
+        fv.check_in_keys(variational_policy, 1, "variational_policy")
+        fv.check_in_keys(baseline_policy, 1, "baseline_policy")
+        for name, policy in (("variational_policy", variational_policy), ("baseline_policy", baseline_policy)):
+            if not callable(getattr(policy, "get_dist", None)):
+                raise TypeError(f"{name} must have a get_dist(td) method (e.g. a ProbabilisticActor)")
+        if variational_policy is baseline_policy:
+            raise ValueError("variational_policy and baseline_policy must be distinct modules (q_c and pi)")
+        self.variational_policy = variational_policy
+        self.__dict__["critic"] = critic  # borrowed: not a submodule
+        self.__dict__["baseline_policy"] = baseline_policy
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        obs = fv.fetch(td, {"observation": self.tensor_keys.observation}, type(self).__name__)["observation"]
+        q_c = self.variational_policy
+        dist_c = q_c.get_dist(fv.module_input(q_c, obs))
+        preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # a = f(x, eps; theta_c)
+        with fv.frozen_params(self.baseline_policy) as pi:
+            log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
+        q = self.critic.action_value(obs, action)
+        loss = (log_q_c - log_pi - q).mean()  # eq. 25
+        info = {"policy_log_ratio": (log_q_c - log_pi).mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}
+        return TensorDict({"loss_actor": loss, **{n: v.detach() for n, v in info.items()}}, batch_size=[])

@@ -1,0 +1,250 @@
+"""VMBPO's E-step critic: Q and V of the variational policy on model samples (eqs. 22-24)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import TensorDictModule
+from torchrl.objectives import LossModule
+from torchrl.objectives.utils import distance_loss
+
+from torchrl_vmbpo import keys
+from torchrl_vmbpo.models.log_ratio import log_ratio_of
+from torchrl_vmbpo.objectives import functional_vmbpo as fv
+
+_LOSS_FUNCTIONS = ("l2", "l1", "smooth_l1")
+
+
+class VMBPOCriticLoss(LossModule):
+    r"""Critic of VMBPO's E-step: regress Q and V of ``q_c`` under the variational dynamics ``q_d``.
+
+    On model transitions ``(x, a, r, x')`` (``a ~ q_c``, ``x' ~ q_d``, ``r`` from the model or a known
+    reward function), with discounting in the spec's form (ii):
+
+    - eqs. 22-23: ``y_Q = eta r + gamma (1 - terminated) V'(x') - nu(x, a, x')``,
+      ``loss_qvalue = sum_k mean (Q_k(x, a) - y_Q)^2``;
+    - eq. 24: ``y_V = min_k Q_k(x, a~) - log q_c(a~|x) + log pi(a~|x)`` with ``a~ ~ q_c(.|x)`` drawn
+      afresh (RANDOM mode, whatever the exploration mode), ``loss_value = mean (V(x) - y_V)^2``.
+
+    ``V'`` is the target copy of V; ``nu`` estimates ``log q_d / p`` (eq. 21) and is not
+    discounted. ``terminated`` (not ``done``) stops bootstrapping, so a time-limit truncation keeps
+    ``V'(x')``. ``y_V`` uses the online Q, as eq. 24 writes it. ``log q_c - log pi`` is scored in
+    pre-tanh space on the same sample when both are ``TanhNormal`` over one box (exact, finite where
+    tanh saturates; see :func:`~torchrl_vmbpo.objectives.functional_vmbpo.log_prob_at`); any other
+    ``pi`` (e.g. uniform, a constant log-density) is scored with its own ``log_prob``.
+
+    Twin Q: ``num_qvalue_nets`` independent Q copies (as TorchRL's ``SACLoss``: the module passed in
+    is a template, its parameters are re-initialised into ``num_qvalue_nets`` copies owned here,
+    ``qvalue_network_params``). Each copy regresses on the full batch; the minimum over copies
+    enters ``y_V``, the actor (eq. 25) and the dynamics weights (eq. 19). The minimum is a
+    stabiliser the paper does not use (``num_qvalue_nets=1`` gives eqs. 22-24 verbatim).
+
+    Ownership: this loss is the single owner of Q, V and their targets ``Q'``, ``V'``
+    (``target_qvalue_network_params``, ``target_value_network_params``), so one TorchRL
+    ``SoftUpdate(critic_loss, tau=...)`` updates each target exactly once per step. The
+    dynamics loss and the actor loss read values through :meth:`action_value` and
+    :meth:`state_value` (parameters detached). ``q_c``, ``pi`` and ``nu`` are borrowed: held without
+    registration (not in ``parameters()``, ``state_dict()`` nor moved by ``.to``), evaluated
+    without gradient.
+
+    Args:
+        qvalue_network: ``Q(x, a)``, a TensorDictModule with 2 in_keys (x, a, filled by position).
+        value_network: ``V(x)``, a TensorDictModule with 1 in_key.
+        variational_policy: ``q_c``, with ``in_keys`` (1: x) and ``get_dist(td)`` (owned by the actor loss).
+        baseline_policy: ``pi``, same interface (owned by the M-step loss).
+        log_ratio_network: ``nu(x'|x, a)`` with 3 in_keys (owned by :class:`LogRatioLoss`); ``None``
+            means ``nu = 0``, i.e. ``q_d`` treated as the true dynamics.
+
+    Keyword Args:
+        eta: temperature ``eta > 0`` of ``p(O=1|x,a) = exp(eta r)``.
+        gamma: discount in ``[0, 1]``.
+        num_qvalue_nets: number of Q copies (>= 1; default 2).
+        loss_function: ``"l2"`` (squared error, the paper's; default), ``"l1"`` or ``"smooth_l1"``.
+
+    Keys read (``set_keys``): ``observation``, ``action``, ``reward`` (``("next", "reward")``),
+    ``next_observation`` (``("next", "observation")``), ``terminated`` (``("next", "terminated")``).
+
+    Returns ``loss_qvalue`` (steps Q's parameters, ``qvalue_network_params``), ``loss_value``
+    (steps V's, ``value_network_params``) and detached diagnostics: ``q_value``, ``q_target``,
+    ``value``, ``value_target``, ``td_error`` (mean ``|Q - y_Q|``), ``log_ratio`` (mean nu),
+    ``policy_log_ratio`` (mean ``log q_c/pi`` at ``a~``: a KL(q_c || pi) estimate).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor, make_q_value, make_state_value
+        >>> from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
+        >>> spec = Bounded(-1.0, 1.0, shape=(1,))
+        >>> q_c, pi = make_tanh_gaussian_actor(3, spec, hidden=(8,)), make_tanh_gaussian_actor(3, spec, hidden=(8,))
+        >>> loss = VMBPOCriticLoss(make_q_value(3, 1, hidden=(8,)), make_state_value(3, hidden=(8,)), q_c, pi,
+        ...                        make_log_ratio_network(3, 1, hidden=(8,)), eta=1.0, gamma=0.99)
+        >>> td = TensorDict({"observation": torch.randn(6, 3), "action": torch.rand(6, 1) * 2 - 1,
+        ...     ("next", "observation"): torch.randn(6, 3), ("next", "reward"): torch.randn(6, 1),
+        ...     ("next", "terminated"): torch.zeros(6, 1, dtype=torch.bool)}, [6])
+        >>> from torchrl.objectives import SoftUpdate
+        >>> target_updater = SoftUpdate(loss, tau=0.005)  # the one updater of V' and Q'
+        >>> out = loss(td)
+        >>> out["loss_qvalue"].shape, out["loss_value"].requires_grad
+        (torch.Size([]), True)
+        >>> target_updater.step()
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Batch entries read by the critic (model transitions)."""
+
+        observation: str = keys.OBSERVATION
+        action: str = keys.ACTION
+        reward: tuple = keys.REWARD
+        next_observation: tuple = keys.NEXT_OBSERVATION
+        terminated: tuple = keys.TERMINATED
+
+    default_keys = _AcceptedKeys
+    qvalue_network: TensorDictModule
+    qvalue_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+    value_network: TensorDictModule
+    value_network_params: TensorDictParams
+    target_value_network_params: TensorDictParams
+
+    def __init__(
+        self,
+        qvalue_network: TensorDictModule,
+        value_network: TensorDictModule,
+        variational_policy,
+        baseline_policy,
+        log_ratio_network: TensorDictModule | None = None,
+        *,
+        eta: float,
+        gamma: float,
+        num_qvalue_nets: int = 2,
+        loss_function: str = "l2",
+    ):
+        super().__init__()
+        if not eta > 0:
+            raise ValueError(f"eta must be > 0, got {eta}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if not (isinstance(num_qvalue_nets, int) and num_qvalue_nets >= 1):
+            raise ValueError(f"num_qvalue_nets must be an int >= 1, got {num_qvalue_nets!r}")
+        if loss_function not in _LOSS_FUNCTIONS:
+            raise ValueError(f"loss_function must be one of {_LOSS_FUNCTIONS}, got {loss_function!r}")
+        fv.check_in_keys(qvalue_network, 2, "qvalue_network")
+        fv.check_in_keys(value_network, 1, "value_network")
+        fv.check_in_keys(variational_policy, 1, "variational_policy")
+        fv.check_in_keys(baseline_policy, 1, "baseline_policy")
+        if log_ratio_network is not None:
+            fv.check_in_keys(log_ratio_network, 3, "log_ratio_network")
+        for name, policy in (("variational_policy", variational_policy), ("baseline_policy", baseline_policy)):
+            if not callable(getattr(policy, "get_dist", None)):
+                raise TypeError(f"{name} must have a get_dist(td) method (e.g. a ProbabilisticActor)")
+        self.eta, self.gamma = float(eta), float(gamma)
+        self.num_qvalue_nets = num_qvalue_nets
+        self.loss_function = loss_function
+        self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets, create_target_params=True)
+        self.convert_to_functional(value_network, "value_network", create_target_params=True)
+        # Borrowed networks: in __dict__, so they are neither parameters nor state of this loss.
+        self.__dict__["variational_policy"] = variational_policy
+        self.__dict__["baseline_policy"] = baseline_policy
+        self.__dict__["log_ratio_network"] = log_ratio_network
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass  # no value estimator: the targets are eqs. 22-24 exactly
+
+    # --- values, readable by the other VMBPO losses (parameters detached) -----------------------
+
+    def _qvalues(self, obs: torch.Tensor, action: torch.Tensor, params: TensorDictBase) -> torch.Tensor:
+        """All Q copies under ``params``: ``[*B, D], [*B, A] -> [K, *B]``."""
+        net, out_key = self.qvalue_network, self.qvalue_network.out_keys[0]
+        values = []
+        for k in range(self.num_qvalue_nets):
+            with params[k].to_module(net, preserve_module_state=False):
+                values.append(net(fv.module_input(net, obs, action)).get(out_key).squeeze(-1))
+        return torch.stack(values)
+
+    def _value(self, obs: torch.Tensor, params: TensorDictBase) -> torch.Tensor:
+        net = self.value_network
+        with params.to_module(net, preserve_module_state=False):
+            return net(fv.module_input(net, obs)).get(net.out_keys[0]).squeeze(-1)
+
+    def action_value(self, obs: torch.Tensor, action: torch.Tensor, *, target: bool = False) -> torch.Tensor:
+        """``min_k Q_k(x, a)`` (or the targets ``Q'_k``), ``[*B]``; gradients reach ``action`` only."""
+        params = self.target_qvalue_network_params if target else self.qvalue_network_params.detach()
+        return self._qvalues(obs, action, params).min(0).values
+
+    def state_value(self, obs: torch.Tensor, *, target: bool = False) -> torch.Tensor:
+        """``V(x)`` (or the target ``V'(x)``), ``[*B]``; no gradient to V's parameters."""
+        params = self.target_value_network_params if target else self.value_network_params.detach()
+        return self._value(obs, params)
+
+    # --- targets ----------------------------------------------------------------------------------
+
+    def _batch(self, td: TensorDictBase) -> dict:
+        k = self.tensor_keys
+        names = ("observation", "action", "reward", "next_observation", "terminated")
+        batch = fv.fetch(td, {n: getattr(k, n) for n in names}, type(self).__name__)
+        for name in ("reward", "terminated"):  # [*B, 1] -> [*B]
+            if batch[name].ndim == td.batch_dims + 1:
+                batch[name] = batch[name].squeeze(-1)
+        return batch
+
+    @torch.no_grad()
+    def q_target(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y_Q, nu)`` of eqs. 22-23 on the batch, each ``[*B]``."""
+        return self._q_target(self._batch(td))
+
+    @torch.no_grad()
+    def value_target(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(y_V, a~, log q_c(a~) - log pi(a~))`` of eq. 24, with a fresh ``a~ ~ q_c(.|x)``."""
+        return self._value_target(self._batch(td)["observation"])
+
+    @torch.no_grad()
+    def _q_target(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        next_value = self.state_value(b["next_observation"], target=True)
+        if self.log_ratio_network is None:
+            nu = torch.zeros_like(next_value)
+        else:
+            nu = log_ratio_of(self.log_ratio_network, b["observation"], b["action"], b["next_observation"])
+        y = fv.q_target(b["reward"], next_value, b["terminated"], nu, eta=self.eta, gamma=self.gamma)
+        return y, nu
+
+    @torch.no_grad()
+    def _value_target(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q_c, pi = self.variational_policy, self.baseline_policy
+        dist_c = q_c.get_dist(fv.module_input(q_c, obs))
+        preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # explicit sample: RANDOM mode
+        log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
+        q = self.action_value(obs, action)
+        return fv.value_target(q, log_q_c, log_pi), action, log_q_c - log_pi
+
+    # --- losses -----------------------------------------------------------------------------------
+
+    def qvalue_loss(self, td: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """``loss_qvalue`` (eq. 23) and its diagnostics."""
+        return self._qvalue_loss(self._batch(td))
+
+    def value_loss(self, td: TensorDictBase) -> tuple[torch.Tensor, dict]:
+        """``loss_value`` (eq. 24) and its diagnostics."""
+        return self._value_loss(self._batch(td)["observation"])
+
+    def _qvalue_loss(self, b: dict) -> tuple[torch.Tensor, dict]:
+        y, nu = self._q_target(b)
+        q = self._qvalues(b["observation"], b["action"], self.qvalue_network_params)  # [K, *B]
+        loss = distance_loss(q, y.expand_as(q), loss_function=self.loss_function)
+        loss = loss.reshape(self.num_qvalue_nets, -1).mean(-1).sum()  # each copy on the whole batch
+        info = {"q_value": q.mean(), "q_target": y.mean(), "td_error": (q - y).abs().mean(), "log_ratio": nu.mean()}
+        return loss, {name: value.detach() for name, value in info.items()}
+
+    def _value_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        y, _, policy_log_ratio = self._value_target(obs)
+        v = self._value(obs, self.value_network_params)
+        loss = distance_loss(v, y, loss_function=self.loss_function).mean()
+        info = {"value": v.mean(), "value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
+        return loss, {name: value.detach() for name, value in info.items()}
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        b = self._batch(td)  # read and checked once
+        loss_qvalue, q_info = self._qvalue_loss(b)
+        loss_value, v_info = self._value_loss(b["observation"])
+        return TensorDict({"loss_qvalue": loss_qvalue, "loss_value": loss_value, **q_info, **v_info}, batch_size=[])

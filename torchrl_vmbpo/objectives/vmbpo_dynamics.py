@@ -1,0 +1,167 @@
+"""VMBPO's E-step dynamics fit: the value-weighted ensemble NLL of eq. 19."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.objectives import LossModule
+
+from torchrl_vmbpo import keys
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.objectives.functional import effective_sample_size
+from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+
+
+class VMBPODynamicsLoss(LossModule):
+    r"""Fit ``q_d`` to the exponentially twisted dynamics ``p exp(gamma V') / exp(Q' - eta r)`` (eq. 19).
+
+    On real transitions ``(x, a, r, x', terminated)`` from D:
+
+    1. ``log w = eta r + gamma (1 - terminated) V'(x') - Q'(x, a)`` with the critic's TARGET
+       networks ``V'``, ``Q'`` (no gradient). ``E_p[w | x, a] = 1`` exactly (eq. 9), so ``w`` is the
+       likelihood ratio ``q_d* / p`` (eq. 14) and the weighted NLL is the forward KL to ``q_d*``;
+    2. ``w = B softmax(log w)`` over the batch (self-normalised: ``mean w = 1``), then optionally
+       ``w = min(w, max_weight)`` (clipped mass dropped, not redistributed), then
+       ``w = (1 - mix) w + mix``. ``mix = 1`` makes every weight one: the plain maximum-likelihood
+       loss of MBPO, so MBPO and VMBPO share this class (``critic=None`` is then allowed);
+    3. ``w`` is written under the NLL loss's weight key and :class:`GaussianEnsembleNLLLoss`
+       (reused, not copied) returns ``loss_dynamics``: the next-state NLL weighted by ``w``, the
+       reward head unweighted (the twist acts on ``x'`` only), plus the log-variance bound penalty.
+
+    Batch layouts: ``[B]`` (every member sees the same rows; weights normalised over B) or
+    ``[B, E]`` (bootstrapped rows per member; weights normalised over B within each member).
+
+    Ownership: this loss owns the dynamics model (through its inner NLL loss). ``V'`` and ``Q'``
+    belong to the critic loss, which is the single owner of V, Q and their targets; this loss holds
+    a non-registered reference to it and reads ``critic.state_value(x', target=True)`` and
+    ``critic.action_value(x, a, target=True)`` (twin minimum, as the critic uses). One
+    ``SoftUpdate(critic)`` therefore updates each target exactly once per step, and an optimizer on
+    ``this_loss.parameters()`` sees the dynamics model only. ``eta`` and ``gamma`` are the critic's.
+
+    Args:
+        dynamics_model: the Gaussian ensemble ``q_d``.
+        critic: the :class:`VMBPOCriticLoss` owning ``V'`` and ``Q'``; ``None`` only with ``mix=1``.
+
+    Keyword Args:
+        max_weight: clip for the normalised weights (``> 1``), or ``None`` (default) for no clip.
+        mix: weight of the uniform mixture in ``[0, 1]`` (default 0: pure eq. 19; 1: MBPO's MLE).
+        logvar_penalty: coefficient of the ensemble's log-variance bound penalty (MBPO: 0.01).
+
+    Keys read (``set_keys``): ``observation``, ``action``, ``next_observation``, ``reward``,
+    ``terminated``; ``weight`` (default ``("model", "weight")``) is where the weights are written
+    for the NLL loss (on a shallow copy: the caller's batch is not modified).
+
+    Returns ``loss_dynamics`` (steps the dynamics model), ``model_nll``, ``model_mse`` (from the
+    NLL loss) and the weight diagnostics: ``weight_ess`` (Kish effective sample size of the final
+    weights as a fraction of B), ``weight_max``, ``log_weight_mean`` (mean raw ``log w``) and
+    ``log_mean_weight`` (``log mean exp log w``, zero when the critic is consistent with p, eq. 9).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor, make_q_value, make_state_value
+        >>> spec = Bounded(-1.0, 1.0, shape=(1,))
+        >>> q_c, pi = make_tanh_gaussian_actor(3, spec, hidden=(8,)), make_tanh_gaussian_actor(3, spec, hidden=(8,))
+        >>> critic = VMBPOCriticLoss(make_q_value(3, 1, hidden=(8,)), make_state_value(3, hidden=(8,)), q_c, pi,
+        ...                          eta=1.0, gamma=0.99)
+        >>> from torchrl.objectives import SoftUpdate
+        >>> target_updater = SoftUpdate(critic, tau=0.005)  # also moves the V', Q' this loss reads
+        >>> loss = VMBPODynamicsLoss(DynamicsModel(3, 1, hidden=(16,)), critic, max_weight=10.0, mix=0.1)
+        >>> td = TensorDict({"observation": torch.randn(8, 3), "action": torch.rand(8, 1) * 2 - 1,
+        ...     ("next", "observation"): torch.randn(8, 3), ("next", "reward"): torch.randn(8, 1),
+        ...     ("next", "terminated"): torch.zeros(8, 1, dtype=torch.bool)}, [8])
+        >>> out = loss(td)
+        >>> 0 < out["weight_ess"] <= 1, out["loss_dynamics"].requires_grad
+        (tensor(True), True)
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Batch entries read (real transitions) and the weight entry written for the NLL loss."""
+
+        observation: str = keys.OBSERVATION
+        action: str = keys.ACTION
+        next_observation: tuple = keys.NEXT_OBSERVATION
+        reward: tuple = keys.REWARD
+        terminated: tuple = keys.TERMINATED
+        weight: tuple = keys.WEIGHT
+
+    default_keys = _AcceptedKeys
+
+    def __init__(
+        self,
+        dynamics_model: DynamicsModel,
+        critic: VMBPOCriticLoss | None,
+        *,
+        max_weight: float | None = None,
+        mix: float = 0.0,
+        logvar_penalty: float = 0.01,
+    ):
+        super().__init__()
+        if critic is not None and not isinstance(critic, VMBPOCriticLoss):
+            raise TypeError(f"critic must be a VMBPOCriticLoss (owner of V' and Q') or None, got {type(critic).__name__}")
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"mix must be in [0, 1], got {mix}")
+        if critic is None and mix != 1.0:
+            raise ValueError("critic=None is only allowed with mix=1.0 (plain MLE, MBPO); eq. 19 needs V' and Q'")
+        if max_weight is not None and not max_weight > 1.0:
+            raise ValueError(f"max_weight must be None or > 1 (the weights average to one), got {max_weight}")
+        self.nll_loss = GaussianEnsembleNLLLoss(dynamics_model, logvar_penalty=logvar_penalty)
+        self.max_weight, self.mix = max_weight, float(mix)
+        self.__dict__["critic"] = critic  # borrowed: not a submodule, its parameters are not ours
+
+    @property
+    def dynamics_model(self) -> DynamicsModel:
+        return self.nll_loss.dynamics_model
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        # The inner NLL loss reads the same batch: keep its keys in step with ours.
+        shared = {n: getattr(self.tensor_keys, n) for n in ("observation", "action", "next_observation", "reward", "weight")}
+        self.nll_loss.set_keys(**shared)
+
+    @torch.no_grad()
+    def log_weight(self, td: TensorDictBase) -> torch.Tensor:
+        """Raw ``log w`` of eq. 19, shaped like the batch (``[B]`` or ``[B, E]``)."""
+        k = self.tensor_keys
+        names = ("observation", "action", "next_observation", "reward", "terminated")
+        b = fv.fetch(td, {n: getattr(k, n) for n in names}, type(self).__name__)
+        reward, terminated = (b[n].squeeze(-1) if b[n].ndim == td.batch_dims + 1 else b[n] for n in ("reward", "terminated"))
+        next_value = self.critic.state_value(b["next_observation"], target=True)
+        q_value = self.critic.action_value(b["observation"], b["action"], target=True)
+        return fv.dynamics_log_weight(
+            reward, next_value, terminated, q_value, eta=self.critic.eta, gamma=self.critic.gamma
+        )
+
+    def _check_layout(self, td: TensorDictBase) -> None:
+        members = self.dynamics_model.num_members
+        if td.batch_dims == 1 or (td.batch_dims == 2 and td.shape[-1] == members):
+            return
+        raise ValueError(
+            f"{type(self).__name__} takes a [B] batch or a [B, E={members}] bootstrapped batch, got shape {tuple(td.shape)}"
+        )
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        self._check_layout(td)
+        k = self.tensor_keys
+        if self.mix == 1.0:
+            weight = None  # plain MLE: every weight is one, the critic is not needed
+            info = {"weight_ess": torch.ones(()), "weight_max": torch.ones(())}
+        else:
+            log_w = self.log_weight(td)  # [B] or [B, E]; normalised over B (dim 0)
+            weight = fv.normalise_weights(log_w, dim=0, max_weight=self.max_weight, mix=self.mix)
+            batch = log_w.shape[0]
+            info = {
+                "weight_ess": (effective_sample_size(weight.transpose(0, -1)) / batch).mean(),
+                "weight_max": weight.max(),
+                "log_weight_mean": log_w.mean(),
+                "log_mean_weight": (torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(batch)))).mean(),
+            }
+        nll_batch = td.select(k.observation, k.action, k.next_observation, k.reward)  # new structure, shared tensors
+        if weight is not None:
+            nll_batch.set(k.weight, weight)
+        out = self.nll_loss(nll_batch)
+        out.update({n: v.detach() for n, v in info.items()})
+        return out
