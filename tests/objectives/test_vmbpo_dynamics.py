@@ -1,0 +1,188 @@
+"""VMBPODynamicsLoss (eq. 19): the value-weighted fit recovers the exponentially twisted dynamics."""
+
+import warnings
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.data import Bounded
+from torchrl.modules import ValueOperator
+from torchrl.objectives import SoftUpdate
+
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
+
+
+class ConcatLinear(nn.Module):
+    """``w . [x, a, ...] + b`` over its concatenated inputs."""
+
+    def __init__(self, in_features, weight, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([weight]))
+        self.bias = nn.Parameter(torch.tensor([bias]))
+
+    def forward(self, *inputs):
+        return torch.cat(inputs, -1) @ self.weight.T + self.bias
+
+
+def make_critic(v_weight, v_bias, q_weight, q_bias, *, obs_dim=1, eta=1.0, gamma=1.0):
+    """A critic with linear V(x) = v_weight . x + v_bias and Q(x, a) = q_weight . [x, a] + q_bias (targets equal)."""
+    spec = Bounded(-1.0, 1.0, shape=(1,))
+    q_c, pi = make_tanh_gaussian_actor(obs_dim, spec, hidden=(4,)), make_tanh_gaussian_actor(obs_dim, spec, hidden=(4,))
+    value = ValueOperator(ConcatLinear(obs_dim, [v_weight], v_bias), in_keys=["observation"])
+    qvalue = ValueOperator(ConcatLinear(obs_dim + 1, q_weight, 0.0), in_keys=["observation", "action"])
+    critic = VMBPOCriticLoss(qvalue, value, q_c, pi, eta=eta, gamma=gamma, num_qvalue_nets=1)
+    with warnings.catch_warnings():  # tau = 1 (targets copy the online nets at each step) is unusual, not wrong
+        warnings.simplefilter("ignore", UserWarning)
+        updater = SoftUpdate(critic, tau=1.0)
+    with torch.no_grad():  # the Q copy is re-initialised by the critic (as SACLoss): set it
+        critic.qvalue_network_params["module", "weight"].copy_(torch.tensor([[q_weight]]))
+        critic.qvalue_network_params["module", "bias"].fill_(q_bias)
+    updater.step()
+    return critic, updater
+
+
+def real_batch(next_obs, *, obs=None, reward=None, terminated=None):
+    n = next_obs.shape[0]
+    return TensorDict(
+        {
+            "observation": torch.zeros(n, 1) if obs is None else obs,
+            "action": torch.zeros(n, 1),
+            ("next", "observation"): next_obs,
+            ("next", "reward"): torch.zeros(n, 1) if reward is None else reward,
+            ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool) if terminated is None else terminated,
+        },
+        [n],
+    )
+
+
+def fit(loss, td, steps=300):
+    optim = torch.optim.Adam(loss.parameters(), lr=2e-2)
+    for _ in range(steps):
+        out = loss(td)
+        optim.zero_grad()
+        out["loss_dynamics"].backward()
+        optim.step()
+    with torch.no_grad():
+        mean, logvar = loss.dynamics_model.predict(torch.zeros(1, 1), torch.zeros(1, 1))
+    return mean[0, :, 0], (0.5 * logvar[0, :, 0]).exp(), out  # per member: next-state mean and std
+
+
+@pytest.mark.parametrize("c", [0.5, -0.8])
+def test_weighted_fit_with_linear_value_recovers_the_twisted_gaussian(c):
+    # p = N(m, s^2), V'(x') = c x', Q' constant: q_d* ∝ p exp(c x') = N(m + c s^2, s^2).
+    m, s = 0.5, 1.0
+    # x' at the 2000 quantiles of p (a deterministic sample: no Monte Carlo error in the check)
+    next_obs = m + s * torch.special.ndtri((torch.arange(2000.0) + 0.5) / 2000).unsqueeze(-1)
+    critic, _ = make_critic(c, 0.0, [0.0, 0.0], 0.0)
+    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, num_members=2, num_elites=1, hidden=(8,)), critic)
+    mean, std, out = fit(loss, real_batch(next_obs))
+    torch.testing.assert_close(mean, torch.full((2,), m + c * s**2), atol=0.03, rtol=0.0)
+    torch.testing.assert_close(std, torch.full((2,), s), atol=0.03, rtol=0.0)
+    # The fit is the self-normalised weighted MLE of the sample, to optimisation accuracy.
+    w = torch.softmax(c * next_obs.squeeze(-1), 0)
+    sample_mean = (w * next_obs.squeeze(-1)).sum()
+    torch.testing.assert_close(mean, sample_mean.expand(2), atol=0.02, rtol=0.0)
+    expected_ess = torch.exp(torch.tensor(-(c**2) * s**2))  # ESS/B of log-normal weights: exp(-c^2 s^2)
+    assert out["weight_ess"].item() == pytest.approx(expected_ess.item(), abs=0.02)
+
+
+def test_mix_one_equals_the_unweighted_ensemble_nll_and_needs_no_critic():
+    model = DynamicsModel(2, 1, hidden=(8,))
+    td = TensorDict(
+        {"observation": torch.randn(16, 2), "action": torch.randn(16, 1), ("next", "observation"): torch.randn(16, 2),
+         ("next", "reward"): torch.randn(16, 1), ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool)},
+        [16],
+    )
+    plain = GaussianEnsembleNLLLoss(model)(td)["loss_dynamics"]
+    torch.testing.assert_close(VMBPODynamicsLoss(model, None, mix=1.0)(td)["loss_dynamics"], plain)
+
+
+def test_weights_are_hand_computed_self_normalised_twists_with_target_networks():
+    eta, gamma = 2.0, 0.9
+    critic, updater = make_critic(1.5, -0.5, [0.5, -1.0], 0.25, eta=eta, gamma=gamma)
+    obs = torch.tensor([[0.0], [1.0], [-1.0]])
+    action = torch.tensor([[0.5], [0.0], [1.0]])
+    next_obs = torch.tensor([[1.0], [0.0], [2.0]])
+    reward = torch.tensor([[1.0], [-1.0], [0.5]])
+    terminated = torch.tensor([[False], [False], [True]])
+    td = real_batch(next_obs, obs=obs, reward=reward, terminated=terminated).set("action", action)
+    # log w = eta r + gamma (1 - terminated) V'(x') - Q'(x, a), V'(x) = 1.5 x - 0.5, Q' = 0.5 x - a + 0.25
+    expected = torch.tensor([
+        2.0 + 0.9 * 1.0 - (0.0 - 0.5 + 0.25),
+        -2.0 + 0.9 * -0.5 - (0.5 - 0.0 + 0.25),
+        1.0 + 0.0 - (-0.5 - 1.0 + 0.25),
+    ])
+    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, hidden=(8,)), critic, max_weight=2.0, mix=0.25)
+    torch.testing.assert_close(loss.log_weight(td), expected)
+    # The loss is the NLL loss fed the clipped, mixed, self-normalised weights.
+    weight = (0.75 * (3 * torch.softmax(expected, 0)).clamp_max(2.0) + 0.25)
+    reference = GaussianEnsembleNLLLoss(loss.dynamics_model)(td.clone().set(("model", "weight"), weight))
+    out = loss(td)
+    torch.testing.assert_close(out["loss_dynamics"], reference["loss_dynamics"])
+    torch.testing.assert_close(out["weight_max"], weight.max())
+    torch.testing.assert_close(out["log_mean_weight"], torch.logsumexp(expected, 0) - torch.log(torch.tensor(3.0)))
+    assert ("model", "weight") not in td.keys(True)  # the caller's batch is left as it was
+
+    # V' and Q' are the critic's targets: moving the online V changes nothing until the target update.
+    with torch.no_grad():
+        critic.value_network_params["module", "weight"].add_(1.0)
+    torch.testing.assert_close(loss.log_weight(td), expected)
+    updater.step()
+    moved = expected + gamma * torch.tensor([1.0, 0.0, 0.0]) * next_obs.squeeze(-1)
+    torch.testing.assert_close(loss.log_weight(td), moved)
+
+
+def test_bootstrapped_batch_normalises_weights_within_each_member():
+    critic, _ = make_critic(0.7, 0.0, [0.2, 0.1], 0.0)
+    model = DynamicsModel(1, 1, num_members=3, num_elites=2, hidden=(8,))
+    n = 10
+    td = real_batch(torch.randn(n, 3, 1), obs=torch.randn(n, 3, 1), reward=torch.randn(n, 3, 1),
+                    terminated=torch.zeros(n, 3, 1, dtype=torch.bool))
+    td.set("action", torch.randn(n, 3, 1))
+    td.batch_size = [n, 3]
+    loss = VMBPODynamicsLoss(model, critic)
+    log_w = loss.log_weight(td)
+    assert log_w.shape == (n, 3)
+    weight = torch.stack([n * torch.softmax(log_w[:, e], 0) for e in range(3)], -1)
+    reference = GaussianEnsembleNLLLoss(model)(td.clone().set(("model", "weight"), weight))
+    torch.testing.assert_close(loss(td)["loss_dynamics"], reference["loss_dynamics"])
+
+
+def test_the_loss_owns_only_the_dynamics_model():
+    critic, _ = make_critic(1.0, 0.0, [0.0, 0.0], 0.0)
+    model = DynamicsModel(1, 1, hidden=(8,))
+    loss = VMBPODynamicsLoss(model, critic)
+    assert {id(p) for p in loss.parameters()} == {id(p) for p in model.parameters()}
+    assert not any("value" in name for name in loss.state_dict())
+
+
+def test_set_keys_reaches_the_inner_nll_loss():
+    critic, _ = make_critic(1.0, 0.0, [0.0, 0.0], 0.0)
+    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, hidden=(8,)), critic)
+    td = real_batch(torch.randn(8, 1)).rename_key_(("next", "observation"), "x_next")
+    with pytest.raises(KeyError, match="next_observation"):
+        loss(td)
+    loss.set_keys(next_observation="x_next", weight="w")
+    assert loss.nll_loss.tensor_keys.next_observation == "x_next"
+    assert torch.isfinite(loss(td)["loss_dynamics"])
+
+
+def test_constructor_rejects_bad_arguments():
+    critic, _ = make_critic(1.0, 0.0, [0.0, 0.0], 0.0)
+    model = DynamicsModel(1, 1, hidden=(8,))
+    with pytest.raises(ValueError, match="mix"):
+        VMBPODynamicsLoss(model, critic, mix=1.5)
+    with pytest.raises(ValueError, match="critic=None"):
+        VMBPODynamicsLoss(model, None, mix=0.5)
+    with pytest.raises(ValueError, match="max_weight"):
+        VMBPODynamicsLoss(model, critic, max_weight=0.5)
+    with pytest.raises(TypeError, match="critic"):
+        VMBPODynamicsLoss(model, TensorDictModule(nn.Linear(1, 1), ["observation"], ["v"]))
+    with pytest.raises(ValueError, match="batch"):
+        VMBPODynamicsLoss(model, critic)(TensorDict({}, [2, 2, 2]))
