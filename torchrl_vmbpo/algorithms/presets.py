@@ -11,6 +11,7 @@ from collections.abc import Callable
 from torchrl.envs import EnvBase
 
 from torchrl_vmbpo.algorithms.sac import SACAgent
+from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import termination_fn_for
 from torchrl_vmbpo.models.dynamics import DynamicsModel
@@ -39,6 +40,8 @@ MBPO_ENV_DEFAULTS: dict[str, dict] = {
 ALGO_DEFAULTS: dict[str, dict] = {
     "sac": dict(utd=1.0),
     "mbpo": dict(utd=20.0, real_ratio=0.05),
+    # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
+    "vmbpo": dict(utd=20.0, real_ratio=0.0),
 }
 
 
@@ -55,7 +58,12 @@ def _mbpo(cfg: TrainConfig, env: EnvBase) -> Agent:
     return SACAgent(cfg, obs_dim, env.action_spec, dynamics=dynamics, termination_fn=termination_fn_for(cfg.env))
 
 
-BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {"sac": _sac, "mbpo": _mbpo}
+def _vmbpo(cfg: TrainConfig, env: EnvBase) -> Agent:
+    obs_dim, _ = env_dims(env)
+    return VMBPOAgent(cfg, obs_dim, env.action_spec, termination_fn=termination_fn_for(cfg.env))
+
+
+BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {"sac": _sac, "mbpo": _mbpo, "vmbpo": _vmbpo}
 PRESETS = tuple(BUILDERS)
 
 
@@ -64,7 +72,7 @@ def default_config(algo: str, env: str, **changes) -> TrainConfig:
     if algo not in BUILDERS:
         raise ValueError(f"unknown algorithm {algo!r}; available: {sorted(BUILDERS)}")
     fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
-    if algo == "mbpo":
+    if algo in ("mbpo", "vmbpo"):  # same model-based schedule as MBPO
         fields.update(MBPO_ENV_DEFAULTS.get(env, {}))
     fields.update(changes)
     return TrainConfig(algo=algo, env=env, **fields)

@@ -51,6 +51,10 @@ class Agent(nn.Module):
     def model_based(self) -> bool:
         return self.dynamics is not None
 
+    def dynamics_loss(self) -> LossModule:
+        """The loss the "fit model" phase minimises now (VMBPO switches from MLE to eq. 19)."""
+        return self.model_loss
+
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One gradient update; returns detached scalar metrics."""
         raise NotImplementedError

@@ -133,7 +133,7 @@ def train(
             with timer("model_fit"):
                 fit = fit_dynamics(
                     agent.dynamics,
-                    agent.model_loss,
+                    agent.dynamics_loss(),
                     agent.model_optimizer,
                     real_buffer[:],
                     batch_size=cfg.model_batch_size,

@@ -1,0 +1,72 @@
+import pytest
+import torch
+from tensordict import TensorDict
+
+from torchrl_vmbpo.algorithms import build_agent, default_config
+from torchrl_vmbpo.algorithms.vmbpo import VMBPOSettings
+from torchrl_vmbpo.envs.real import make_env
+
+
+def _agent(**extra):
+    cfg = default_config("vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8, extra=extra)
+    return build_agent(cfg, make_env("Pendulum-v1"))
+
+
+def _model_batch(b=8):
+    return TensorDict({"observation": torch.randn(b, 3), "action": torch.rand(b, 1) * 4 - 2,
+                       ("next", "observation"): torch.randn(b, 3), ("next", "reward"): -torch.rand(b, 1),
+                       ("next", "done"): torch.zeros(b, 1, dtype=torch.bool),
+                       ("next", "terminated"): torch.zeros(b, 1, dtype=torch.bool)}, [b])
+
+
+def test_the_eight_networks_are_attributes_and_in_the_state_dict():
+    agent = _agent()
+    for name in ["pi", "q_c", "q_d", "nu", "V", "Q", "V_target", "Q_target"]:
+        assert getattr(agent, name) is not None
+    keys = agent.state_dict().keys()
+    for prefix in ["pi.", "q_c.", "q_d.", "nu.", "critic.value_network_params", "critic.qvalue_network_params",
+                   "critic.target_value_network_params", "critic.target_qvalue_network_params"]:
+        assert any(k.startswith(prefix) for k in keys), prefix
+
+
+def test_copy_m_step_sets_pi_to_q_c_every_period_updates():
+    agent = _agent(m_step_period=3)
+    pi_before = [p.clone() for p in agent.pi.parameters()]
+    for _ in range(2):
+        agent.update(_model_batch())
+    assert all(torch.equal(a, b) for a, b in zip(pi_before, agent.pi.parameters()))  # not yet
+    assert not all(torch.equal(a, b) for a, b in zip(agent.pi.parameters(), agent.q_c.parameters()))
+    agent.update(_model_batch())
+    assert all(torch.equal(a, b) for a, b in zip(agent.pi.parameters(), agent.q_c.parameters()))
+
+
+def test_weighted_map_m_step_trains_pi_every_update():
+    agent = _agent(m_step_mode="weighted_map", m_step_period=5)
+    before = [p.clone() for p in agent.pi.parameters()]
+    out = agent.update(_model_batch())
+    assert "m_step_loss_policy" in out
+    assert not all(torch.equal(a, b) for a, b in zip(before, agent.pi.parameters()))
+
+
+def test_dynamics_fit_switches_from_mle_to_eq19_after_warmup():
+    agent = _agent(weighted_fit_after=2)
+    assert agent.dynamics_loss() is agent.plain_model_loss
+    agent.update(_model_batch())
+    agent.update(_model_batch())
+    assert agent.dynamics_loss() is agent.model_loss
+
+
+def test_acting_policy_is_a_setting():
+    agent = _agent(acting_policy="q_c")
+    assert agent.policy is agent.q_c and agent.rollout_policy is agent.q_c
+    agent = _agent(acting_policy="pi")
+    assert agent.policy is agent.pi
+
+
+def test_unknown_or_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown VMBPO setting"):
+        VMBPOSettings.from_extra({"etta": 1.0})
+    with pytest.raises(ValueError, match="eta"):
+        VMBPOSettings(eta=0.0)
+    with pytest.raises(ValueError, match="m_step_mode"):
+        VMBPOSettings(m_step_mode="average")

@@ -1,0 +1,191 @@
+"""VMBPO (Chow et al.): the E-step (eqs. 19, 21-25) and M-step (eq. 27) over the shared loop.
+
+Which phase runs where (Algorithm 1 as far as the paper fixes it):
+  * loop "fit model" phase: q_d by the twisted NLL of eq. 19 (:meth:`VMBPOAgent.dynamics_loss`),
+    then ν by eq. 21 (:meth:`VMBPOAgent.after_model_fit`);
+  * loop "imagine" phase: branched rollouts of q_d with q_c into the model buffer E;
+  * loop "update" phase (:meth:`VMBPOAgent.update`): critic (eqs. 22-24) and actor (eq. 25) on
+    model transitions, target update, and every ``m_step_period`` updates the M-step (eq. 27).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Bounded, ReplayBuffer
+from torchrl.objectives import LossModule, SoftUpdate
+
+from torchrl_vmbpo.envs.termination import TerminationFn
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
+from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.objectives.log_ratio import LogRatioLoss
+from torchrl_vmbpo.objectives.m_step import MStepLoss
+from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
+from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.optim import optimize
+
+
+@dataclass(frozen=True)
+class VMBPOSettings:
+    """VMBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.eta=2``)."""
+
+    eta: float = 1.0
+    """Temperature of p(O=1|x,a) = exp(eta r). With pi uniform the E-step is SAC with alpha = 1/eta."""
+    m_step_mode: str = "copy"
+    """"copy" (pi <- q_c, the paper's experiments) or "weighted_map" (eq. 27 with kl_coef)."""
+    m_step_period: int = 1000
+    """E-step gradient updates between M-steps."""
+    kl_coef: float = 1.0
+    """lambda of eq. 27 (weighted_map only)."""
+    acting_policy: str = "pi"
+    """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c"."""
+    weight_mix: float = 0.0
+    """Mix of the eq.-19 weights with uniform ones (1 = plain MLE, MBPO's model loss)."""
+    max_weight: float | None = 10.0
+    """Clip of the self-normalised weights (mean 1); None: no clip."""
+    weighted_fit_after: int = 1000
+    """Updates before the twisted fit starts: earlier fits are plain MLE (V', Q' are untrained)."""
+    num_qvalue_nets: int = 2
+    """Twin Q with min (a stabiliser the paper does not use; 1 gives eqs. 22-24 verbatim)."""
+    log_ratio_bound: float = 10.0
+    """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow."""
+    log_ratio_steps: int = 250
+    """Gradient steps of eq. 21 after each model fit."""
+    log_ratio_lr: float = 3e-4
+
+    def __post_init__(self):
+        if not self.eta > 0:
+            raise ValueError(f"extra.eta must be > 0, got {self.eta}")
+        if self.m_step_mode not in ("copy", "weighted_map"):
+            raise ValueError(f"extra.m_step_mode must be 'copy' or 'weighted_map', got {self.m_step_mode!r}")
+        if self.acting_policy not in ("pi", "q_c"):
+            raise ValueError(f"extra.acting_policy must be 'pi' or 'q_c', got {self.acting_policy!r}")
+        if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
+            raise ValueError("extra.m_step_period must be >= 1; log_ratio_steps, weighted_fit_after >= 0")
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "VMBPOSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"unknown VMBPO setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
+        return cls(**extra)
+
+
+class VMBPOAgent(Agent):
+    """The eight networks of VMBPO and the five losses that train them.
+
+    Attributes: ``pi`` (baseline policy), ``q_c`` (variational policy), ``q_d`` (dynamics
+    ensemble), ``nu`` (log-ratio network), and ``critic`` holding ``V``, ``Q``, ``V_target``,
+    ``Q_target`` (also exposed as properties). All are saved by ``state_dict``.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, obs_dim: int, action_spec: Bounded, *, termination_fn: TerminationFn, reward_fn=None
+    ):
+        super().__init__()
+        s = self.settings = VMBPOSettings.from_extra(cfg.extra)
+        act_dim = action_spec.shape[-1]
+        self.pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        self.q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        self.q_c.load_state_dict(self.pi.state_dict())  # start the EM from q_c = pi
+        self.q_d = self.dynamics = DynamicsModel(
+            obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
+        )
+        self.nu = make_log_ratio_network(obs_dim, act_dim, hidden=cfg.hidden, bound=s.log_ratio_bound)
+        self.critic = VMBPOCriticLoss(
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden), make_state_value(obs_dim, hidden=cfg.hidden),
+            self.q_c, self.pi, self.nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
+        )
+        self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
+        self.ratio_loss = LogRatioLoss(self.nu, self.q_d)
+        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, period=s.m_step_period)
+        self.model_loss = VMBPODynamicsLoss(self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix)
+        self.plain_model_loss = GaussianEnsembleNLLLoss(self.q_d)
+        self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+        self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
+        # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
+        # Adam with two groups and one backward per update equals two separate steps.
+        self.e_step_optimizer = torch.optim.Adam(
+            [{"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
+             {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
+        )
+        self.ratio_optimizer = torch.optim.Adam(self.ratio_loss.parameters(), lr=s.log_ratio_lr)
+        self.pi_optimizer = torch.optim.Adam(self.pi.parameters(), lr=cfg.actor_lr)
+        self.ratio_batch_size = cfg.batch_size
+        self.max_grad_norm = cfg.max_grad_norm
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.policy = self.pi if s.acting_policy == "pi" else self.q_c
+
+    # --- the eight networks, by the paper's names ---
+    @property
+    def V(self):  # noqa: N802 (the paper's symbol)
+        return self.critic.value_network_params
+
+    @property
+    def Q(self):  # noqa: N802
+        return self.critic.qvalue_network_params
+
+    @property
+    def V_target(self):  # noqa: N802
+        return self.critic.target_value_network_params
+
+    @property
+    def Q_target(self):  # noqa: N802
+        return self.critic.target_qvalue_network_params
+
+    @property
+    def rollout_policy(self):
+        return self.q_c  # E holds (x, a ~ q_c, x' ~ q_d): the samples eqs. 22-24 need
+
+    def dynamics_loss(self) -> LossModule:
+        """Eq. 19 once the critic has trained ``weighted_fit_after`` updates; plain MLE before."""
+        if int(self.num_updates) < self.settings.weighted_fit_after:
+            return self.plain_model_loss
+        return self.model_loss
+
+    def after_model_fit(self, real_buffer: ReplayBuffer) -> dict[str, float]:
+        """Eq. 21: ν against the freshly fitted q_d, on real (x, a, x') from D."""
+        out = None
+        for _ in range(self.settings.log_ratio_steps):
+            out = self.ratio_loss(real_buffer.sample(self.ratio_batch_size))
+            optimize(out, self.ratio_optimizer, max_grad_norm=self.max_grad_norm)
+        metrics = {} if out is None else {"kl_qd_p_estimate": float(out["kl_estimate"])}
+        with torch.no_grad():
+            weights = self.model_loss(real_buffer.sample(self.ratio_batch_size))
+        metrics.update({k: float(weights[k]) for k in ("weight_ess", "weight_max", "log_weight_mean")})
+        metrics["weighted_fit"] = float(self.dynamics_loss() is self.model_loss)
+        return metrics
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        critic = self.critic(batch)
+        actor = self.actor_loss(batch)
+        optimize(critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"], self.e_step_optimizer,
+                 max_grad_norm=self.max_grad_norm)
+        self.target_updater.step()
+        self.num_updates += 1
+        metrics = {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
+        if int(self.num_updates) % self.m_step.period == 0:  # the M-step (eq. 27)
+            if self.m_step.mode == "copy":
+                self.m_step.copy_q_c_into_pi()
+            else:
+                self.m_step.snapshot_old_policy()
+        if self.m_step.mode == "weighted_map":  # one step per update towards the snapshot's trust region
+            m = self.m_step(batch)
+            optimize(m["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
+            metrics.update({f"m_step_{k}": v.detach() for k, v in m.items()})
+        return metrics
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(), "e_step": self.e_step_optimizer, "ratio": self.ratio_optimizer,
+                "pi": self.pi_optimizer}
