@@ -1,0 +1,62 @@
+"""VMBPO diagnostics over training from a run directory's TorchRL CSV logs.
+
+Plots the eq.-19 weights' effective sample size (fraction of the batch), the KL(q_d || p)
+estimate of eq. 21, the KL(q_c || pi) estimate of the critic's V target, and the model's holdout
+MSE / training NLL, against env steps.
+
+Usage: python benchmarks/diagnostics_plot.py RUN_DIR [RUN_DIR ...] --out diagnostics.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+PANELS = [
+    ("weight_ess", "eq. 19 weights: ESS / batch"),
+    ("kl_qd_p_estimate", "KL(q_d || p) estimate (eq. 21)"),
+    ("policy_log_ratio", "KL(q_c || pi) estimate"),
+    ("model_holdout_mse", "model holdout MSE"),
+    ("model_train_loss", "model training loss (NLL)"),
+    ("weight_max", "largest eq. 19 weight"),
+]
+
+
+def _series(run: Path, name: str) -> tuple[list[float], list[float]]:
+    path = run / "logs" / "scalars" / f"{name}.csv"
+    if not path.exists():
+        return [], []
+    with open(path, newline="") as f:
+        rows = [(float(r[0]), float(r[1])) for r in csv.reader(f) if r]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def plot(runs: list[Path], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (name, title) in zip(axes.flat, PANELS):
+        for run in runs:
+            x, y = _series(run, name)
+            if x:
+                ax.plot(x, y, label=f"{run.parent.name}/{run.name}", lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("diagnostics.png"))
+    args = parser.parse_args()
+    print(plot(args.runs, args.out))
