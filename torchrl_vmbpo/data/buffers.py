@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_vmbpo import keys
@@ -19,6 +19,18 @@ def make_buffer(capacity: int) -> TensorDictReplayBuffer:
     return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity))
 
 
+def _rows(buffer: TensorDictReplayBuffer, n: int) -> list[torch.Tensor]:
+    """``n`` uniformly drawn rows of each transition key, read straight from the storage's tensors.
+
+    ``ReplayBuffer.sample`` plus ``select`` and ``torch.cat`` of TensorDicts cost ~1.7 ms per
+    256-row batch here, more than a tenth of a gradient update; indexing each stored tensor costs
+    ~0.3 ms. This reads ``LazyTensorStorage._storage`` (TorchRL 0.14), the one place that does.
+    """
+    stored = buffer.storage._storage
+    idx = torch.randint(len(buffer), (n,))
+    return [stored.get(key)[idx] for key in TRANSITION_KEYS]
+
+
 def sample_mixed(
     real: TensorDictReplayBuffer, model: TensorDictReplayBuffer | None, batch_size: int, real_ratio: float
 ) -> TensorDictBase:
@@ -26,13 +38,28 @@ def sample_mixed(
 
     Only :data:`TRANSITION_KEYS` are kept: real and model rows carry different extra keys. Without a
     model buffer (or while it is empty) the whole batch is real.
+
+    Example:
+        >>> from tensordict import TensorDict
+        >>> def rows(n, value):
+        ...     return TensorDict({"observation": torch.full((n, 2), value), "action": torch.zeros(n, 1),
+        ...         ("next", "observation"): torch.zeros(n, 2), ("next", "reward"): torch.zeros(n, 1),
+        ...         ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
+        ...         ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool)}, [n])
+        >>> real, model = make_buffer(100), make_buffer(100)
+        >>> _ = real.extend(rows(10, 1.0)); _ = model.extend(rows(10, 2.0))
+        >>> batch = sample_mixed(real, model, 20, real_ratio=0.25)
+        >>> int((batch["observation"][:, 0] == 1.0).sum()), batch.shape
+        (5, torch.Size([20]))
     """
     if model is None or len(model) == 0:
-        return real.sample(batch_size).select(*TRANSITION_KEYS)
-    n_real = int(round(real_ratio * batch_size))
+        n_real = batch_size
+    else:
+        n_real = int(round(real_ratio * batch_size))
     parts = []
     if n_real > 0:
-        parts.append(real.sample(n_real).select(*TRANSITION_KEYS))
+        parts.append(_rows(real, n_real))
     if batch_size - n_real > 0:
-        parts.append(model.sample(batch_size - n_real).select(*TRANSITION_KEYS))
-    return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+        parts.append(_rows(model, batch_size - n_real))
+    columns = [torch.cat(cols) if len(cols) > 1 else cols[0] for cols in zip(*parts)]
+    return TensorDict(dict(zip(TRANSITION_KEYS, columns)), batch_size=[batch_size])
