@@ -9,6 +9,7 @@ from torch import nn
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import LossModule
 
+from torchrl_vmbpo.data.buffers import sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
@@ -55,8 +56,18 @@ class Agent(nn.Module):
         """The loss the "fit model" phase minimises now (VMBPO switches from MLE to eq. 19)."""
         return self.model_loss
 
+    def sample_batch(
+        self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float
+    ) -> TensorDictBase:
+        """The batch of one :meth:`update`: ``real_ratio`` of ``batch_size`` real rows, the rest model rows.
+
+        The loop passes ``real_ratio = 1`` to model-free agents. Override when an update needs its real
+        and model data apart (VMBPO-MFE: E-step on real transitions, M-step on model states).
+        """
+        return sample_mixed(real_buffer, model_buffer, batch_size, real_ratio)
+
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One gradient update; returns detached scalar metrics."""
+        """One gradient update on a batch from :meth:`sample_batch`; returns detached scalar metrics."""
         raise NotImplementedError
 
     def after_model_fit(self, real_buffer: ReplayBuffer) -> dict[str, float]:

@@ -19,7 +19,7 @@ from torchrl.envs import EnvBase
 from torchrl.record.loggers.csv import CSVLogger
 from tqdm.auto import tqdm
 
-from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer, sample_mixed
+from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
 from torchrl_vmbpo.objectives.functional import assert_finite
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.checkpoint import save_checkpoint
@@ -174,7 +174,9 @@ def train(
             updates_owed += n_new * cfg.utd
             with timer("update"):
                 while updates_owed >= 1.0:
-                    sample = sample_mixed(real_buffer, model_buffer, cfg.batch_size, cfg.real_ratio if agent.model_based else 1.0)
+                    sample = agent.sample_batch(
+                        real_buffer, model_buffer, cfg.batch_size, cfg.real_ratio if agent.model_based else 1.0
+                    )
                     metrics = agent.update(sample)
                     updates += 1
                     updates_owed -= 1.0

@@ -1,0 +1,162 @@
+"""MPO (Abdolmaleki et al. 2018) over the shared loop: model-free, real data only, on :class:`MPOLoss`.
+
+Which phase runs where: the loop collects real steps with the online actor into D; each update
+(:meth:`MPOAgent.update`, ``utd`` per env step) takes one batch of real transitions, one backward
+through ``loss_critic + loss_policy + loss_dual`` and one step of a three-group Adam, then the
+target networks' update (hard copy every ``target_update_period`` updates, as acme, or Polyak).
+The target actor is MPO's ``pi_old``: the trust regions bound the change since its last copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Bounded
+from torchrl.envs import EnvBase
+from torchrl.objectives import HardUpdate, SoftUpdate
+
+from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives.mpo import MPOLoss
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.optim import optimize
+
+# TrainConfig defaults of the "mpo" preset: model-free (no dynamics, so every batch is real) at one
+# update per env step, as SAC; lr of actor and critic from cfg.actor_lr / cfg.critic_lr (3e-4).
+MPO_DEFAULTS: dict = dict(utd=1.0)
+
+_TARGET_UPDATES = ("hard", "soft")
+
+
+@dataclass(frozen=True)
+class MPOSettings:
+    """MPO's own settings, read from ``TrainConfig.extra`` (``--set extra.epsilon=0.05``).
+
+    Defaults are those of acme's MPO and the reference facts.
+    """
+
+    num_samples: int = 20
+    """N actions sampled per state from the target policy (E-step and expected-SARSA target)."""
+    epsilon: float = 0.1
+    """E-step bound on KL(q || pi_old) (temperature dual)."""
+    epsilon_mean: float = 1e-2
+    """M-step bound on the mean's KL, total over action dims (acme: 2.5e-3 ... 1e-2)."""
+    epsilon_std: float = 1e-6
+    """M-step bound on the std's KL, total over action dims."""
+    per_dim_constraining: bool = True
+    """One multiplier and bound epsilon_* / D per action dimension (acme)."""
+    temperature_init: float = 10.0
+    alpha_mean_init: float = 10.0
+    alpha_std_init: float = 1000.0
+    action_penalty: bool = False
+    """MO-MPO penalty on pre-tanh samples beyond 3 (the tanh already bounds actions)."""
+    num_qvalue_nets: int = 1
+    """Critics (acme: 1). With 2, the minimum enters the target and the E-step (clipped double Q, as
+    SAC), at twice the cost: the N sampled actions make critic evaluations MPO's main expense."""
+    dual_lr: float = 1e-2
+    """Adam lr of the temperature and KL multipliers (acme: 1e-2)."""
+    target_update: str = "hard"
+    """"hard": copy online -> target every target_update_period updates (acme); "soft": Polyak with cfg.tau."""
+    target_update_period: int = 100
+    """Updates between hard target copies (acme: 100)."""
+
+    def __post_init__(self):
+        for name in ("epsilon", "epsilon_mean", "epsilon_std", "temperature_init", "alpha_mean_init",
+                     "alpha_std_init", "dual_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"extra.{name} must be a number > 0, got {value!r}")
+            object.__setattr__(self, name, float(value))  # JSON may give ints
+        for name, low in (("num_samples", 2), ("num_qvalue_nets", 1), ("target_update_period", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"extra.{name} must be an int >= {low}, got {value!r}")
+        for name in ("per_dim_constraining", "action_penalty"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"extra.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.target_update not in _TARGET_UPDATES:
+            raise ValueError(f"extra.target_update must be one of {_TARGET_UPDATES}, got {self.target_update!r}")
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "MPOSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"unknown MPO setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
+        return cls(**extra)
+
+
+class MPOAgent(Agent):
+    """MPO's actor (``policy``, also the real-env actor), critics and duals, all inside ``loss``.
+
+    One Adam with three groups (critic: ``cfg.critic_lr``, policy: ``cfg.actor_lr``, duals:
+    ``settings.dual_lr``) and ONE backward per update: :class:`MPOLoss` sends each ``loss_*`` to its
+    own parameters only (tested there), so the summed backward equals three separate ones.
+
+    Example:
+        >>> from torchrl_vmbpo.training.config import TrainConfig
+        >>> spec = Bounded(-2.0, 2.0, shape=(1,))
+        >>> agent = MPOAgent(TrainConfig(hidden=(8,)), 3, spec, MPOSettings(num_samples=4))
+        >>> from tensordict import TensorDict
+        >>> batch = TensorDict({"observation": torch.randn(5, 3), "action": torch.rand(5, 1),
+        ...     ("next", "observation"): torch.randn(5, 3), ("next", "reward"): torch.randn(5, 1),
+        ...     ("next", "done"): torch.zeros(5, 1, dtype=torch.bool),
+        ...     ("next", "terminated"): torch.zeros(5, 1, dtype=torch.bool)}, [5])
+        >>> sorted(k for k in agent.update(batch) if k.startswith("loss_"))
+        ['loss_critic', 'loss_dual', 'loss_policy']
+    """
+
+    def __init__(self, cfg: TrainConfig, obs_dim: int, action_spec: Bounded, settings: MPOSettings):
+        super().__init__()
+        s = self.settings = settings
+        act_dim = action_spec.shape[-1]
+        self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        critics = [make_q_value(obs_dim, act_dim, hidden=cfg.hidden) for _ in range(s.num_qvalue_nets)]
+        self.loss = MPOLoss(
+            self.policy,
+            critics if len(critics) > 1 else critics[0],
+            num_samples=s.num_samples,
+            gamma=cfg.gamma,
+            epsilon=s.epsilon,
+            epsilon_mean=s.epsilon_mean,
+            epsilon_std=s.epsilon_std,
+            per_dim_constraining=s.per_dim_constraining,
+            temperature_init=s.temperature_init,
+            alpha_mean_init=s.alpha_mean_init,
+            alpha_std_init=s.alpha_std_init,
+            action_penalty=s.action_penalty,
+        )
+        if s.target_update == "hard":
+            # TorchRL's HardUpdate copies when its counter (0, 1, ...) equals the interval, i.e. every
+            # interval + 1 steps: interval = period - 1 copies every `period` updates.
+            self.target_updater = HardUpdate(self.loss, value_network_update_interval=s.target_update_period - 1)
+        else:
+            self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
+        groups = self.loss.parameters_by_loss()
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": groups["loss_critic"], "lr": cfg.critic_lr},
+                {"params": groups["loss_policy"], "lr": cfg.actor_lr},
+                {"params": groups["loss_dual"], "lr": s.dual_lr},
+            ]
+        )
+        self.max_grad_norm = cfg.max_grad_norm
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        losses = self.loss(batch)
+        optimize(losses, self.optimizer, max_grad_norm=self.max_grad_norm)
+        self.target_updater.step()
+        return {k: v.detach() for k, v in losses.items()}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(), "mpo": self.optimizer}
+
+
+def build_mpo(cfg: TrainConfig, env: EnvBase) -> Agent:
+    """The ``mpo`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
+    obs_dim, _ = env_dims(env)
+    return MPOAgent(cfg, obs_dim, env.action_spec, MPOSettings.from_extra(cfg.extra))

@@ -1,0 +1,262 @@
+"""VMBPO-MFE (Chow et al., Sec. 4.2 and Table 1): VMBPO with a model-free E-step.
+
+Which phase runs where:
+  * loop "update" phase (:meth:`VMBPOMFEAgent.update`), on a batch of REAL transitions from D:
+    critic by exponential TD (eq. 9; :class:`ExponentialTDLoss`), V (eq. 24) and actor q_c (eq. 25),
+    exactly VMBPO's losses except Q's; then the target update; then the M-step (eq. 27), on states
+    of a batch from the model buffer E;
+  * loop "fit model" / "imagine" phases: q_d fitted on D (plain MLE by default) and rolled out with
+    q_c into E. "q_d is fitted only for the M-step": nothing in the E-step reads the model.
+
+With ``m_step_mode="copy"`` (pi <- q_c) the M-step needs no states at all, so that mode fits no
+model and the agent is model-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, ReplayBuffer
+from torchrl.envs import EnvBase
+from torchrl.objectives import LossModule, SoftUpdate
+
+from torchrl_vmbpo import keys
+from torchrl_vmbpo.data.buffers import sample_mixed
+from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
+from torchrl_vmbpo.envs.world_model import RewardFn
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.objectives.exponential_td import ExponentialTDLoss
+from torchrl_vmbpo.objectives.m_step import MStepLoss
+from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
+from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.optim import optimize
+
+# TrainConfig defaults of the "vmbpo-mfe" preset. utd 1: the E-step learns from real data only, as
+# SAC does. 100 rollouts per env step instead of MBPO's 400: E feeds only the M-step's states (one
+# batch per update), not the critic, so a quarter of MBPO's imagination keeps each state reused a
+# few times at a quarter of the cost.
+VMBPO_MFE_DEFAULTS: dict = dict(utd=1.0, rollouts_per_step=100)
+
+_M_STEP_MODES = ("weighted_map", "copy")
+_ACTING = ("pi", "q_c")
+
+
+@dataclass(frozen=True)
+class VMBPOMFESettings:
+    """VMBPO-MFE's own settings, read from ``TrainConfig.extra`` (``--set extra.temperature=2``).
+
+    Names and defaults are VMBPO's (:class:`~torchrl_vmbpo.algorithms.vmbpo.VMBPOSettings`) where the
+    setting is shared, except ``m_step_mode`` and ``weight_mix``.
+    """
+
+    eta: float = 1.0
+    """Temperature of p(O=1|x,a) = exp(eta r)."""
+    temperature: float = 1.0
+    """Exponential-TD temperature tau: 1 is eq. 9; large tau tends to the mean TD (Borkar 2002)."""
+    max_exponent: float | None = 5.0
+    """(y - Q) / tau above which exp is continued linearly (overflow guard); None: exact exp."""
+    num_qvalue_nets: int = 2
+    """Twin Q with min (a stabiliser the paper does not use; 1 gives eq. 9 per copy verbatim)."""
+    m_step_mode: str = "weighted_map"
+    """"weighted_map" (eq. 27 on model states: the M-step q_d is fitted for) or "copy" (pi <- q_c; then
+    no state is needed and no model is fitted)."""
+    m_step_period: int = 1000
+    """E-step updates between M-steps (copy) or between trust-region snapshots pi_old <- pi (weighted_map,
+    which takes one gradient step on pi per update, as VMBPO's agent)."""
+    kl_coef: float = 1.0
+    """lambda of eq. 27 (weighted_map only)."""
+    m_step_on_next_states: bool = True
+    """M-step states: the model's next states x' ~ q_d of E (True: model states whatever the rollout
+    length k) or E's current states (False: with k = 1 those are D's start states, and q_d has no role)."""
+    acting_policy: str = "pi"
+    """Which policy acts in the real env: "pi" (the paper: D is sampled with pi) or "q_c"."""
+    weight_mix: float = 1.0
+    """Mix of eq. 19's weights with uniform ones for the q_d fit: 1 (default) is plain MLE; < 1 twists q_d
+    towards q_d* = p exp(gamma V') / exp(Q' - eta r) (eq. 14), with V', Q' of the exponential-TD critic."""
+    max_weight: float | None = 10.0
+    """Clip of the self-normalised eq.-19 weights (weight_mix < 1 only); None: no clip."""
+    weighted_fit_after: int = 1000
+    """Updates before a twisted fit (weight_mix < 1) starts: earlier fits are plain MLE."""
+
+    def __post_init__(self):
+        for name, optional in (("eta", False), ("temperature", False), ("max_exponent", True),
+                               ("kl_coef", False), ("max_weight", True), ("weight_mix", False)):
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"extra.{name} must be a number{' or null' if optional else ''}, got {value!r}")
+            object.__setattr__(self, name, float(value))  # JSON may give ints
+        for name in ("eta", "temperature", "max_exponent"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"extra.{name} must be > 0, got {getattr(self, name)}")
+        if not self.kl_coef >= 0:
+            raise ValueError(f"extra.kl_coef must be >= 0, got {self.kl_coef}")
+        if not 0.0 <= self.weight_mix <= 1.0:
+            raise ValueError(f"extra.weight_mix must be in [0, 1], got {self.weight_mix}")
+        if self.max_weight is not None and not self.max_weight > 1.0:
+            raise ValueError(f"extra.max_weight must be null or > 1 (the weights average to one), got {self.max_weight}")
+        for name, low in (("num_qvalue_nets", 1), ("m_step_period", 1), ("weighted_fit_after", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"extra.{name} must be an int >= {low}, got {value!r}")
+        if not isinstance(self.m_step_on_next_states, bool):
+            raise ValueError(f"extra.m_step_on_next_states must be true or false, got {self.m_step_on_next_states!r}")
+        if self.m_step_mode not in _M_STEP_MODES:
+            raise ValueError(f"extra.m_step_mode must be one of {_M_STEP_MODES}, got {self.m_step_mode!r}")
+        if self.acting_policy not in _ACTING:
+            raise ValueError(f"extra.acting_policy must be one of {_ACTING}, got {self.acting_policy!r}")
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "VMBPOMFESettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown VMBPO-MFE setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)"
+            )
+        return cls(**extra)
+
+    @property
+    def model_based(self) -> bool:
+        """Only the weighted-MAP M-step reads states, hence needs q_d and E."""
+        return self.m_step_mode == "weighted_map"
+
+
+class VMBPOMFEAgent(Agent):
+    """pi, q_c, the exponential-TD critic (Q, V and targets) and, for the weighted-MAP M-step, q_d.
+
+    Attributes by the paper's names: ``pi`` (baseline policy), ``q_c`` (variational policy),
+    ``critic`` (:class:`ExponentialTDLoss`, owner of V, Q, V', Q'), ``q_d`` (dynamics ensemble, or
+    ``None`` in copy mode). ``q_c`` starts equal to ``pi`` (the E-step starts from q = (pi, p)).
+    Each :meth:`update` takes ``{"real": [B] from D, "model": [B] from E}`` (:meth:`sample_batch`).
+
+    Example:
+        >>> from torchrl_vmbpo.training.config import TrainConfig
+        >>> from torchrl_vmbpo.envs.termination import never_done
+        >>> spec = Bounded(-2.0, 2.0, shape=(1,))
+        >>> cfg = TrainConfig(hidden=(8,), model_hidden=(8,))
+        >>> agent = VMBPOMFEAgent(cfg, 3, spec, VMBPOMFESettings(temperature=2.0), termination_fn=never_done)
+        >>> def rows(n):
+        ...     return TensorDict({"observation": torch.randn(n, 3), "action": torch.rand(n, 1),
+        ...         ("next", "observation"): torch.randn(n, 3), ("next", "reward"): torch.randn(n, 1),
+        ...         ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool)}, [n])
+        >>> out = agent.update(TensorDict({"real": rows(5), "model": rows(5)}, []))
+        >>> sorted(k for k in out if "loss" in k)
+        ['actor_loss_actor', 'loss_qvalue', 'loss_value', 'm_step_loss_policy']
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        obs_dim: int,
+        action_spec: Bounded,
+        settings: VMBPOMFESettings,
+        *,
+        termination_fn: TerminationFn | None = None,
+        reward_fn: RewardFn | None = None,
+    ):
+        super().__init__()
+        s = self.settings = settings
+        act_dim = action_spec.shape[-1]
+        self.pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        self.q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        self.q_c.load_state_dict(self.pi.state_dict())
+        self.critic = ExponentialTDLoss(
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden), make_state_value(obs_dim, hidden=cfg.hidden),
+            self.q_c, self.pi, eta=s.eta, gamma=cfg.gamma, temperature=s.temperature,
+            max_exponent=s.max_exponent, num_qvalue_nets=s.num_qvalue_nets,
+        )
+        self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
+        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, period=s.m_step_period)
+        if s.m_step_on_next_states:
+            self.m_step.set_keys(observation=keys.NEXT_OBSERVATION)
+        self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
+        # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
+        # Adam with two groups and one backward per update equals two separate steps.
+        self.e_step_optimizer = torch.optim.Adam(
+            [{"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
+             {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
+        )
+        self.pi_optimizer = torch.optim.Adam(self.pi.parameters(), lr=cfg.actor_lr)
+        self.q_d = None
+        if s.model_based:
+            if termination_fn is None:
+                raise ValueError("VMBPO-MFE with m_step_mode='weighted_map' fits q_d and needs termination_fn")
+            self.q_d = self.dynamics = DynamicsModel(
+                obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
+            )
+            self.model_loss = VMBPODynamicsLoss(self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix)
+            self.plain_model_loss = GaussianEnsembleNLLLoss(self.q_d)
+            self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+            self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        self.batch_size = cfg.batch_size
+        self.max_grad_norm = cfg.max_grad_norm
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.policy = self.pi if s.acting_policy == "pi" else self.q_c
+
+    @property
+    def rollout_policy(self):
+        return self.q_c  # E holds (x, a ~ q_c, x' ~ q_d): trajectories of q = (q_c, q_d), eq. 26
+
+    def dynamics_loss(self) -> LossModule:
+        """Plain MLE, or eq. 19 (``weight_mix < 1``) once the critic has trained ``weighted_fit_after`` updates."""
+        if self.settings.weight_mix == 1.0 or int(self.num_updates) < self.settings.weighted_fit_after:
+            return self.plain_model_loss
+        return self.model_loss
+
+    def sample_batch(
+        self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float
+    ) -> TensorDictBase:
+        """``{"real": B rows of D}`` for the E-step, plus ``"model": B rows of E`` for the M-step.
+
+        ``real_ratio`` is ignored: the E-step is model-free by definition, and the M-step's states
+        come from the model only.
+        """
+        parts = {"real": sample_mixed(real_buffer, None, batch_size, 1.0)}
+        if self.settings.model_based and model_buffer is not None and len(model_buffer):
+            parts["model"] = sample_mixed(model_buffer, None, batch_size, 1.0)
+        return TensorDict(parts, batch_size=[])
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        real = batch["real"]
+        critic = self.critic(real)
+        actor = self.actor_loss(real)
+        optimize(critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"], self.e_step_optimizer,
+                 max_grad_norm=self.max_grad_norm)
+        self.target_updater.step()
+        self.num_updates += 1
+        metrics = {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
+        if int(self.num_updates) % self.m_step.period == 0:  # the M-step (eq. 27)
+            if self.m_step.mode == "copy":
+                self.m_step.copy_q_c_into_pi()
+            else:
+                self.m_step.snapshot_old_policy()
+        if self.m_step.mode == "weighted_map":  # one step per update towards the snapshot's trust region
+            model = batch.get("model", None)
+            if model is None:
+                raise KeyError("VMBPO-MFE's weighted-MAP M-step needs model states: batch['model'] from E is missing")
+            m = self.m_step(model)
+            optimize(m["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
+            metrics.update({f"m_step_{k}": v.detach() for k, v in m.items()})
+        return metrics
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(), "e_step": self.e_step_optimizer, "pi": self.pi_optimizer}
+
+
+def build_vmbpo_mfe(cfg: TrainConfig, env: EnvBase) -> Agent:
+    """The ``vmbpo-mfe`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
+    obs_dim, _ = env_dims(env)
+    settings = VMBPOMFESettings.from_extra(cfg.extra)
+    termination_fn = termination_fn_for(cfg.env) if settings.model_based else None
+    return VMBPOMFEAgent(cfg, obs_dim, env.action_spec, settings, termination_fn=termination_fn)
