@@ -23,7 +23,7 @@ def _sets(items):
     return [arg for item in items for arg in ("--set", item)]
 
 
-@pytest.mark.parametrize("algo", ["sac", "mbpo", "vmbpo"])
+@pytest.mark.parametrize("algo", ["sac", "mbpo", "vmbpo", "mpo", "vmbpo-mfe"])
 def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, algo):
     out = tmp_path / algo
     code = main(["train", "--algo", algo, "--env", "Pendulum-v1", "--steps", "300", "--seed", "3",
@@ -41,7 +41,7 @@ def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, a
     assert summary["updates"] == 2 * 201  # utd 2 for each of steps 100..300 (learning starts at step 100)
     assert np.isfinite(summary["final_return"])
     assert (out / "learning_curve.png").stat().st_size > 1000
-    if algo in ("mbpo", "vmbpo"):
+    if algo in ("mbpo", "vmbpo", "vmbpo-mfe"):
         assert summary["phase_seconds"]["model_fit"] > 0 and summary["phase_seconds"]["imagine"] > 0
 
     # The checkpoint restores every network into a fresh agent.

@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 from torchrl.envs import EnvBase
 
+from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, build_mpo
 from torchrl_vmbpo.algorithms.sac import SACAgent
 from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent
+from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, build_vmbpo_mfe
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import termination_fn_for
 from torchrl_vmbpo.models.dynamics import DynamicsModel
@@ -42,6 +44,8 @@ ALGO_DEFAULTS: dict[str, dict] = {
     "mbpo": dict(utd=20.0, real_ratio=0.05),
     # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
     "vmbpo": dict(utd=20.0, real_ratio=0.0),
+    "mpo": MPO_DEFAULTS,
+    "vmbpo-mfe": VMBPO_MFE_DEFAULTS,
 }
 
 
@@ -63,7 +67,13 @@ def _vmbpo(cfg: TrainConfig, env: EnvBase) -> Agent:
     return VMBPOAgent(cfg, obs_dim, env.action_spec, termination_fn=termination_fn_for(cfg.env))
 
 
-BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {"sac": _sac, "mbpo": _mbpo, "vmbpo": _vmbpo}
+BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {
+    "sac": _sac,
+    "mbpo": _mbpo,
+    "vmbpo": _vmbpo,
+    "mpo": build_mpo,
+    "vmbpo-mfe": build_vmbpo_mfe,
+}
 PRESETS = tuple(BUILDERS)
 
 
@@ -72,7 +82,7 @@ def default_config(algo: str, env: str, **changes) -> TrainConfig:
     if algo not in BUILDERS:
         raise ValueError(f"unknown algorithm {algo!r}; available: {sorted(BUILDERS)}")
     fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
-    if algo in ("mbpo", "vmbpo"):  # same model-based schedule as MBPO
+    if algo in ("mbpo", "vmbpo", "vmbpo-mfe"):  # same model-based schedule as MBPO
         fields.update(MBPO_ENV_DEFAULTS.get(env, {}))
     fields.update(changes)
     return TrainConfig(algo=algo, env=env, **fields)
