@@ -1,0 +1,127 @@
+"""The pets and steve presets: smoke runs through the shared loop, checkpoints, settings, known rewards."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from torchrl_vmbpo.algorithms import presets
+from torchrl_vmbpo.algorithms.pets import KNOWN_REWARD_FNS, PETS_DEFAULTS, PETSSettings, build_pets
+from torchrl_vmbpo.algorithms.run import run
+from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, build_steve
+from torchrl_vmbpo.envs.real import make_env
+from torchrl_vmbpo.planners.pets import PETSPlanner
+from torchrl_vmbpo.training.checkpoint import load_checkpoint
+
+TINY = [
+    "hidden=[32,32]", "model_hidden=[32,32]", "model_max_epochs=3", "eval_episodes=1", "eval_every=150",
+    "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
+]
+TINY_PETS = ["extra.planning_horizon=5", "extra.population=16", "extra.elites=4", "extra.iterations=2",
+             "extra.particles=5"]
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The two presets as presets.py will register them (harmless once they are registered there)."""
+    monkeypatch.setitem(presets.BUILDERS, "pets", build_pets)
+    monkeypatch.setitem(presets.BUILDERS, "steve", build_steve)
+    monkeypatch.setitem(presets.ALGO_DEFAULTS, "pets", PETS_DEFAULTS)
+    monkeypatch.setitem(presets.ALGO_DEFAULTS, "steve", STEVE_DEFAULTS)
+
+
+def _config(algo, *overrides, **changes):
+    return presets.default_config(algo, "Pendulum-v1", **changes).with_overrides(TINY + list(overrides))
+
+
+def _env_steps(out):
+    with open(out / "metrics.csv") as f:
+        return [int(r["env_steps"]) for r in csv.DictReader(f)]
+
+
+def _assert_checkpoint_restores(cfg, out):
+    agent = presets.build_agent(cfg, make_env("Pendulum-v1"))
+    assert load_checkpoint(out / "checkpoint.pt", agent)["env_steps"] == 300
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["agent"]
+    for key, value in agent.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+
+
+@pytest.mark.parametrize("propagation", ["ts_inf", "ts1"])
+def test_pets_smoke_run_plans_with_the_fitted_model_and_never_updates_a_policy(tmp_path, registered, propagation):
+    cfg = _config("pets", *TINY_PETS, f"extra.propagation={propagation}", steps=300, seed=3)
+    assert cfg.utd == 0 and cfg.rollouts_per_step == 0
+    summary = run(cfg, tmp_path / "run", progress=False)
+    assert _env_steps(tmp_path / "run") == [1, 150, 300]
+    assert summary["env_steps"] == 300 and summary["updates"] == 0
+    assert np.isfinite(summary["final_return"])
+    phases = summary["phase_seconds"]
+    assert phases["model_fit"] > 0 and "imagine" not in phases and phases.get("update", 0.0) < 0.05
+    _assert_checkpoint_restores(cfg, tmp_path / "run")
+
+
+def test_steve_smoke_run_updates_on_real_data_with_model_expanded_targets(tmp_path, registered):
+    cfg = _config("steve", "extra.horizon=2", steps=300, seed=3)
+    summary = run(cfg, tmp_path / "run", progress=False)
+    assert _env_steps(tmp_path / "run") == [1, 150, 300]
+    # Updates start with the first model fit (step 100) and no imagined data: utd 1 for steps 100..300.
+    assert summary["updates"] == 201
+    assert "imagine" not in summary["phase_seconds"] and summary["phase_seconds"]["model_fit"] > 0
+    metrics = summary["final_train_metrics"]
+    assert all(np.isfinite(v) for v in metrics.values())
+    weights = [metrics[f"steve_weight_h{i}"] for i in range(3)]
+    assert abs(sum(weights) - 1.0) < 1e-4 and min(weights) >= 0
+    _assert_checkpoint_restores(cfg, tmp_path / "run")
+
+
+def test_pets_agent_acts_with_its_planner_and_its_settings(registered):
+    cfg = _config("pets", *TINY_PETS, "extra.propagation=ts1")
+    agent = presets.build_agent(cfg, make_env("Pendulum-v1"))
+    assert isinstance(agent.policy, PETSPlanner)
+    assert (agent.policy.population, agent.policy.elites, agent.policy.planning_horizon) == (16, 4, 5)
+    assert agent.policy.propagation == "ts1" and agent.reward_fn is KNOWN_REWARD_FNS["Pendulum-v1"]
+    assert agent.policy.env.world_model.dynamics is agent.dynamics  # plans with the model the loop fits
+    assert PETSSettings() == PETSSettings(planning_horizon=30, population=400, elites=40, iterations=5, particles=20)
+
+
+@pytest.mark.parametrize(
+    "algo, overrides, message",
+    [
+        ("pets", ["extra.bogus=1"], "unknown PETS setting"),
+        ("pets", ["extra.propagation=ts2"], "extra.propagation"),
+        ("pets", ["extra.elites=500"], "extra.elites"),
+        ("pets", ["utd=1"], "utd must be 0"),
+        ("pets", ["rollouts_per_step=10"], "rollouts_per_step must be 0"),
+        ("steve", ["extra.horizon=-1"], "extra.horizon"),
+        ("steve", ["extra.typo=1"], "unknown STEVE setting"),
+        ("steve", ["real_ratio=0.5"], "real transitions only"),
+    ],
+)
+def test_bad_settings_give_clear_errors(registered, algo, overrides, message):
+    cfg = _config(algo, *overrides)
+    with pytest.raises(ValueError, match=message):
+        presets.build_agent(cfg, make_env("Pendulum-v1"))
+
+
+def test_reward_source_known_model_or_auto(registered):
+    env = make_env("Pendulum-v1")
+    for reward, expected in [("auto", KNOWN_REWARD_FNS["Pendulum-v1"]), ("known", KNOWN_REWARD_FNS["Pendulum-v1"]),
+                             ("model", None)]:
+        agent = build_pets(_config("pets", *TINY_PETS, f"extra.reward={reward}"), env)
+        assert agent.reward_fn is expected and agent.policy.env.world_model.reward_fn is expected
+    # An env without a known reward: "auto" falls back to the model, "known" is a clear error.
+    other = presets.default_config("pets", "HalfCheetah-v5")
+    assert build_pets(other.with_overrides(TINY + TINY_PETS), env).reward_fn is None
+    with pytest.raises(KeyError, match="No known reward function"):
+        build_pets(other.with_overrides(["extra.reward=known"]), env)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "InvertedPendulum-v5"])
+def test_known_reward_functions_equal_the_env_rewards(env_id):
+    env = make_env(env_id, seed=0)
+    td = env.rollout(60, break_when_any_done=False)  # random actions (and resets) on the real env
+    reward = KNOWN_REWARD_FNS[env_id](td["observation"], td["action"], td["next", "observation"])
+    if env_id == "InvertedPendulum-v5":
+        assert td["next", "terminated"].any()  # the terminal reward 0 is exercised
+    torch.testing.assert_close(reward, td["next", "reward"], atol=1e-4, rtol=1e-4)

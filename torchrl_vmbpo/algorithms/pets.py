@@ -1,0 +1,188 @@
+"""PETS (Chua et al. 2018) over the shared loop: the probabilistic ensemble plus MPC, no policy network.
+
+Which phase runs where:
+  * loop "collect": the agent's ``policy`` IS the planner (:class:`PETSPlanner`): every real action
+    is the first action of a CEM plan scored by trajectory sampling through the ensemble;
+  * loop "fit model": q_d by the ensemble NLL (MBPO's fit: holdout, early stopping, elites);
+  * no imagination (``rollouts_per_step=0``) and no gradient updates (``utd=0``): PETS has nothing
+    but the model to train;
+  * loop "evaluate": the same planner in DETERMINISTIC mode (its CEM mean, with its own warm start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Bounded
+from torchrl.envs import EnvBase
+
+from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
+from torchrl_vmbpo.envs.reacher7dof import reacher7dof_reward
+from torchrl_vmbpo.envs.termination import TerminationFn, inverted_pendulum_done, termination_fn_for
+from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.planners.pets import PETSPlanner
+from torchrl_vmbpo.planners.trajectory_sampling import PROPAGATIONS
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.model_fit import make_model_optimizer
+
+# TrainConfig defaults of the "pets" preset. No imagination, no policy updates. Evaluation episodes
+# are planned like training steps (~population x horizon x iterations x particles model rows per
+# action), so the preset evaluates less often and on fewer episodes than the gradient-based presets.
+PETS_DEFAULTS: dict = dict(utd=0.0, rollouts_per_step=0, eval_every=1000, eval_episodes=3)
+
+
+def _pendulum_reward(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    """Pendulum-v1: ``-(theta^2 + 0.1 theta_dot^2 + 0.001 u^2)`` at the state BEFORE the step."""
+    theta = torch.atan2(obs[..., 1], obs[..., 0])  # in (-pi, pi]: Gymnasium's angle_normalize
+    u = action[..., 0].clamp(-2.0, 2.0)
+    return -(theta.pow(2) + 0.1 * obs[..., 2].pow(2) + 0.001 * u.pow(2)).unsqueeze(-1)
+
+
+def _inverted_pendulum_reward(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    """InvertedPendulum-v5: 1 while the next state is healthy, else 0 (``int(not terminated)``)."""
+    return (~inverted_pendulum_done(next_obs)).to(next_obs.dtype)
+
+
+def _reacher7dof_reward(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    return reacher7dof_reward(next_obs, action).reshape(*next_obs.shape[:-1], 1)
+
+
+# Known reward functions (obs, action, next_obs) -> [..., 1] that PETS may plan with (extra.reward=known).
+KNOWN_REWARD_FNS: dict[str, RewardFn] = {
+    "Pendulum-v1": _pendulum_reward,
+    "InvertedPendulum-v5": _inverted_pendulum_reward,
+    REACHER7DOF_ID: _reacher7dof_reward,
+}
+
+_REWARDS = ("auto", "known", "model")
+
+
+@dataclass(frozen=True)
+class PETSSettings:
+    """PETS's own settings, read from ``TrainConfig.extra`` (``--set extra.population=500``).
+
+    Defaults are PETS's (Chua et al. 2018, Appendix A.2) on its MuJoCo tasks.
+    """
+
+    planning_horizon: int = 30
+    """Actions per planned sequence."""
+    population: int = 400
+    """Sequences sampled per CEM iteration."""
+    elites: int = 40
+    """Best sequences the CEM distribution is refitted to."""
+    iterations: int = 5
+    """CEM iterations per real step."""
+    particles: int = 20
+    """Particles per sequence (its score is their mean return)."""
+    propagation: str = "ts_inf"
+    """"ts_inf": a particle keeps its ensemble member for the whole horizon; "ts1": re-drawn every step."""
+    momentum: float = 0.1
+    """CEM's alpha: weight of the previous mean/variance in each refit."""
+    reward: str = "auto"
+    """"known": the env's known reward function (KNOWN_REWARD_FNS; PETS plans with known rewards);
+    "model": the ensemble's reward head; "auto": known where the env has one, else the model's."""
+
+    def __post_init__(self):
+        for name in ("planning_horizon", "population", "elites", "iterations", "particles"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"extra.{name} must be an int >= 1, got {value!r}")
+        if self.elites > self.population:
+            raise ValueError(f"extra.elites ({self.elites}) must be <= extra.population ({self.population})")
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"extra.propagation must be one of {PROPAGATIONS}, got {self.propagation!r}")
+        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
+            raise ValueError(f"extra.momentum must be a number in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "momentum", float(self.momentum))
+        if self.reward not in _REWARDS:
+            raise ValueError(f"extra.reward must be one of {_REWARDS}, got {self.reward!r}")
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "PETSSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"unknown PETS setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
+        return cls(**extra)
+
+
+def known_reward_fn_for(env_id: str) -> RewardFn:
+    """The known reward function of ``env_id`` (a KeyError lists the known ids otherwise)."""
+    try:
+        return KNOWN_REWARD_FNS[env_id]
+    except KeyError:
+        raise KeyError(
+            f"No known reward function for {env_id!r}; known: {sorted(KNOWN_REWARD_FNS)}. Use extra.reward=model."
+        ) from None
+
+
+class PETSAgent(Agent):
+    """The ensemble q_d, its NLL fit, and the planner that acts with it (``policy``).
+
+    Args:
+        cfg: the run's config (model sizes and optimiser; ``utd`` and ``rollouts_per_step`` must be 0).
+        env: the real env (specs for the planner's world-model env).
+        settings: :class:`PETSSettings`.
+        termination_fn: known termination of model states (rewards after it are masked).
+        reward_fn: known reward, or ``None`` for the model's reward head.
+
+    Example:
+        >>> from torchrl_vmbpo.envs.real import make_env
+        >>> from torchrl_vmbpo.envs.termination import never_done
+        >>> cfg = TrainConfig(model_hidden=(16,), utd=0.0, rollouts_per_step=0)
+        >>> agent = PETSAgent(cfg, make_env("Pendulum-v1"), PETSSettings(planning_horizon=5, population=20,
+        ...                   elites=4, iterations=2, particles=5), termination_fn=never_done)
+        >>> env = make_env("Pendulum-v1", seed=0)
+        >>> env.rollout(2, agent.policy)["action"].shape
+        torch.Size([2, 1])
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        env: EnvBase,
+        settings: PETSSettings,
+        *,
+        termination_fn: TerminationFn,
+        reward_fn: RewardFn | None = None,
+    ):
+        super().__init__()
+        if cfg.utd != 0:
+            raise ValueError(f"PETS trains no policy: config field utd must be 0, got {cfg.utd}")
+        if cfg.rollouts_per_step != 0:
+            raise ValueError(
+                f"PETS imagines no data: config field rollouts_per_step must be 0, got {cfg.rollouts_per_step}"
+            )
+        if not isinstance(env.action_spec, Bounded):
+            raise TypeError(f"PETS needs a bounded action spec, got {type(env.action_spec).__name__}")
+        self.settings = s = settings
+        obs_dim, act_dim = env_dims(env)
+        self.dynamics = DynamicsModel(
+            obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
+        )
+        self.model_loss = GaussianEnsembleNLLLoss(self.dynamics)
+        self.model_optimizer = make_model_optimizer(self.dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+        self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        model_env = WorldModelEnv(self.dynamics, env, termination_fn=termination_fn, reward_fn=reward_fn)
+        self.policy = PETSPlanner(
+            model_env, planning_horizon=s.planning_horizon, population=s.population, elites=s.elites,
+            iterations=s.iterations, particles=s.particles, propagation=s.propagation, momentum=s.momentum,
+        )
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        raise RuntimeError("PETS has no gradient updates besides the model fit (run it with utd=0)")
+
+
+def build_pets(cfg: TrainConfig, env: EnvBase) -> Agent:
+    """The ``pets`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
+    settings = PETSSettings.from_extra(cfg.extra)
+    known = settings.reward == "known" or (settings.reward == "auto" and cfg.env in KNOWN_REWARD_FNS)
+    reward_fn = known_reward_fn_for(cfg.env) if known else None
+    return PETSAgent(cfg, env, settings, termination_fn=termination_fn_for(cfg.env), reward_fn=reward_fn)

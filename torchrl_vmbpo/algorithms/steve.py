@@ -1,0 +1,169 @@
+"""STEVE (Buckman et al. 2018) over the shared loop: SAC whose critic target is expanded by the model.
+
+Which phase runs where:
+  * loop "collect": the SAC actor acts in the real env into D;
+  * loop "fit model": q_d by the ensemble NLL (MBPO's fit), the same as MBPO;
+  * no imagination (``rollouts_per_step=0``): STEVE trains on REAL transitions only; the model enters
+    through the critic's target, computed at each update by :class:`STEVEEstimator` (H-step rollouts
+    from every real ``s'`` through each elite, candidates from each Q function, inverse-variance blend);
+  * loop "update" (:meth:`STEVEAgent.update`): TorchRL's ``SACLoss`` (actor, critics, temperature)
+    with STEVE as its value estimator, one Adam step, Polyak target update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Bounded
+from torchrl.envs import EnvBase
+from torchrl.objectives import SACLoss, SoftUpdate
+
+from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
+from torchrl_vmbpo.envs.world_model import RewardFn
+from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.objectives.steve import STEVEEstimator
+from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.optim import optimize
+
+# TrainConfig defaults of the "steve" preset: real data only (no imagination; every batch is real),
+# one update per env step as the SAC preset it extends.
+STEVE_DEFAULTS: dict = dict(utd=1.0, real_ratio=1.0, rollouts_per_step=0)
+
+
+@dataclass(frozen=True)
+class STEVESettings:
+    """STEVE's own settings, read from ``TrainConfig.extra`` (``--set extra.horizon=5``)."""
+
+    horizon: int = 3
+    """H: model steps of the expansion (candidates for horizons 0..H; the STEVE paper uses 3)."""
+    num_qvalue_nets: int = 2
+    """L: Q functions; each is a separate candidate, so their disagreement enters the variance.
+    The SAC actor maximises their minimum, as SAC with twin critics."""
+    sample_model: bool = True
+    """Draw each member's next state from its Gaussian (aleatoric spread counts as uncertainty); False: mean."""
+    variance_floor: float = 1e-8
+    """Floor on each horizon's candidate variance in the inverse-variance weights."""
+
+    def __post_init__(self):
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0:
+            raise ValueError(f"extra.horizon must be an int >= 0, got {self.horizon!r}")
+        nets = self.num_qvalue_nets
+        if isinstance(nets, bool) or not isinstance(nets, int) or nets < 1:
+            raise ValueError(f"extra.num_qvalue_nets must be an int >= 1, got {self.num_qvalue_nets!r}")
+        if not isinstance(self.sample_model, bool):
+            raise ValueError(f"extra.sample_model must be true or false, got {self.sample_model!r}")
+        floor = self.variance_floor
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
+            raise ValueError(f"extra.variance_floor must be a number > 0, got {floor!r}")
+        object.__setattr__(self, "variance_floor", float(floor))
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "STEVESettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"unknown STEVE setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
+        return cls(**extra)
+
+
+class STEVEAgent(Agent):
+    """SAC (actor, ``L`` critics, automatic temperature) with the STEVE critic target, and q_d.
+
+    One Adam with three groups (actor, critics, log-alpha) and ONE backward per update, as
+    :class:`~torchrl_vmbpo.algorithms.sac.SACAgent`: ``SACLoss`` keeps the three ``loss_*`` apart.
+    The STEVE target is computed without gradients, so no gradient reaches q_d from the critic.
+
+    Example:
+        >>> from torchrl_vmbpo.envs.termination import never_done
+        >>> cfg = TrainConfig(hidden=(8,), model_hidden=(8,), rollouts_per_step=0, real_ratio=1.0)
+        >>> agent = STEVEAgent(cfg, 3, Bounded(-2.0, 2.0, shape=(1,)), STEVESettings(horizon=2),
+        ...                    termination_fn=never_done)
+        >>> from tensordict import TensorDict
+        >>> batch = TensorDict({"observation": torch.randn(5, 3), "action": torch.rand(5, 1),
+        ...     ("next", "observation"): torch.randn(5, 3), ("next", "reward"): torch.randn(5, 1),
+        ...     ("next", "done"): torch.zeros(5, 1, dtype=torch.bool),
+        ...     ("next", "terminated"): torch.zeros(5, 1, dtype=torch.bool)}, [5])
+        >>> metrics = agent.update(batch)
+        >>> sorted(k for k in metrics if k.startswith("loss_")), metrics["steve_weight_h0"].shape
+        (['loss_actor', 'loss_alpha', 'loss_qvalue'], torch.Size([]))
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        obs_dim: int,
+        action_spec: Bounded,
+        settings: STEVESettings,
+        *,
+        termination_fn: TerminationFn,
+        reward_fn: RewardFn | None = None,
+    ):
+        super().__init__()
+        if cfg.rollouts_per_step != 0 or cfg.real_ratio != 1.0:
+            raise ValueError(
+                "STEVE trains on real transitions only: config fields rollouts_per_step must be 0 and real_ratio 1, "
+                f"got {cfg.rollouts_per_step} and {cfg.real_ratio}"
+            )
+        s = self.settings = settings
+        act_dim = action_spec.shape[-1]
+        self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(act_dim)
+        self.loss = SACLoss(
+            self.policy,
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden),
+            num_qvalue_nets=s.num_qvalue_nets,
+            loss_function="l2",
+            alpha_init=cfg.alpha_init,
+            target_entropy=target_entropy,
+            action_spec=action_spec,
+        )
+        _ = self.loss.target_entropy  # materialise the lazy buffer (checkpoint keys, as SACAgent)
+        self.dynamics = DynamicsModel(
+            obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
+        )
+        self.model_loss = GaussianEnsembleNLLLoss(self.dynamics)
+        self.model_optimizer = make_model_optimizer(self.dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+        self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        # The updater first: the estimator holds the target Q params, and TorchRL warns when they are
+        # read before an updater is associated with the loss.
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
+        self.loss.make_value_estimator(STEVEEstimator.from_sac_loss(
+            self.loss, gamma=cfg.gamma, horizon=s.horizon, dynamics=self.dynamics, termination_fn=termination_fn,
+            reward_fn=reward_fn, sample_model=s.sample_model, eps=s.variance_floor,
+        ))
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.loss.actor_network_params.values(True, True)), "lr": cfg.actor_lr},
+                {"params": list(self.loss.qvalue_network_params.values(True, True)), "lr": cfg.critic_lr},
+                {"params": [self.loss.log_alpha], "lr": cfg.alpha_lr},
+            ]
+        )
+        self.max_grad_norm = cfg.max_grad_norm
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        losses = self.loss(batch)
+        optimize(losses, self.optimizer, max_grad_norm=self.max_grad_norm)
+        self.target_updater.step()
+        metrics = {k: v.detach() for k, v in losses.items()}
+        weights = self.loss.value_estimator.last_horizon_weights
+        metrics.update({f"steve_weight_h{i}": w for i, w in enumerate(weights)})
+        return metrics
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(), "sac": self.optimizer}
+
+
+def build_steve(cfg: TrainConfig, env: EnvBase) -> Agent:
+    """The ``steve`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
+    obs_dim, _ = env_dims(env)
+    return STEVEAgent(
+        cfg, obs_dim, env.action_spec, STEVESettings.from_extra(cfg.extra), termination_fn=termination_fn_for(cfg.env)
+    )
