@@ -52,7 +52,7 @@ class TrainConfig:
     model_patience: int = 5  #: epochs without > 1% holdout improvement before stopping
     model_max_epochs: int = 200  #: cap on epochs per fit (bounds the first fit's cost)
     model_retrain_every: int = 250  #: env steps between model fits (and imagination phases)
-    rollouts_per_step: int = 400  #: model rollouts started per real env step
+    rollouts_per_step: int = 400  #: model rollouts started per real env step (0: no imagination, as PETS, STEVE)
     rollout_schedule: tuple[float, float, float, float] = (20, 100, 1, 1)
     """[epoch_a, epoch_b, k_a, k_b]: rollout length k, linear in epoch (1 epoch = 1000 env steps)."""
     model_retain_epochs: int = 1  #: model-buffer capacity in epochs of imagined data
@@ -63,11 +63,11 @@ class TrainConfig:
     def __post_init__(self):
         positive = ["steps", "eval_every", "eval_episodes", "log_every", "collect_steps", "buffer_size", "batch_size",
                     "num_members", "num_elites", "model_batch_size", "model_max_epochs", "model_retrain_every",
-                    "rollouts_per_step", "num_threads", "model_retain_epochs", "model_max_holdout"]
+                    "num_threads", "model_retain_epochs", "model_max_holdout"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name} must be >= 1, got {getattr(self, name)}")
-        for name in ["init_random_steps", "model_patience", "utd"]:
+        for name in ["init_random_steps", "model_patience", "utd", "rollouts_per_step"]:
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name} must be >= 0, got {getattr(self, name)}")
         for name in ["gamma", "tau", "real_ratio", "model_holdout"]:

@@ -2,6 +2,7 @@
 
 Per collector batch of real steps:
     collect -> [fit model (+ agent hook) -> imagine]   every ``model_retrain_every`` steps, model-based only
+                                                        (no imagination when ``rollouts_per_step == 0``)
             -> update x (utd * steps)                   (target updates happen inside ``agent.update``)
             -> evaluate                                  every ``eval_every`` steps and at the end
 """
@@ -143,33 +144,34 @@ def train(
                     max_epochs=cfg.model_max_epochs,
                 )
                 fit.update(agent.after_model_fit(real_buffer))
-            horizon = cfg.rollout_length(env_steps)
-            if model_buffer is None or horizon != model_horizon:
-                # Rebuild at the capacity the new rollout length needs, keeping the newest data (MBPO).
-                new_buffer = make_buffer(_model_buffer_capacity(cfg, horizon))
-                if model_buffer is not None and len(model_buffer):
-                    keep = min(len(model_buffer), new_buffer._storage.max_size)
-                    new_buffer.extend(model_buffer[:][-keep:])
-                model_buffer, model_horizon = new_buffer, horizon
-            with timer("imagine"):
-                fit.update(
-                    imagine(
-                        agent.dynamics,
-                        env,
-                        real_buffer,
-                        model_buffer,
-                        agent.rollout_policy,
-                        num_rollouts=cfg.rollouts_per_step * cfg.model_retrain_every,
-                        horizon=horizon,
-                        termination_fn=agent.termination_fn,
-                        reward_fn=agent.reward_fn,
+            if cfg.rollouts_per_step > 0:  # 0: the model is used without imagined data (PETS, STEVE)
+                horizon = cfg.rollout_length(env_steps)
+                if model_buffer is None or horizon != model_horizon:
+                    # Rebuild at the capacity the new rollout length needs, keeping the newest data (MBPO).
+                    new_buffer = make_buffer(_model_buffer_capacity(cfg, horizon))
+                    if model_buffer is not None and len(model_buffer):
+                        keep = min(len(model_buffer), new_buffer._storage.max_size)
+                        new_buffer.extend(model_buffer[:][-keep:])
+                    model_buffer, model_horizon = new_buffer, horizon
+                with timer("imagine"):
+                    fit.update(
+                        imagine(
+                            agent.dynamics,
+                            env,
+                            real_buffer,
+                            model_buffer,
+                            agent.rollout_policy,
+                            num_rollouts=cfg.rollouts_per_step * cfg.model_retrain_every,
+                            horizon=horizon,
+                            termination_fn=agent.termination_fn,
+                            reward_fn=agent.reward_fn,
+                        )
                     )
-                )
-            fit["rollout_length"] = float(horizon)
+                fit["rollout_length"] = float(horizon)
             for key, value in fit.items():
                 logger.log_scalar(key, value, step=env_steps)
 
-        ready = learning and (not agent.model_based or model_buffer is not None) and len(real_buffer) >= cfg.batch_size
+        ready = learning and (not agent.model_based or last_fit is not None) and len(real_buffer) >= cfg.batch_size
         if ready:
             updates_owed += n_new * cfg.utd
             with timer("update"):
