@@ -11,7 +11,9 @@ from collections.abc import Callable
 from torchrl.envs import EnvBase
 
 from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, build_mpo
+from torchrl_vmbpo.algorithms.pets import PETS_DEFAULTS, build_pets
 from torchrl_vmbpo.algorithms.sac import SACAgent
+from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, build_steve
 from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent
 from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, build_vmbpo_mfe
 from torchrl_vmbpo.envs.real import env_dims
@@ -46,6 +48,8 @@ ALGO_DEFAULTS: dict[str, dict] = {
     "vmbpo": dict(utd=20.0, real_ratio=0.0),
     "mpo": MPO_DEFAULTS,
     "vmbpo-mfe": VMBPO_MFE_DEFAULTS,
+    "pets": PETS_DEFAULTS,
+    "steve": STEVE_DEFAULTS,
 }
 
 
@@ -73,6 +77,8 @@ BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {
     "vmbpo": _vmbpo,
     "mpo": build_mpo,
     "vmbpo-mfe": build_vmbpo_mfe,
+    "pets": build_pets,
+    "steve": build_steve,
 }
 PRESETS = tuple(BUILDERS)
 
