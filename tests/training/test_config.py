@@ -29,7 +29,8 @@ def test_rollout_length_schedule_is_linear_between_epochs():
 def test_presets_take_mbpo_defaults_per_env():
     hopper = default_config("mbpo", "Hopper-v5")
     assert hopper.rollout_schedule == (20, 150, 1, 15) and hopper.utd == 20 and hopper.target_entropy == -1.0
-    assert default_config("mbpo", "HalfCheetah-v5").utd == 40
+    assert default_config("mbpo", "HalfCheetah-v5").utd == 40 == default_config("vmbpo", "HalfCheetah-v5").utd
+    assert default_config("vmbpo-mfe", "HalfCheetah-v5").utd == 1
     assert default_config("sac", "Hopper-v5").utd == 1
     with pytest.raises(ValueError, match="unknown algorithm"):
         default_config("dqn", "Hopper-v5")
