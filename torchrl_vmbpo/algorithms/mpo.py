@@ -9,8 +9,8 @@ The target actor is MPO's ``pi_old``: the trust regions bound the change since i
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -22,7 +22,7 @@ from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 
 # TrainConfig defaults of the "mpo" preset: model-free (no dynamics, so every batch is real) at one
@@ -33,11 +33,13 @@ _TARGET_UPDATES = ("hard", "soft")
 
 
 @dataclass(frozen=True)
-class MPOSettings:
+class MPOSettings(ExtraSettings):
     """MPO's own settings, read from ``TrainConfig.extra`` (``--set extra.epsilon=0.05``).
 
     Defaults are those of acme's MPO and the reference facts.
     """
+
+    algorithm: ClassVar[str] = "MPO"
 
     num_samples: int = 20
     """N actions sampled per state from the target policy (E-step and expected-SARSA target)."""
@@ -81,13 +83,6 @@ class MPOSettings:
         if self.target_update not in _TARGET_UPDATES:
             raise ValueError(f"extra.target_update must be one of {_TARGET_UPDATES}, got {self.target_update!r}")
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "MPOSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(extra) - known)
-        if unknown:
-            raise ValueError(f"unknown MPO setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
-        return cls(**extra)
 
 
 class MPOAgent(Agent):

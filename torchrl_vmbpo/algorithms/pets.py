@@ -11,8 +11,8 @@ Which phase runs where:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -29,7 +29,7 @@ from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.planners.trajectory_sampling import PROPAGATIONS
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 
 # TrainConfig defaults of the "pets" preset. No imagination, no policy updates. Evaluation episodes
@@ -65,11 +65,13 @@ _REWARDS = ("auto", "known", "model")
 
 
 @dataclass(frozen=True)
-class PETSSettings:
+class PETSSettings(ExtraSettings):
     """PETS's own settings, read from ``TrainConfig.extra`` (``--set extra.population=500``).
 
     Defaults are PETS's (Chua et al. 2018, Appendix A.2) on its MuJoCo tasks.
     """
+
+    algorithm: ClassVar[str] = "PETS"
 
     planning_horizon: int = 30
     """Actions per planned sequence."""
@@ -104,13 +106,6 @@ class PETSSettings:
         if self.reward not in _REWARDS:
             raise ValueError(f"extra.reward must be one of {_REWARDS}, got {self.reward!r}")
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "PETSSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(extra) - known)
-        if unknown:
-            raise ValueError(f"unknown PETS setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
-        return cls(**extra)
 
 
 def known_reward_fn_for(env_id: str) -> RewardFn:

@@ -12,8 +12,8 @@ Which phase runs where:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -29,7 +29,7 @@ from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.steve import STEVEEstimator
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 
@@ -39,8 +39,10 @@ STEVE_DEFAULTS: dict = dict(utd=1.0, real_ratio=1.0, rollouts_per_step=0)
 
 
 @dataclass(frozen=True)
-class STEVESettings:
+class STEVESettings(ExtraSettings):
     """STEVE's own settings, read from ``TrainConfig.extra`` (``--set extra.horizon=5``)."""
+
+    algorithm: ClassVar[str] = "STEVE"
 
     horizon: int = 3
     """H: model steps of the expansion (candidates for horizons 0..H; the STEVE paper uses 3)."""
@@ -65,13 +67,6 @@ class STEVESettings:
             raise ValueError(f"extra.variance_floor must be a number > 0, got {floor!r}")
         object.__setattr__(self, "variance_floor", float(floor))
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "STEVESettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(extra) - known)
-        if unknown:
-            raise ValueError(f"unknown STEVE setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
-        return cls(**extra)
 
 
 class STEVEAgent(Agent):

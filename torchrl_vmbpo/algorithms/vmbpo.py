@@ -10,8 +10,8 @@ Which phase runs where (Algorithm 1 as far as the paper fixes it):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -29,14 +29,16 @@ from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 
 
 @dataclass(frozen=True)
-class VMBPOSettings:
+class VMBPOSettings(ExtraSettings):
     """VMBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.eta=2``)."""
+
+    algorithm: ClassVar[str] = "VMBPO"
 
     eta: float = 1.0
     """Temperature of p(O=1|x,a) = exp(eta r). With pi uniform the E-step is SAC with alpha = 1/eta."""
@@ -72,13 +74,6 @@ class VMBPOSettings:
         if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
             raise ValueError("extra.m_step_period must be >= 1; log_ratio_steps, weighted_fit_after >= 0")
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "VMBPOSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(extra) - known)
-        if unknown:
-            raise ValueError(f"unknown VMBPO setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)")
-        return cls(**extra)
 
 
 class VMBPOAgent(Agent):

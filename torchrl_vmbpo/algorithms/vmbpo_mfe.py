@@ -14,8 +14,8 @@ model and the agent is model-free.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -36,7 +36,7 @@ from torchrl_vmbpo.objectives.m_step import MStepLoss
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 
@@ -51,12 +51,14 @@ _ACTING = ("pi", "q_c")
 
 
 @dataclass(frozen=True)
-class VMBPOMFESettings:
+class VMBPOMFESettings(ExtraSettings):
     """VMBPO-MFE's own settings, read from ``TrainConfig.extra`` (``--set extra.temperature=2``).
 
     Names and defaults are VMBPO's (:class:`~torchrl_vmbpo.algorithms.vmbpo.VMBPOSettings`) where the
     setting is shared, except ``m_step_mode`` and ``weight_mix``.
     """
+
+    algorithm: ClassVar[str] = "VMBPO-MFE"
 
     eta: float = 1.0
     """Temperature of p(O=1|x,a) = exp(eta r)."""
@@ -116,15 +118,6 @@ class VMBPOMFESettings:
         if self.acting_policy not in _ACTING:
             raise ValueError(f"extra.acting_policy must be one of {_ACTING}, got {self.acting_policy!r}")
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "VMBPOMFESettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(extra) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown VMBPO-MFE setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)"
-            )
-        return cls(**extra)
 
     @property
     def model_based(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,23 @@ class TrainConfig:
             frac = min((epoch - epoch_a) / (epoch_b - epoch_a), 1.0)
             k = k_a + frac * (k_b - k_a)
         return max(1, int(k))
+
+
+class ExtraSettings:
+    """Base of each preset's frozen settings dataclass, parsed from ``TrainConfig.extra``.
+
+    Subclasses are ``@dataclass(frozen=True)`` with documented fields and set ``algorithm`` (the name
+    used in error messages); unknown keys are refused by name.
+    """
+
+    algorithm: ClassVar[str] = "algorithm"
+
+    @classmethod
+    def from_extra(cls, extra: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.algorithm} setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)"
+            )
+        return cls(**extra)
