@@ -163,24 +163,42 @@ class VMBPOAgent(Agent):
         return metrics
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        critic = self.critic(batch)
-        actor = self.actor_loss(batch)
-        optimize(critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"], self.e_step_optimizer,
-                 max_grad_norm=self.max_grad_norm)
-        self.target_updater.step()
-        self.num_updates += 1
-        metrics = {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
-        if int(self.num_updates) % self.m_step.period == 0:  # the M-step (eq. 27)
-            if self.m_step.mode == "copy":
-                self.m_step.copy_q_c_into_pi()
-            else:
-                self.m_step.snapshot_old_policy()
-        if self.m_step.mode == "weighted_map":  # one step per update towards the snapshot's trust region
-            m = self.m_step(batch)
-            optimize(m["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
-            metrics.update({f"m_step_{k}": v.detach() for k, v in m.items()})
+        metrics = e_step_update(self, batch)
+        metrics.update(m_step_update(self, batch))
         return metrics
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "e_step": self.e_step_optimizer, "ratio": self.ratio_optimizer,
                 "pi": self.pi_optimizer}
+
+
+def e_step_update(agent, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+    """Critic (eqs. 22-24) and actor (eq. 25) in one backward, then the target update.
+
+    Shared by VMBPO (``batch`` from E) and VMBPO-MFE (``batch`` from D, exponential-TD critic).
+    """
+    critic = agent.critic(batch)
+    actor = agent.actor_loss(batch)
+    optimize(critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"], agent.e_step_optimizer,
+             max_grad_norm=agent.max_grad_norm)
+    agent.target_updater.step()
+    agent.num_updates += 1
+    return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
+
+
+def m_step_update(agent, states: TensorDictBase | None) -> dict[str, torch.Tensor]:
+    """The M-step (eq. 27): every ``period`` updates copy pi <- q_c or snapshot pi_old; in weighted-MAP
+    mode one gradient step per update on ``states`` towards the snapshot's trust region."""
+    m_step = agent.m_step
+    if int(agent.num_updates) % m_step.period == 0:
+        if m_step.mode == "copy":
+            m_step.copy_q_c_into_pi()
+        else:
+            m_step.snapshot_old_policy()
+    if m_step.mode != "weighted_map":
+        return {}
+    if states is None:
+        raise KeyError(f"{type(agent).__name__}'s weighted-MAP M-step needs a batch of states, got none")
+    out = m_step(states)
+    optimize(out["loss_policy"], agent.pi_optimizer, max_grad_norm=agent.max_grad_norm)
+    return {f"m_step_{k}": v.detach() for k, v in out.items()}

@@ -24,6 +24,7 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import LossModule, SoftUpdate
 
 from torchrl_vmbpo import keys
+from torchrl_vmbpo.algorithms.vmbpo import e_step_update, m_step_update
 from torchrl_vmbpo.data.buffers import sample_mixed
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
@@ -38,7 +39,6 @@ from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
-from torchrl_vmbpo.training.optim import optimize
 
 # TrainConfig defaults of the "vmbpo-mfe" preset. utd 1: the E-step learns from real data only, as
 # SAC does. 100 rollouts per env step instead of MBPO's 400: E feeds only the M-step's states (one
@@ -221,26 +221,8 @@ class VMBPOMFEAgent(Agent):
         return TensorDict(parts, batch_size=[])
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        real = batch["real"]
-        critic = self.critic(real)
-        actor = self.actor_loss(real)
-        optimize(critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"], self.e_step_optimizer,
-                 max_grad_norm=self.max_grad_norm)
-        self.target_updater.step()
-        self.num_updates += 1
-        metrics = {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
-        if int(self.num_updates) % self.m_step.period == 0:  # the M-step (eq. 27)
-            if self.m_step.mode == "copy":
-                self.m_step.copy_q_c_into_pi()
-            else:
-                self.m_step.snapshot_old_policy()
-        if self.m_step.mode == "weighted_map":  # one step per update towards the snapshot's trust region
-            model = batch.get("model", None)
-            if model is None:
-                raise KeyError("VMBPO-MFE's weighted-MAP M-step needs model states: batch['model'] from E is missing")
-            m = self.m_step(model)
-            optimize(m["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
-            metrics.update({f"m_step_{k}": v.detach() for k, v in m.items()})
+        metrics = e_step_update(self, batch["real"])  # model-free E-step: real transitions only
+        metrics.update(m_step_update(self, batch.get("model", None)))  # M-step on model states
         return metrics
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
