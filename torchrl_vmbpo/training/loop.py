@@ -77,6 +77,7 @@ def train(
     Seeding happens before this call (``torchrl_vmbpo.algorithms.run``), once.
     """
     out = Path(out_dir)
+    commit = git_commit()  # the code this run imported, before anyone can commit during the run
     timer = _Timer()
     logger = CSVLogger(exp_name="logs", log_dir=str(out))
     curve = MetricsCSV(out / "metrics.csv")
@@ -216,7 +217,7 @@ def train(
         "updates_per_second": round(updates / update_seconds, 2) if update_seconds > 0 else None,
         "phase_seconds": {k: round(v, 2) for k, v in sorted(timer.seconds.items())},
         "final_train_metrics": train_metrics,
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine_info(cfg.num_threads),
         "config": cfg.to_dict(),
     }
