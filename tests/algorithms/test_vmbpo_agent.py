@@ -70,3 +70,16 @@ def test_unknown_or_bad_settings_are_named():
         VMBPOSettings(eta=0.0)
     with pytest.raises(ValueError, match="m_step_mode"):
         VMBPOSettings(m_step_mode="average")
+
+
+@pytest.mark.parametrize("weight_mix", [0.0, 1.0])
+def test_after_model_fit_reports_diagnostics_for_any_weight_mix(weight_mix):
+    # weight_mix=1 (plain MLE) never reads the critic, so its loss carries no log-weight entries.
+    from torchrl_vmbpo.data.buffers import make_buffer
+
+    agent = _agent(weight_mix=weight_mix, log_ratio_steps=2)
+    buffer = make_buffer(64)
+    buffer.extend(_model_batch(32))
+    metrics = agent.after_model_fit(buffer)
+    assert {"kl_qd_p_estimate", "weight_ess", "weight_max", "weighted_fit"} <= set(metrics)
+    assert ("log_weight_mean" in metrics) == (weight_mix < 1.0)

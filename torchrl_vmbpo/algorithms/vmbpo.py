@@ -158,7 +158,8 @@ class VMBPOAgent(Agent):
         metrics = {} if out is None else {"kl_qd_p_estimate": float(out["kl_estimate"])}
         with torch.no_grad():
             weights = self.model_loss(real_buffer.sample(self.ratio_batch_size))
-        metrics.update({k: float(weights[k]) for k in ("weight_ess", "weight_max", "log_weight_mean")})
+        # With mix=1 (plain MLE) the loss never reads the critic, so log_weight_mean is absent.
+        metrics.update({k: float(weights[k]) for k in ("weight_ess", "weight_max", "log_weight_mean") if k in weights})
         metrics["weighted_fit"] = float(self.dynamics_loss() is self.model_loss)
         return metrics
 
