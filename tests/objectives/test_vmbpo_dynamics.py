@@ -186,3 +186,83 @@ def test_constructor_rejects_bad_arguments():
         VMBPODynamicsLoss(model, TensorDictModule(nn.Linear(1, 1), ["observation"], ["v"]))
     with pytest.raises(ValueError, match="batch"):
         VMBPODynamicsLoss(model, critic)(TensorDict({}, [2, 2, 2]))
+
+
+class ExactDeterministicModel(DynamicsModel):
+    """x' = x + a exactly, with a vanishing predicted variance (a perfectly fitted deterministic env)."""
+
+    def predict(self, obs, action):
+        mean = torch.cat([action, torch.zeros_like(action)], -1).unsqueeze(-2).expand(*obs.shape[:-1], self.num_members, 2)
+        return mean, torch.full_like(mean, -30.0)
+
+    def predict_per_member(self, obs, action):
+        mean = torch.cat([action, torch.zeros_like(action)], -1)
+        return mean, torch.full_like(mean, -30.0)
+
+
+def test_model_normaliser_gives_unit_weights_where_the_model_is_exact_whatever_q_prime():
+    # Q' is badly wrong (its TD errors span 10 nats): eq. 19 verbatim puts the whole batch on one row,
+    # while the model normaliser sees that each real x' is exactly the model's prediction (w = 1).
+    critic, _ = make_critic(2.0, 0.0, [5.0, -5.0], 0.0)
+    obs, action = torch.linspace(-1, 1, 16).unsqueeze(-1), torch.linspace(1, -1, 16).unsqueeze(-1)
+    td = real_batch(obs + action, obs=obs).set("action", action)
+    model = ExactDeterministicModel(1, 1, num_members=2, num_elites=1, hidden=(4,))
+    verbatim = VMBPODynamicsLoss(model, critic)(td)
+    assert verbatim["weight_ess"] < 0.2
+    by_model = VMBPODynamicsLoss(model, critic, normaliser="model")
+    torch.testing.assert_close(by_model.log_weight(td), torch.zeros(16), atol=1e-4, rtol=0.0)
+    assert by_model(td)["weight_ess"] == pytest.approx(1.0, abs=1e-4)
+    bootstrapped = TensorDict({k: v.unsqueeze(1).expand(16, 2, *v.shape[1:]) for k, v in td.items(True, True)}, [16, 2])
+    torch.testing.assert_close(by_model.log_weight(bootstrapped), torch.zeros(16, 2), atol=1e-4, rtol=0.0)
+
+
+@pytest.mark.parametrize("bootstrapped", [False, True])
+def test_model_normaliser_is_the_log_mean_exp_of_v_prime_over_model_samples(bootstrapped):
+    eta, gamma = 2.0, 0.9
+    critic, _ = make_critic(1.5, -0.5, [0.5, -1.0], 0.25, eta=eta, gamma=gamma)
+    model = DynamicsModel(1, 1, num_members=3, num_elites=2, hidden=(8,))
+    n, k = 5, 6
+    shape = (n, 3) if bootstrapped else (n,)
+    td = real_batch(torch.randn(*shape, 1), obs=torch.randn(*shape, 1), reward=torch.randn(*shape, 1),
+                    terminated=torch.rand(*shape, 1) < 0.3)
+    td.set("action", torch.randn(*shape, 1))
+    td.batch_size = shape
+    loss = VMBPODynamicsLoss(model, critic, normaliser="model", normaliser_samples=k)
+    torch.manual_seed(3)
+    log_w = loss.log_weight(td)
+    torch.manual_seed(3)
+    obs, action = td["observation"], td["action"]
+    with torch.no_grad():
+        mean, logvar = model.predict_per_member(obs, action) if bootstrapped else model.predict(obs, action)
+        base = obs if bootstrapped else obs.unsqueeze(-2)
+        x = base + mean[..., :1] + (0.5 * logvar[..., :1]).exp() * torch.randn(k, *mean[..., :1].shape)
+    alive = (~td["next", "terminated"]).float().squeeze(-1)
+    v = 1.5 * x.squeeze(-1) - 0.5  # V'(x~): [K, n, E]
+    if not bootstrapped:  # members pooled: n rows of K x E samples
+        v = v.movedim(-1, 1).reshape(-1, n)
+    log_norm = torch.logsumexp(gamma * alive * v, 0) - torch.log(torch.tensor(float(v.shape[0])))
+    next_v = 1.5 * td["next", "observation"].squeeze(-1) - 0.5
+    torch.testing.assert_close(log_w, gamma * alive * next_v - log_norm)  # eta r cancels
+    assert log_w.shape == shape
+
+
+def test_model_normaliser_keeps_the_twist_of_a_linear_value():
+    # As the closed-form test above, with the normaliser estimated under the fitted model: the twist
+    # within one (x, a) does not depend on the normaliser, so q_d still reaches N(m + c s^2, s^2).
+    m, s, c = 0.5, 1.0, 0.5
+    next_obs = m + s * torch.special.ndtri((torch.arange(2000.0) + 0.5) / 2000).unsqueeze(-1)
+    critic, _ = make_critic(c, 0.0, [0.0, 0.0], 0.0)
+    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, num_members=2, num_elites=1, hidden=(8,)), critic,
+                             normaliser="model", normaliser_samples=16)
+    mean, std, _ = fit(loss, real_batch(next_obs))
+    torch.testing.assert_close(mean, torch.full((2,), m + c * s**2), atol=0.05, rtol=0.0)
+    torch.testing.assert_close(std, torch.full((2,), s), atol=0.05, rtol=0.0)
+
+
+def test_model_normaliser_arguments_are_checked():
+    critic, _ = make_critic(1.0, 0.0, [0.0, 0.0], 0.0)
+    model = DynamicsModel(1, 1, hidden=(8,))
+    with pytest.raises(ValueError, match="normaliser must be one of"):
+        VMBPODynamicsLoss(model, critic, normaliser="batch")
+    with pytest.raises(ValueError, match="normaliser_samples"):
+        VMBPODynamicsLoss(model, critic, normaliser="model", normaliser_samples=0)

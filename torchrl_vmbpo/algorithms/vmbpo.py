@@ -27,7 +27,7 @@ from torchrl_vmbpo.objectives.log_ratio import LogRatioLoss
 from torchrl_vmbpo.objectives.m_step import MStepLoss
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
-from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
+from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS, VMBPODynamicsLoss
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
@@ -52,6 +52,9 @@ class VMBPOSettings(ExtraSettings):
     """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c"."""
     weight_mix: float = 0.0
     """Mix of the eq.-19 weights with uniform ones (1 = plain MLE, MBPO's model loss)."""
+    weight_normaliser: str = "critic"
+    """Normaliser of the eq.-19 weight: "critic" (Q' - eta r, eq. 19 verbatim) or "model" (a Monte
+    Carlo log E[exp(gamma V')] under the model; VMBPODynamicsLoss explains why it matters)."""
     max_weight: float | None = 10.0
     """Clip of the self-normalised weights (mean 1); None: no clip."""
     weighted_fit_after: int = 1000
@@ -69,6 +72,8 @@ class VMBPOSettings(ExtraSettings):
             raise ValueError(f"extra.eta must be > 0, got {self.eta}")
         if self.m_step_mode not in ("copy", "weighted_map"):
             raise ValueError(f"extra.m_step_mode must be 'copy' or 'weighted_map', got {self.m_step_mode!r}")
+        if self.weight_normaliser not in NORMALISERS:
+            raise ValueError(f"extra.weight_normaliser must be one of {NORMALISERS}, got {self.weight_normaliser!r}")
         if self.acting_policy not in ("pi", "q_c"):
             raise ValueError(f"extra.acting_policy must be 'pi' or 'q_c', got {self.acting_policy!r}")
         if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
@@ -104,7 +109,9 @@ class VMBPOAgent(Agent):
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
         self.ratio_loss = LogRatioLoss(self.nu, self.q_d)
         self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, period=s.m_step_period)
-        self.model_loss = VMBPODynamicsLoss(self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix)
+        self.model_loss = VMBPODynamicsLoss(
+            self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix, normaliser=s.weight_normaliser
+        )
         self.plain_model_loss = GaussianEnsembleNLLLoss(self.q_d)
         self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
         self.termination_fn, self.reward_fn = termination_fn, reward_fn

@@ -76,6 +76,26 @@ def dynamics_log_weight(
     return eta * reward + gamma * (1.0 - terminated.to(next_value.dtype)) * next_value - q_value
 
 
+def model_log_normaliser(
+    sampled_next_value: torch.Tensor, terminated: torch.Tensor, *, gamma: float, dim: int = 0
+) -> torch.Tensor:
+    """Monte Carlo ``log E_{x~}[exp(gamma (1 - terminated) V'(x~))]`` over the sample dim ``dim``.
+
+    ``sampled_next_value`` holds ``V'`` at next states ``x~`` drawn from the dynamics model at the
+    same ``(x, a)`` (``[K, *B]`` with ``dim=0``); ``terminated`` (``[*B]``) is the real transition's
+    flag, shared by its samples. This is the model's estimate of ``Q'(x, a) - eta r`` (eq. 9), the
+    per-``(x, a)`` normaliser of eq. 19's weight (see :class:`VMBPODynamicsLoss`, ``normaliser``).
+
+    Example:
+        >>> values = torch.log(torch.tensor([[1.0], [3.0]]))  # exp V' = 1 and 3 at two samples
+        >>> model_log_normaliser(values, torch.tensor([False]), gamma=1.0)  # log mean(1, 3) = log 2
+        tensor([0.6931])
+    """
+    alive = 1.0 - terminated.to(sampled_next_value.dtype)
+    k = sampled_next_value.shape[dim]
+    return torch.logsumexp(gamma * alive * sampled_next_value, dim=dim) - torch.log(torch.tensor(float(k)))
+
+
 def normalise_weights(
     log_weight: torch.Tensor, *, dim: int = 0, max_weight: float | None = None, mix: float = 0.0
 ) -> torch.Tensor:

@@ -16,6 +16,9 @@ from torchrl_vmbpo.objectives.functional import effective_sample_size
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 
 
+NORMALISERS = ("critic", "model")
+
+
 class VMBPODynamicsLoss(LossModule):
     r"""Fit ``q_d`` to the exponentially twisted dynamics ``p exp(gamma V') / exp(Q' - eta r)`` (eq. 19).
 
@@ -23,7 +26,20 @@ class VMBPODynamicsLoss(LossModule):
 
     1. ``log w = eta r + gamma (1 - terminated) V'(x') - Q'(x, a)`` with the critic's TARGET
        networks ``V'``, ``Q'`` (no gradient). ``E_p[w | x, a] = 1`` exactly (eq. 9), so ``w`` is the
-       likelihood ratio ``q_d* / p`` (eq. 14) and the weighted NLL is the forward KL to ``q_d*``;
+       likelihood ratio ``q_d* / p`` (eq. 14) and the weighted NLL is the forward KL to ``q_d*``.
+       ``Q'(x, a) - eta r`` is only a normaliser, ``log E_p[exp(gamma V'(x'))]``: with
+       ``normaliser="critic"`` (eq. 19 verbatim) it is read from ``Q'``; with ``normaliser="model"``
+       it is estimated per row as ``log mean_k exp(gamma (1 - terminated) V'(x~_k))`` over
+       ``normaliser_samples`` next states ``x~_k`` drawn from the model's own Gaussian prediction at
+       ``(x, a)`` (each member's for a bootstrapped ``[B, E]`` batch; all members pooled for ``[B]``;
+       no gradient). The twist within one ``(x, a)`` is the same; what changes is the spread ACROSS
+       rows: with the critic normaliser every row's weight carries ``exp`` of its TD error
+       ``eta r + gamma V' - Q'``, which early in training is tens of nats wide and leaves one row
+       holding the whole batch (Pendulum: ESS 0.4-1% of 256, see README "VMBPO defaults"); with the
+       model normaliser a row's weight says only how much better its real ``x'`` is than the model's
+       own samples (``w = 1`` where the model is exact and the environment deterministic). The real
+       row's ``terminated`` is used for its samples (termination functions are the env's, not the
+       loss's);
     2. ``w = B softmax(log w)`` over the batch (self-normalised: ``mean w = 1``), then optionally
        ``w = min(w, max_weight)`` (clipped mass dropped, not redistributed), then
        ``w = (1 - mix) w + mix``. ``mix = 1`` makes every weight one: the plain maximum-likelihood
@@ -49,6 +65,9 @@ class VMBPODynamicsLoss(LossModule):
     Keyword Args:
         max_weight: clip for the normalised weights (``> 1``), or ``None`` (default) for no clip.
         mix: weight of the uniform mixture in ``[0, 1]`` (default 0: pure eq. 19; 1: MBPO's MLE).
+        normaliser: ``"critic"`` (default; ``Q'(x, a) - eta r`` as eq. 19 writes it) or ``"model"``
+            (a Monte Carlo estimate under the model; step 1).
+        normaliser_samples: next states per row for ``normaliser="model"`` (``>= 1``; default 4).
         logvar_penalty: coefficient of the ensemble's log-variance bound penalty (MBPO: 0.01).
 
     Keys read (``set_keys``): ``observation``, ``action``, ``next_observation``, ``reward``,
@@ -98,6 +117,8 @@ class VMBPODynamicsLoss(LossModule):
         *,
         max_weight: float | None = None,
         mix: float = 0.0,
+        normaliser: str = "critic",
+        normaliser_samples: int = 4,
         logvar_penalty: float = 0.01,
     ):
         super().__init__()
@@ -109,8 +130,13 @@ class VMBPODynamicsLoss(LossModule):
             raise ValueError("critic=None is only allowed with mix=1.0 (plain MLE, MBPO); eq. 19 needs V' and Q'")
         if max_weight is not None and not max_weight > 1.0:
             raise ValueError(f"max_weight must be None or > 1 (the weights average to one), got {max_weight}")
+        if normaliser not in NORMALISERS:
+            raise ValueError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
+        if not (isinstance(normaliser_samples, int) and normaliser_samples >= 1):
+            raise ValueError(f"normaliser_samples must be an int >= 1, got {normaliser_samples!r}")
         self.nll_loss = GaussianEnsembleNLLLoss(dynamics_model, logvar_penalty=logvar_penalty)
         self.max_weight, self.mix = max_weight, float(mix)
+        self.normaliser, self.normaliser_samples = normaliser, normaliser_samples
         self.__dict__["critic"] = critic  # borrowed: not a submodule, its parameters are not ours
 
     @property
@@ -129,11 +155,26 @@ class VMBPODynamicsLoss(LossModule):
         names = ("observation", "action", "next_observation", "reward", "terminated")
         b = fv.fetch(td, {n: getattr(k, n) for n in names}, type(self).__name__)
         reward, terminated = (b[n].squeeze(-1) if b[n].ndim == td.batch_dims + 1 else b[n] for n in ("reward", "terminated"))
+        eta, gamma = self.critic.eta, self.critic.gamma
         next_value = self.critic.state_value(b["next_observation"], target=True)
-        q_value = self.critic.action_value(b["observation"], b["action"], target=True)
-        return fv.dynamics_log_weight(
-            reward, next_value, terminated, q_value, eta=self.critic.eta, gamma=self.critic.gamma
-        )
+        if self.normaliser == "critic":
+            q_value = self.critic.action_value(b["observation"], b["action"], target=True)
+        else:  # the model's estimate of Q'(x, a) = eta r + log E_p[exp(gamma V'(x'))] (eq. 9)
+            q_value = eta * reward + self._model_log_normaliser(b["observation"], b["action"], terminated)
+        return fv.dynamics_log_weight(reward, next_value, terminated, q_value, eta=eta, gamma=gamma)
+
+    def _model_log_normaliser(self, obs: torch.Tensor, action: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+        """``log mean exp(gamma (1 - terminated) V'(x~))`` over model samples ``x~``: ``[*B]``."""
+        model = self.dynamics_model
+        per_member = obs.ndim == 3  # [B, E, D]: each member's own rows
+        mean, logvar = model.predict_per_member(obs, action) if per_member else model.predict(obs, action)
+        base = obs if per_member else obs.unsqueeze(-2)  # [B, E, D] or [B, 1, D]
+        delta, std = mean[..., :-1], (0.5 * logvar[..., :-1]).exp()  # [B, E, D]: x' - x, reward dropped
+        samples = base + delta + std * torch.randn(self.normaliser_samples, *delta.shape, dtype=delta.dtype)
+        values = self.critic.state_value(samples, target=True)  # [K, B, E]
+        if not per_member:  # [B] rows: pool the members' samples, [K, B, E] -> [K E, B]
+            values = values.movedim(-1, 1).reshape(-1, values.shape[1])
+        return fv.model_log_normaliser(values, terminated, gamma=self.critic.gamma, dim=0)
 
     def _check_layout(self, td: TensorDictBase) -> None:
         members = self.dynamics_model.num_members
