@@ -146,3 +146,31 @@ def test_pi_and_q_c_must_be_distinct():
     pi = make_tanh_gaussian_actor(2, SPEC, hidden=(8,))
     with pytest.raises(ValueError, match="distinct"):
         MStepLoss(pi, pi)
+
+
+@pytest.mark.parametrize("kl_coef, kl_coef_std", [(0.0, 4.0), (0.5, 9.0)])
+def test_decoupled_trust_region_gives_its_closed_form_minimiser(kl_coef, kl_coef_std):
+    # argmin -E_{q_c} log N(u; mu, s) + lam_m (mu_old - mu)^2 / (2 s_old^2) + lam_s KL(N(mu_old, s_old) || N(mu_old, s)):
+    # s^2 = [s_c^2 + (mu_c - mu)^2 + lam_s s_old^2] / (1 + lam_s), mu = (mu_c s_old^2 + lam_m mu_old s^2) / (s_old^2 + lam_m s^2)
+    mu_c, s_c = 0.6, 0.1
+    q_c = fixed_tanh_gaussian(mu_c, s_c)
+    pi = make_tanh_gaussian_actor(1, SPEC, hidden=(16,))
+    x = torch.zeros(1, 1)
+    mu_old, s_old = (t.item() for t in gaussian(pi, x))
+    loss = MStepLoss(pi, q_c, kl_coef=kl_coef, kl_coef_std=kl_coef_std)
+    out = train(loss, lambda: torch.zeros(256, 1), 400)
+    mu, var = mu_c, s_c**2
+    for _ in range(100):  # the two stationarity conditions, solved by fixed-point iteration
+        var = (s_c**2 + (mu_c - mu) ** 2 + kl_coef_std * s_old**2) / (1 + kl_coef_std)
+        mu = (mu_c * s_old**2 + kl_coef * mu_old * var) / (s_old**2 + kl_coef * var)
+    loc_pi, scale_pi = gaussian(pi, x)
+    assert loc_pi.item() == pytest.approx(mu, abs=0.01)
+    assert scale_pi.item() == pytest.approx(var**0.5, abs=0.01)
+    assert {"kl_old_mean", "kl_old_std"} <= set(out.keys())
+    assert scale_pi.item() > s_c + 0.1  # the spread lags q_c's while the mean follows it
+
+
+def test_kl_coef_std_is_checked():
+    with pytest.raises(ValueError, match="kl_coef_std"):
+        MStepLoss(make_tanh_gaussian_actor(1, SPEC, hidden=(4,)), make_tanh_gaussian_actor(1, SPEC, hidden=(4,)),
+                  kl_coef_std=-1.0)

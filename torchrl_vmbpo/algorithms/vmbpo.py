@@ -48,6 +48,8 @@ class VMBPOSettings(ExtraSettings):
     """E-step gradient updates between M-steps."""
     kl_coef: float = 1.0
     """lambda of eq. 27 (weighted_map only)."""
+    kl_coef_std: float | None = None
+    """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
     acting_policy: str = "pi"
     """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c"."""
     weight_mix: float = 0.0
@@ -108,7 +110,8 @@ class VMBPOAgent(Agent):
         )
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
         self.ratio_loss = LogRatioLoss(self.nu, self.q_d)
-        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, period=s.m_step_period)
+        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
+                                period=s.m_step_period)
         self.model_loss = VMBPODynamicsLoss(
             self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix, normaliser=s.weight_normaliser
         )

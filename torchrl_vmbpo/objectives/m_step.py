@@ -10,6 +10,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.functional_mpo import decoupled_kls
 
 _MODES = ("weighted_map", "copy")
 
@@ -48,6 +49,14 @@ class MStepLoss(LossModule):
     Keyword Args:
         mode: ``"weighted_map"`` (default) or ``"copy"``.
         kl_coef: ``lambda >= 0`` of eq. 27 (default 1.0).
+        kl_coef_std: ``None`` (default: one KL, as eq. 27) or ``lambda_std >= 0``: the trust region
+            decoupled as MPO's M-step (Abdolmaleki et al. 2018b), ``kl_coef * KL(pi_old || N(mu,
+            s_old)) + kl_coef_std * KL(pi_old || N(mu_old, s))``, so the mean can follow ``q_c``
+            while the spread shrinks slowly. Why it matters: ``q_c``'s own objective (eq. 25) keeps
+            no entropy once ``pi`` tracks it, and the acting ``pi`` then stops exploring. For
+            Gaussians the minimiser solves ``s^2 = [s_c^2 + (mu_c - mu)^2 + kl_coef_std s_old^2] / (1 + kl_coef_std)``,
+            ``mu = (mu_c s_old^2 + kl_coef mu_old s^2) / (s_old^2 + kl_coef s^2)``: with the mean
+            fitted the spread moves a fraction ``1 / (1 + kl_coef_std)`` of the way per M-step.
         period: E-step updates between M-steps (>= 1; read by the loop as ``loss.period``).
 
     Keys read (``set_keys``): ``observation``.
@@ -88,6 +97,7 @@ class MStepLoss(LossModule):
         *,
         mode: str = "weighted_map",
         kl_coef: float = 1.0,
+        kl_coef_std: float | None = None,
         period: int = 1,
     ):
         super().__init__()
@@ -95,6 +105,8 @@ class MStepLoss(LossModule):
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         if not kl_coef >= 0:
             raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        if kl_coef_std is not None and not kl_coef_std >= 0:
+            raise ValueError(f"kl_coef_std must be None or >= 0, got {kl_coef_std}")
         if not (isinstance(period, int) and period >= 1):
             raise ValueError(f"period must be an int >= 1, got {period!r}")
         fv.check_in_keys(baseline_policy, 1, "baseline_policy")
@@ -102,6 +114,7 @@ class MStepLoss(LossModule):
         if baseline_policy is variational_policy:
             raise ValueError("baseline_policy and variational_policy must be distinct modules (pi and q_c)")
         self.mode, self.kl_coef, self.period = mode, float(kl_coef), period
+        self.kl_coef_std = None if kl_coef_std is None else float(kl_coef_std)
         self.baseline_policy = baseline_policy
         self.__dict__["variational_policy"] = variational_policy  # borrowed: owned by the actor loss
         if mode == "copy":
@@ -150,6 +163,12 @@ class MStepLoss(LossModule):
             loc_old, scale_old = fv.pre_tanh_gaussian(pi.get_dist(fv.module_input(pi, obs)))
         log_pi = fv.log_prob_at(dist_pi, action, preimage, dist_c)
         kl_old = fv.diag_gaussian_kl(loc_old, scale_old, loc_pi, scale_pi)
-        loss = -log_pi.mean() + self.kl_coef * kl_old.mean()  # eq. 27
+        if self.kl_coef_std is None:
+            penalty = self.kl_coef * kl_old.mean()  # eq. 27
+        else:  # MPO's decoupled trust region: mean and spread each against pi_old's other half
+            kl_mean, kl_std = decoupled_kls(loc_old, scale_old, loc_pi, scale_pi)
+            penalty = self.kl_coef * kl_mean.sum(-1).mean() + self.kl_coef_std * kl_std.sum(-1).mean()
+            info.update(kl_old_mean=kl_mean.sum(-1).mean(), kl_old_std=kl_std.sum(-1).mean())
+        loss = -log_pi.mean() + penalty
         info.update(log_prob_policy=log_pi.mean(), kl_old_policy=kl_old.mean())
         return TensorDict({"loss_policy": loss, **{n: v.detach() for n, v in info.items()}}, batch_size=[])
