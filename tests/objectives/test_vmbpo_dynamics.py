@@ -13,6 +13,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
@@ -266,3 +267,22 @@ def test_model_normaliser_arguments_are_checked():
         VMBPODynamicsLoss(model, critic, normaliser="batch")
     with pytest.raises(ValueError, match="normaliser_samples"):
         VMBPODynamicsLoss(model, critic, normaliser="model", normaliser_samples=0)
+
+
+def test_min_ess_tempers_the_weights_before_normalising_and_reports_beta():
+    critic, _ = make_critic(2.0, 0.0, [5.0, -5.0], 0.0)
+    obs, action = torch.linspace(-1, 1, 16).unsqueeze(-1), torch.linspace(1, -1, 16).unsqueeze(-1)
+    td = real_batch(obs + action, obs=obs).set("action", action)
+    model = DynamicsModel(1, 1, num_members=2, num_elites=1, hidden=(4,))
+    loss = VMBPODynamicsLoss(model, critic, min_ess=0.5, max_weight=10.0)
+    log_w = loss.log_weight(td)
+    beta = fv.tempering_exponent(log_w, min_ess=0.5)
+    assert 0.0 < beta.item() < 1.0
+    weight = fv.normalise_weights(beta * log_w, max_weight=10.0)
+    reference = GaussianEnsembleNLLLoss(model)(td.clone().set(("model", "weight"), weight))
+    out = loss(td)
+    torch.testing.assert_close(out["loss_dynamics"], reference["loss_dynamics"])
+    assert out["weight_ess"].item() == pytest.approx(0.5, abs=1e-3)
+    torch.testing.assert_close(out["weight_beta"], beta)
+    with pytest.raises(ValueError, match="min_ess"):
+        VMBPODynamicsLoss(model, critic, min_ess=1.5)

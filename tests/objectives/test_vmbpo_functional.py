@@ -102,3 +102,26 @@ def test_targets_follow_equations_22_and_24():
     assert y_q.item() == pytest.approx(3.0 + 2.0 - 0.3)
     y_v = fv.value_target(torch.tensor([2.0]), torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)]))
     assert y_v.item() == pytest.approx(2.0 - math.log(2.0))
+
+
+def test_tempering_exponent_hits_the_ess_target_exactly_and_leaves_healthy_weights_alone():
+    log_w = torch.tensor([0.0, 0.0, 0.0, 10.0])
+    beta = fv.tempering_exponent(log_w, min_ess=0.5)
+    # ESS of [1, 1, 1, x] is (3 + x)^2 / (3 + x^2) = 2 at x = 3 + sqrt(12): beta = log(x) / 10
+    assert beta.item() == pytest.approx(math.log(3 + math.sqrt(12)) / 10, abs=1e-6)
+    assert fv.tempering_exponent(torch.tensor([0.0, 0.1, -0.1, 0.05]), min_ess=0.5).item() == 1.0
+    per_member = torch.stack([log_w, torch.zeros(4), 3 * log_w], -1)  # [B, E]: one beta per member
+    betas = fv.tempering_exponent(per_member, min_ess=0.5, dim=0)
+    torch.testing.assert_close(betas, torch.stack([beta, torch.tensor(1.0), beta / 3]), atol=1e-6, rtol=0.0)
+    with pytest.raises(ValueError, match="min_ess"):
+        fv.tempering_exponent(log_w, min_ess=0.0)
+
+
+def test_tempered_weights_keep_the_ess_and_the_order_of_the_raw_weights():
+    torch.manual_seed(0)
+    log_w = 20 * torch.randn(256)  # heavy-tailed, as eq. 19 early in training
+    assert effective_sample_size(fv.normalise_weights(log_w)).item() < 5
+    beta = fv.tempering_exponent(log_w, min_ess=0.3)
+    w = fv.normalise_weights(beta * log_w)
+    assert effective_sample_size(w).item() / 256 == pytest.approx(0.3, abs=1e-3)
+    assert torch.equal(torch.argsort(w), torch.argsort(log_w))

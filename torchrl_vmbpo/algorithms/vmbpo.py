@@ -57,6 +57,8 @@ class VMBPOSettings(ExtraSettings):
     weight_normaliser: str = "critic"
     """Normaliser of the eq.-19 weight: "critic" (Q' - eta r, eq. 19 verbatim) or "model" (a Monte
     Carlo log E[exp(gamma V')] under the model; VMBPODynamicsLoss explains why it matters)."""
+    weight_min_ess: float | None = None
+    """Temper the eq.-19 weights to keep this effective sample size (fraction of a batch); None: no tempering."""
     max_weight: float | None = 10.0
     """Clip of the self-normalised weights (mean 1); None: no clip."""
     weighted_fit_after: int = 1000
@@ -113,7 +115,8 @@ class VMBPOAgent(Agent):
         self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
                                 period=s.m_step_period)
         self.model_loss = VMBPODynamicsLoss(
-            self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix, normaliser=s.weight_normaliser
+            self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix, min_ess=s.weight_min_ess,
+            normaliser=s.weight_normaliser
         )
         self.plain_model_loss = GaussianEnsembleNLLLoss(self.q_d)
         self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
@@ -169,7 +172,7 @@ class VMBPOAgent(Agent):
         with torch.no_grad():
             weights = self.model_loss(real_buffer.sample(self.ratio_batch_size))
         # With mix=1 (plain MLE) the loss never reads the critic, so log_weight_mean is absent.
-        metrics.update({k: float(weights[k]) for k in ("weight_ess", "weight_max", "log_weight_mean") if k in weights})
+        metrics.update({k: float(weights[k]) for k in ("weight_ess", "weight_max", "weight_beta", "log_weight_mean") if k in weights})
         metrics["weighted_fit"] = float(self.dynamics_loss() is self.model_loss)
         return metrics
 

@@ -19,7 +19,7 @@ from torch import distributions as D
 from torch import nn
 from torchrl.modules import TanhNormal
 
-from torchrl_vmbpo.objectives.functional import assert_finite
+from torchrl_vmbpo.objectives.functional import assert_finite, effective_sample_size
 
 
 def q_target(
@@ -94,6 +94,41 @@ def model_log_normaliser(
     alive = 1.0 - terminated.to(sampled_next_value.dtype)
     k = sampled_next_value.shape[dim]
     return torch.logsumexp(gamma * alive * sampled_next_value, dim=dim) - torch.log(torch.tensor(float(k)))
+
+
+def tempering_exponent(log_weight: torch.Tensor, *, min_ess: float, dim: int = 0, iterations: int = 30) -> torch.Tensor:
+    """Largest ``beta`` in ``[0, 1]`` whose weights ``softmax(beta log w)`` keep an ESS of ``min_ess``.
+
+    Adaptive tempering (as in annealed importance sampling / SMC): ``beta = 1`` when the raw weights
+    already have a Kish effective sample size of at least ``min_ess * n`` along ``dim`` (``n`` its
+    size), else the bisection root of ``ESS(beta) = min_ess * n`` (``ESS(0) = n``). Returns ``beta``
+    shaped like ``log_weight`` without ``dim``. Tempering keeps the direction of the twist (the
+    order of the weights) and only flattens it to what the batch can estimate.
+
+    Example:
+        >>> log_w = torch.tensor([0.0, 0.0, 0.0, 10.0])  # one spike: ESS 1 of 4; exact beta = log(3 + 12 ** 0.5) / 10
+        >>> beta = tempering_exponent(log_w, min_ess=0.5)
+        >>> round(beta.item(), 3), round(effective_sample_size(torch.softmax(beta * log_w, 0)).item(), 3)
+        (0.187, 2.0)
+        >>> tempering_exponent(torch.zeros(4), min_ess=0.5).item()  # already uniform: untouched
+        1.0
+    """
+    if not 0.0 < min_ess <= 1.0:
+        raise ValueError(f"min_ess must be in (0, 1], got {min_ess}")
+    log_w = log_weight.movedim(dim, -1)
+    log_w = log_w - log_w.max(-1, keepdim=True).values
+    n = log_w.shape[-1]
+
+    def ess_fraction(beta: torch.Tensor) -> torch.Tensor:
+        return 1.0 / torch.softmax(beta.unsqueeze(-1) * log_w, -1).pow(2).sum(-1) / n
+
+    low, high = torch.zeros(log_w.shape[:-1], dtype=log_w.dtype), torch.ones(log_w.shape[:-1], dtype=log_w.dtype)
+    enough = ess_fraction(high) >= min_ess
+    for _ in range(iterations):  # invariant: ESS(low) >= min_ess > ESS(high)
+        mid = 0.5 * (low + high)
+        ok = ess_fraction(mid) >= min_ess
+        low, high = torch.where(ok, mid, low), torch.where(ok, high, mid)
+    return torch.where(enough, torch.ones_like(low), low)
 
 
 def normalise_weights(

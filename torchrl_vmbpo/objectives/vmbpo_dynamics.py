@@ -40,7 +40,12 @@ class VMBPODynamicsLoss(LossModule):
        own samples (``w = 1`` where the model is exact and the environment deterministic). The real
        row's ``terminated`` is used for its samples (termination functions are the env's, not the
        loss's);
-    2. ``w = B softmax(log w)`` over the batch (self-normalised: ``mean w = 1``), then optionally
+    2. optionally (``min_ess``) temper: ``log w <- beta log w`` with the largest ``beta <= 1`` whose
+       weights keep a Kish effective sample size of ``min_ess * B``
+       (:func:`~torchrl_vmbpo.objectives.functional_vmbpo.tempering_exponent`; per member for
+       ``[B, E]``). ``beta = 1`` is eq. 19; a smaller ``beta`` fits the twist ``p exp(beta gamma V')``,
+       milder but in the same direction, where the batch cannot support the full one;
+       then ``w = B softmax(log w)`` over the batch (self-normalised: ``mean w = 1``), then optionally
        ``w = min(w, max_weight)`` (clipped mass dropped, not redistributed), then
        ``w = (1 - mix) w + mix``. ``mix = 1`` makes every weight one: the plain maximum-likelihood
        loss of MBPO, so MBPO and VMBPO share this class (``critic=None`` is then allowed);
@@ -65,6 +70,8 @@ class VMBPODynamicsLoss(LossModule):
     Keyword Args:
         max_weight: clip for the normalised weights (``> 1``), or ``None`` (default) for no clip.
         mix: weight of the uniform mixture in ``[0, 1]`` (default 0: pure eq. 19; 1: MBPO's MLE).
+        min_ess: ``None`` (default: no tempering) or the smallest effective sample size, as a
+            fraction of the batch in ``(0, 1]``, that tempering keeps (step 2).
         normaliser: ``"critic"`` (default; ``Q'(x, a) - eta r`` as eq. 19 writes it) or ``"model"``
             (a Monte Carlo estimate under the model; step 1).
         normaliser_samples: next states per row for ``normaliser="model"`` (``>= 1``; default 4).
@@ -76,7 +83,8 @@ class VMBPODynamicsLoss(LossModule):
 
     Returns ``loss_dynamics`` (steps the dynamics model), ``model_nll``, ``model_mse`` (from the
     NLL loss) and the weight diagnostics: ``weight_ess`` (Kish effective sample size of the final
-    weights as a fraction of B), ``weight_max``, ``log_weight_mean`` (mean raw ``log w``) and
+    weights as a fraction of B), ``weight_max``, ``weight_beta`` (the tempering exponent, mean over
+    members; 1 without ``min_ess``), ``log_weight_mean`` (mean raw ``log w``) and
     ``log_mean_weight`` (``log mean exp log w``, zero when the critic is consistent with p, eq. 9).
 
     Example:
@@ -117,6 +125,7 @@ class VMBPODynamicsLoss(LossModule):
         *,
         max_weight: float | None = None,
         mix: float = 0.0,
+        min_ess: float | None = None,
         normaliser: str = "critic",
         normaliser_samples: int = 4,
         logvar_penalty: float = 0.01,
@@ -130,6 +139,8 @@ class VMBPODynamicsLoss(LossModule):
             raise ValueError("critic=None is only allowed with mix=1.0 (plain MLE, MBPO); eq. 19 needs V' and Q'")
         if max_weight is not None and not max_weight > 1.0:
             raise ValueError(f"max_weight must be None or > 1 (the weights average to one), got {max_weight}")
+        if min_ess is not None and not 0.0 < min_ess <= 1.0:
+            raise ValueError(f"min_ess must be None or in (0, 1], got {min_ess}")
         if normaliser not in NORMALISERS:
             raise ValueError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
         if not (isinstance(normaliser_samples, int) and normaliser_samples >= 1):
@@ -137,6 +148,7 @@ class VMBPODynamicsLoss(LossModule):
         self.nll_loss = GaussianEnsembleNLLLoss(dynamics_model, logvar_penalty=logvar_penalty)
         self.max_weight, self.mix = max_weight, float(mix)
         self.normaliser, self.normaliser_samples = normaliser, normaliser_samples
+        self.min_ess = min_ess
         self.__dict__["critic"] = critic  # borrowed: not a submodule, its parameters are not ours
 
     @property
@@ -192,11 +204,13 @@ class VMBPODynamicsLoss(LossModule):
             info = {"weight_ess": torch.ones(()), "weight_max": torch.ones(())}
         else:
             log_w = self.log_weight(td)  # [B] or [B, E]; normalised over B (dim 0)
-            weight = fv.normalise_weights(log_w, dim=0, max_weight=self.max_weight, mix=self.mix)
+            beta = torch.ones(()) if self.min_ess is None else fv.tempering_exponent(log_w, min_ess=self.min_ess, dim=0)
+            weight = fv.normalise_weights(beta * log_w, dim=0, max_weight=self.max_weight, mix=self.mix)
             batch = log_w.shape[0]
             info = {
                 "weight_ess": (effective_sample_size(weight.transpose(0, -1)) / batch).mean(),
                 "weight_max": weight.max(),
+                "weight_beta": beta.mean(),
                 "log_weight_mean": log_w.mean(),
                 "log_mean_weight": (torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(batch)))).mean(),
             }
