@@ -1,6 +1,10 @@
 """Turn the run directories under benchmarks/results/ into RESULTS.md and one plot per env.
 
 Usage: python benchmarks/report.py [RESULTS_DIR]
+
+Runs are grouped by ``RESULTS_DIR/<label>/<env>/seed<S>/``: ``label`` is the algorithm for the
+recorded benchmarks, and a variant's name for a settings sweep (e.g. benchmarks/tuning/), whose
+``--set extra.*`` settings the table's last column shows.
 """
 
 from __future__ import annotations
@@ -41,11 +45,15 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
 
 
+def _settings(extra: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(extra.items())) or "preset"
+
+
 def write_report(results: Path) -> Path:
     runs = _load_runs(results)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
-        groups[(run["summary"]["env"], run["summary"]["algo"])].append(run)
+        groups[(run["summary"]["env"], run["dir"].parent.parent.name)].append(run)
     lines = [
         "# Benchmark results",
         "",
@@ -55,8 +63,8 @@ def write_report(results: Path) -> Path:
         "at the last evaluation at or before the given env step.",
         "",
         "| env | algo | seeds | steps | " + " | ".join(f"return @{s // 1000}k" for s in CHECKPOINT_STEPS)
-        + " | final | wall s / 1k steps | updates/s | phase seconds (mean) | commit |",
-        "|---|---|---|---|" + "---|" * len(CHECKPOINT_STEPS) + "---|---|---|---|---|",
+        + " | final | wall s / 1k steps | updates/s | phase seconds (mean) | commit | extra settings |",
+        "|---|---|---|---|" + "---|" * len(CHECKPOINT_STEPS) + "---|---|---|---|---|---|",
     ]
     for (env, algo), members in sorted(groups.items()):
         seeds = sorted(m["summary"]["seed"] for m in members)
@@ -71,8 +79,9 @@ def write_report(results: Path) -> Path:
         phase = ", ".join(f"{k} {statistics.mean(v):.0f}" for k, v in sorted(phases.items()))
         commits = ", ".join(sorted({m["summary"]["commit"][:10] for m in members}))
         steps = max(m["summary"]["env_steps"] for m in members)
+        extra = " / ".join(sorted({_settings(m["summary"]["config"].get("extra", {})) for m in members}))
         lines.append(f"| {env} | {algo} | {','.join(map(str, seeds))} | {steps} | " + " | ".join(at)
-                     + f" | {final} | {wall} | {ups} | {phase} | {commits} |")
+                     + f" | {final} | {wall} | {ups} | {phase} | {commits} | {extra} |")
     machines = {json.dumps(m["summary"].get("machine", {}), sort_keys=True) for m in runs}
     lines += ["", "Machines:", ""] + [f"- `{m}`" for m in sorted(machines)]
     lines += ["", "Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in _plot(results, groups))]
