@@ -83,3 +83,15 @@ def test_after_model_fit_reports_diagnostics_for_any_weight_mix(weight_mix):
     metrics = agent.after_model_fit(buffer)
     assert {"kl_qd_p_estimate", "weight_ess", "weight_max", "weighted_fit"} <= set(metrics)
     assert ("log_weight_mean" in metrics) == (weight_mix < 1.0)
+
+
+def test_critic_networks_output_eta_times_their_mlp_by_default():
+    from torchrl_vmbpo.models.networks import ScaledOutput
+
+    agent = _agent(eta=5.0)
+    assert isinstance(agent.critic.value_network.module, ScaledOutput) and agent.critic.value_network.module.scale == 5.0
+    assert agent.critic.qvalue_network.module.scale == 5.0
+    plain = _agent(eta=5.0, critic_output_scale="one")
+    assert not isinstance(plain.critic.value_network.module, ScaledOutput)
+    with pytest.raises(ValueError, match="critic_output_scale"):
+        VMBPOSettings(critic_output_scale="two")

@@ -63,6 +63,9 @@ class VMBPOSettings(ExtraSettings):
     """Clip of the self-normalised weights (mean 1); None: no clip."""
     weighted_fit_after: int = 1000
     """Updates before the twisted fit starts: earlier fits are plain MLE (V', Q' are untrained)."""
+    critic_output_scale: str = "eta"
+    """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
+    learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
     num_qvalue_nets: int = 2
     """Twin Q with min (a stabiliser the paper does not use; 1 gives eqs. 22-24 verbatim)."""
     log_ratio_bound: float = 10.0
@@ -78,6 +81,8 @@ class VMBPOSettings(ExtraSettings):
             raise ValueError(f"extra.m_step_mode must be 'copy' or 'weighted_map', got {self.m_step_mode!r}")
         if self.weight_normaliser not in NORMALISERS:
             raise ValueError(f"extra.weight_normaliser must be one of {NORMALISERS}, got {self.weight_normaliser!r}")
+        if self.critic_output_scale not in ("eta", "one"):
+            raise ValueError(f"extra.critic_output_scale must be 'eta' or 'one', got {self.critic_output_scale!r}")
         if self.acting_policy not in ("pi", "q_c"):
             raise ValueError(f"extra.acting_policy must be 'pi' or 'q_c', got {self.acting_policy!r}")
         if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
@@ -106,8 +111,10 @@ class VMBPOAgent(Agent):
             obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
         )
         self.nu = make_log_ratio_network(obs_dim, act_dim, hidden=cfg.hidden, bound=s.log_ratio_bound)
+        scale = s.eta if s.critic_output_scale == "eta" else 1.0
         self.critic = VMBPOCriticLoss(
-            make_q_value(obs_dim, act_dim, hidden=cfg.hidden), make_state_value(obs_dim, hidden=cfg.hidden),
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale),
+            make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
             self.q_c, self.pi, self.nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
         )
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)

@@ -66,6 +66,31 @@ def make_tanh_gaussian_actor(
     )
 
 
+class ScaledOutput(nn.Module):
+    """``scale * net(*inputs)``: a value network whose weights learn in units of ``1 / scale``.
+
+    Why: Adam moves each weight by about its learning rate per step whatever the loss's scale, so a
+    value network needing outputs ``scale`` times larger learns about ``scale`` times slower. VMBPO's
+    values are ``eta`` times SAC's (``Q = eta r + ...``): with ``scale = eta`` the critic's weights
+    see SAC's scale at ``alpha = 1 / eta`` and, Adam being invariant to the loss's scale, take the
+    same steps (tests/objectives/test_vmbpo_sac_equivalence.py).
+    """
+
+    def __init__(self, net: nn.Module, scale: float):
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"output scale must be > 0, got {scale}")
+        self.net, self.scale = net, float(scale)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.net(*inputs)
+
+
+def _value_net(in_features: int, hidden: Sequence[int], activation: type[nn.Module], output_scale: float) -> nn.Module:
+    net = MLP(in_features=in_features, out_features=1, num_cells=list(hidden), activation_class=activation)
+    return net if output_scale == 1.0 else ScaledOutput(net, output_scale)
+
+
 def make_q_value(
     obs_dim: int,
     act_dim: int,
@@ -73,9 +98,10 @@ def make_q_value(
     hidden: Sequence[int] = (256, 256),
     activation: type[nn.Module] = nn.ReLU,
     out_key: str = "state_action_value",
+    output_scale: float = 1.0,
 ) -> ValueOperator:
-    """Q(x, a): an MLP on the concatenated observation and action."""
-    net = MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=list(hidden), activation_class=activation)
+    """Q(x, a): an MLP on the concatenated observation and action (times ``output_scale``, see :class:`ScaledOutput`)."""
+    net = _value_net(obs_dim + act_dim, hidden, activation, output_scale)
     return ValueOperator(net, in_keys=[keys.OBSERVATION, keys.ACTION], out_keys=[out_key])
 
 
@@ -85,7 +111,8 @@ def make_state_value(
     hidden: Sequence[int] = (256, 256),
     activation: type[nn.Module] = nn.ReLU,
     out_key: str = "state_value",
+    output_scale: float = 1.0,
 ) -> ValueOperator:
-    """V(x): an MLP on the observation."""
-    net = MLP(in_features=obs_dim, out_features=1, num_cells=list(hidden), activation_class=activation)
+    """V(x): an MLP on the observation (times ``output_scale``, see :class:`ScaledOutput`)."""
+    net = _value_net(obs_dim, hidden, activation, output_scale)
     return ValueOperator(net, in_keys=[keys.OBSERVATION], out_keys=[out_key])
