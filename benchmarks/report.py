@@ -45,8 +45,15 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
 
 
-def _settings(extra: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(extra.items())) or "preset"
+def _settings(summary: dict) -> str:
+    """The run's settings that differ from its preset as the code defines it now (``extra.*`` as recorded)."""
+    from torchrl_vmbpo.algorithms import default_config
+
+    config = summary["config"]
+    preset = json.loads(json.dumps(default_config(summary["algo"], summary["env"]).to_dict()))
+    changed = {k: v for k, v in config.items() if k not in ("seed", "steps", "extra") and preset.get(k) != v}
+    changed.update({f"extra.{k}": v for k, v in config.get("extra", {}).items()})
+    return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "preset"
 
 
 def write_report(results: Path) -> Path:
@@ -63,7 +70,7 @@ def write_report(results: Path) -> Path:
         "at the last evaluation at or before the given env step.",
         "",
         "| env | algo | seeds | steps | " + " | ".join(f"return @{s // 1000}k" for s in CHECKPOINT_STEPS)
-        + " | final | wall s / 1k steps | updates/s | phase seconds (mean) | commit | extra settings |",
+        + " | final | wall s / 1k steps | updates/s | phase seconds (mean) | commit | settings (vs today's preset) |",
         "|---|---|---|---|" + "---|" * len(CHECKPOINT_STEPS) + "---|---|---|---|---|---|",
     ]
     for (env, algo), members in sorted(groups.items()):
@@ -79,7 +86,7 @@ def write_report(results: Path) -> Path:
         phase = ", ".join(f"{k} {statistics.mean(v):.0f}" for k, v in sorted(phases.items()))
         commits = ", ".join(sorted({m["summary"]["commit"][:10] for m in members}))
         steps = max(m["summary"]["env_steps"] for m in members)
-        extra = " / ".join(sorted({_settings(m["summary"]["config"].get("extra", {})) for m in members}))
+        extra = " / ".join(sorted({_settings(m["summary"]) for m in members}))
         lines.append(f"| {env} | {algo} | {','.join(map(str, seeds))} | {steps} | " + " | ".join(at)
                      + f" | {final} | {wall} | {ups} | {phase} | {commits} | {extra} |")
     machines = {json.dumps(m["summary"].get("machine", {}), sort_keys=True) for m in runs}
