@@ -95,3 +95,10 @@ def test_critic_networks_output_eta_times_their_mlp_by_default():
     assert not isinstance(plain.critic.value_network.module, ScaledOutput)
     with pytest.raises(ValueError, match="critic_output_scale"):
         VMBPOSettings(critic_output_scale="two")
+
+
+def test_uniform_prior_weight_reaches_the_critic_and_the_actor():
+    agent = _agent(uniform_prior_weight=0.3)
+    assert agent.critic.uniform_prior_weight == 0.3 and agent.actor_loss.critic is agent.critic
+    with pytest.raises(ValueError, match="uniform_prior_weight"):
+        _agent(uniform_prior_weight=1.5)

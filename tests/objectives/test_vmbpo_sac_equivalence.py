@@ -63,13 +63,15 @@ def zero_log_ratio_network():
     return nu
 
 
-def build(num_qvalue_nets):
+def build(num_qvalue_nets, *, baseline=None, uniform_prior_weight=0.0):
     q_c = make_tanh_gaussian_actor(3, SPEC, hidden=(16,))
+    baseline = UniformPolicy() if baseline is None else baseline
     mlp_q, mlp_v = MLP(in_features=5, out_features=1, num_cells=[16]), MLP(in_features=3, out_features=1, num_cells=[16])
     q_keys, v_keys = ["observation", "action"], ["observation"]
     critic = VMBPOCriticLoss(
         ValueOperator(Scaled(mlp_q, 1.0), in_keys=q_keys), ValueOperator(Scaled(mlp_v, 1.0), in_keys=v_keys),
-        q_c, UniformPolicy(), zero_log_ratio_network(), eta=ETA, gamma=GAMMA, num_qvalue_nets=num_qvalue_nets,
+        q_c, baseline, zero_log_ratio_network(), eta=ETA, gamma=GAMMA, num_qvalue_nets=num_qvalue_nets,
+        uniform_prior_weight=uniform_prior_weight,
     )
     sac = SACLoss(
         q_c,
@@ -81,7 +83,7 @@ def build(num_qvalue_nets):
     sac.make_value_estimator(gamma=GAMMA)
     with torch.no_grad():  # both losses re-initialise their Q copies: give SAC the critic's
         sac.qvalue_network_params.data.update_(critic.qvalue_network_params.data)
-    return critic, VMBPOActorLoss(q_c, critic, UniformPolicy()), sac, q_c
+    return critic, VMBPOActorLoss(q_c, critic, baseline), sac, q_c
 
 
 def batch(n=8):
@@ -156,3 +158,25 @@ def test_the_relation_needs_the_eta_scaling():
     torch.manual_seed(9)
     theirs, _ = sac.actor_loss(td.clone())
     assert not torch.allclose(mine, ETA * theirs, rtol=1e-3)
+
+
+def test_full_uniform_prior_weight_gives_sacs_losses_whatever_pi():
+    # beta = 1: the regulariser is KL(q_c || U) alone (log U = 0 on this unit box), SAC's entropy.
+    pi = make_tanh_gaussian_actor(3, SPEC, hidden=(16,))
+    critic, actor, sac, q_c = build(2, baseline=pi, uniform_prior_weight=1.0)
+    td = batch()
+    torch.manual_seed(5)
+    mine, _ = critic.value_loss(td.clone())
+    torch.manual_seed(5)
+    theirs, _ = sac.value_loss(td.clone())
+    torch.testing.assert_close(mine, ETA**2 * theirs, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(9)
+    mine = actor(td.clone())["loss_actor"]
+    torch.manual_seed(9)
+    theirs, _ = sac.actor_loss(td.clone())
+    torch.testing.assert_close(mine, ETA * theirs, rtol=1e-5, atol=1e-6)
+    assert_scaled(grads(mine, q_c.parameters()), grads(theirs, q_c.parameters()), ETA)
+    # beta = 0 with the same networks and sample is not SAC (a guard on the test itself)
+    critic.uniform_prior_weight = 0.0
+    torch.manual_seed(9)
+    assert not torch.allclose(actor(td.clone())["loss_actor"], ETA * theirs, rtol=1e-3)

@@ -63,6 +63,9 @@ class VMBPOSettings(ExtraSettings):
     """Clip of the self-normalised weights (mean 1); None: no clip."""
     weighted_fit_after: int = 1000
     """Updates before the twisted fit starts: earlier fits are plain MLE (V', Q' are untrained)."""
+    uniform_prior_weight: float = 0.0
+    """beta: the E-step regulariser (1 - beta) KL(q_c || pi) + beta KL(q_c || uniform); 0 is the paper's,
+    1 is SAC's entropy with alpha = 1/eta (functional_vmbpo.prior_log_prob explains why it matters)."""
     critic_output_scale: str = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
@@ -116,6 +119,7 @@ class VMBPOAgent(Agent):
             make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale),
             make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
             self.q_c, self.pi, self.nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
+            uniform_prior_weight=s.uniform_prior_weight,
         )
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
         self.ratio_loss = LogRatioLoss(self.nu, self.q_d)

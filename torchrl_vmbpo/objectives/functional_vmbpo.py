@@ -161,6 +161,33 @@ def normalise_weights(
     return weight
 
 
+def prior_log_prob(log_pi: torch.Tensor, dist: D.Distribution, *, uniform_weight: float) -> torch.Tensor:
+    """The E-step's prior log-density ``(1 - beta) log pi(a) + beta log U(a)``, ``U`` uniform on the box.
+
+    With it, ``log q_c - prior`` is ``(1 - beta) log(q_c / pi) + beta log(q_c / U)``, i.e. the E-step's
+    regulariser becomes ``(1 - beta) KL(q_c || pi) + beta KL(q_c || U)`` (``beta = uniform_weight``):
+    ``beta = 0`` is the paper's, ``beta = 1`` is SAC's entropy (``alpha = 1 / eta``). Why: once the
+    M-step copies ``pi <- q_c``, ``KL(q_c || pi)`` keeps no entropy, and a tanh-Gaussian ``pi`` centred
+    on zero penalises large actions; on Pendulum both left ``q_c`` near-deterministic (pre-tanh scale
+    0.01-0.07) at small torques before the swing-up was found (README, "VMBPO defaults"). The box is
+    read from ``dist`` (``low``/``high`` of a TanhNormal, ``[*B, A]`` actions -> ``[*B]``).
+
+    Example:
+        >>> dist = TanhNormal(torch.zeros(1, 2), torch.ones(1, 2), low=-2.0, high=2.0)
+        >>> prior_log_prob(torch.tensor([0.5]), dist, uniform_weight=0.25)  # 0.75 * 0.5 + 0.25 * (-2 log 4)
+        tensor([-0.3181])
+    """
+    if uniform_weight == 0.0:
+        return log_pi
+    low, high = getattr(dist, "low", None), getattr(dist, "high", None)
+    if low is None or high is None:
+        raise TypeError(f"a uniform prior needs an action box: the policy's distribution {type(dist).__name__} has no low/high")
+    width = torch.as_tensor(high, dtype=log_pi.dtype) - torch.as_tensor(low, dtype=log_pi.dtype)
+    event = dist.event_shape[-1] if len(dist.event_shape) else 1
+    log_uniform = -torch.log(width.expand(*width.shape[:-1], event) if width.ndim else width.expand(event)).sum(-1)
+    return (1.0 - uniform_weight) * log_pi + uniform_weight * log_uniform
+
+
 def log_ratio_dual(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
     """The dual objective of eqs. 20-21: ``mean nu(x'_q) - mean exp nu(x'_p)`` (to be maximised).
 

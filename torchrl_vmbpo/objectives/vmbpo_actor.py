@@ -24,7 +24,8 @@ class VMBPOActorLoss(LossModule):
 
     ``log q_c - log pi`` is scored in pre-tanh space at the sample's own ``u`` when both are
     ``TanhNormal`` over one box (exact; the tanh Jacobians cancel), else ``pi`` is scored on the
-    action with its own ``log_prob``.
+    action with its own ``log_prob``. The prior is the critic's: with its ``uniform_prior_weight``
+    ``beta``, ``log pi`` becomes ``(1 - beta) log pi + beta log U`` as in the V target (eq. 24).
 
     Ownership: this loss owns ``q_c`` (registered as ``variational_policy``); ``pi`` (owned by the
     M-step loss) and the critic (owner of Q) are borrowed: not registered, evaluated with their
@@ -87,6 +88,7 @@ class VMBPOActorLoss(LossModule):
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # a = f(x, eps; theta_c)
         with fv.frozen_params(self.baseline_policy) as pi:
             log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
+        log_pi = fv.prior_log_prob(log_pi, dist_c, uniform_weight=self.critic.uniform_prior_weight)
         q = self.critic.action_value(obs, action)
         loss = (log_q_c - log_pi - q).mean()  # eq. 25
         info = {"policy_log_ratio": (log_q_c - log_pi).mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}

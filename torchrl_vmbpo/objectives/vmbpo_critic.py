@@ -61,6 +61,9 @@ class VMBPOCriticLoss(LossModule):
         eta: temperature ``eta > 0`` of ``p(O=1|x,a) = exp(eta r)``.
         gamma: discount in ``[0, 1]``.
         num_qvalue_nets: number of Q copies (>= 1; default 2).
+        uniform_prior_weight: ``beta`` in ``[0, 1]`` (default 0, the paper): ``log pi`` in eq. 24 (and in
+            the actor loss, which reads it from here) becomes ``(1 - beta) log pi + beta log U`` with
+            ``U`` uniform on the action box (:func:`~torchrl_vmbpo.objectives.functional_vmbpo.prior_log_prob`).
         loss_function: ``"l2"`` (squared error, the paper's; default), ``"l1"`` or ``"smooth_l1"``.
 
     Keys read (``set_keys``): ``observation``, ``action``, ``reward`` (``("next", "reward")``),
@@ -120,6 +123,7 @@ class VMBPOCriticLoss(LossModule):
         gamma: float,
         num_qvalue_nets: int = 2,
         loss_function: str = "l2",
+        uniform_prior_weight: float = 0.0,
     ):
         super().__init__()
         if not eta > 0:
@@ -128,6 +132,8 @@ class VMBPOCriticLoss(LossModule):
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         if not (isinstance(num_qvalue_nets, int) and num_qvalue_nets >= 1):
             raise ValueError(f"num_qvalue_nets must be an int >= 1, got {num_qvalue_nets!r}")
+        if not 0.0 <= uniform_prior_weight <= 1.0:
+            raise ValueError(f"uniform_prior_weight must be in [0, 1], got {uniform_prior_weight}")
         if loss_function not in _LOSS_FUNCTIONS:
             raise ValueError(f"loss_function must be one of {_LOSS_FUNCTIONS}, got {loss_function!r}")
         fv.check_in_keys(qvalue_network, 2, "qvalue_network")
@@ -141,6 +147,7 @@ class VMBPOCriticLoss(LossModule):
                 raise TypeError(f"{name} must have a get_dist(td) method (e.g. a ProbabilisticActor)")
         self.eta, self.gamma = float(eta), float(gamma)
         self.num_qvalue_nets = num_qvalue_nets
+        self.uniform_prior_weight = float(uniform_prior_weight)
         self.loss_function = loss_function
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets, create_target_params=True)
         self.convert_to_functional(value_network, "value_network", create_target_params=True)
@@ -215,6 +222,7 @@ class VMBPOCriticLoss(LossModule):
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # explicit sample: RANDOM mode
         log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
+        log_pi = fv.prior_log_prob(log_pi, dist_c, uniform_weight=self.uniform_prior_weight)
         q = self.action_value(obs, action)
         return fv.value_target(q, log_q_c, log_pi), action, log_q_c - log_pi
 
