@@ -30,7 +30,7 @@ def test_the_eight_networks_are_attributes_and_in_the_state_dict():
 
 
 def test_copy_m_step_sets_pi_to_q_c_every_period_updates():
-    agent = _agent(m_step_period=3)
+    agent = _agent(m_step_mode="copy", m_step_period=3)
     pi_before = [p.clone() for p in agent.pi.parameters()]
     for _ in range(2):
         agent.update(_model_batch())
