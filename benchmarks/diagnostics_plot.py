@@ -1,8 +1,9 @@
 """VMBPO diagnostics over training from a run directory's TorchRL CSV logs.
 
 Plots the eq.-19 weights' effective sample size (fraction of the batch), the KL(q_d || p)
-estimate of eq. 21, the KL(q_c || pi) estimate of the critic's V target, and the model's holdout
-MSE / training NLL, against env steps.
+estimate of eq. 21, the KL(q_c || pi) estimate of the critic's V target, the model's holdout
+MSE / training NLL, the largest weight, the tempering exponent beta (``weight_min_ess``) and the
+evaluation return, against env steps.
 
 Usage: python benchmarks/diagnostics_plot.py RUN_DIR [RUN_DIR ...] --out diagnostics.png
 """
@@ -20,6 +21,8 @@ PANELS = [
     ("model_holdout_mse", "model holdout MSE"),
     ("model_train_loss", "model training loss (NLL)"),
     ("weight_max", "largest eq. 19 weight"),
+    ("weight_beta", "tempering exponent beta (1: eq. 19 untempered)"),
+    ("eval_return_mean", "evaluation return"),
 ]
 
 
@@ -38,12 +41,12 @@ def plot(runs: list[Path], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
     for ax, (name, title) in zip(axes.flat, PANELS):
-        for run in runs:
+        for i, run in enumerate(runs):  # one colour per run in every panel, logged or not
             x, y = _series(run, name)
             if x:
-                ax.plot(x, y, label=f"{run.parent.name}/{run.name}", lw=1)
+                ax.plot(x, y, color=f"C{i}", label=f"{run.parents[1].name}/{run.name}", lw=1)  # <label>/<env>/seed<S>
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
