@@ -54,8 +54,10 @@ _ACTING = ("pi", "q_c")
 class VMBPOMFESettings(ExtraSettings):
     """VMBPO-MFE's own settings, read from ``TrainConfig.extra`` (``--set extra.temperature=2``).
 
-    Names and defaults are VMBPO's (:class:`~torchrl_vmbpo.algorithms.vmbpo.VMBPOSettings`) where the
-    setting is shared, except ``m_step_mode`` and ``weight_mix``.
+    Names are VMBPO's (:class:`~torchrl_vmbpo.algorithms.vmbpo.VMBPOSettings`) where the setting is
+    shared. The defaults are VMBPO's FIRST defaults (eta 1, one-KL M-step, unscaled critic), not
+    the ones VMBPO's Pendulum sweep chose (eta 3, decoupled M-step, critic scaled by eta): the
+    model-free E-step has not been swept yet.
     """
 
     algorithm: ClassVar[str] = "VMBPO-MFE"
