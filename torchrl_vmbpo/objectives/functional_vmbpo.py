@@ -120,7 +120,7 @@ def tempering_exponent(log_weight: torch.Tensor, *, min_ess: float, dim: int = 0
     n = log_w.shape[-1]
 
     def ess_fraction(beta: torch.Tensor) -> torch.Tensor:
-        return 1.0 / torch.softmax(beta.unsqueeze(-1) * log_w, -1).pow(2).sum(-1) / n
+        return effective_sample_size(torch.softmax(beta.unsqueeze(-1) * log_w, -1)) / n
 
     low, high = torch.zeros(log_w.shape[:-1], dtype=log_w.dtype), torch.ones(log_w.shape[:-1], dtype=log_w.dtype)
     enough = ess_fraction(high) >= min_ess
