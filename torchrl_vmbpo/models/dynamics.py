@@ -92,14 +92,14 @@ class DynamicsModel(nn.Module):
         n = obs.shape[0]
         k = self.num_elites
         per = -(-n // k)  # ceil(n / k)
-        slots = torch.randperm(per * k, generator=generator)  # slot s holds row slots[s] (pad: >= n)
+        slots = torch.randperm(per * k, generator=generator).to(obs.device)  # slot s holds row slots[s] (pad: >= n)
         rows = slots % max(n, 1)
         x = self.input_normalizer(self.model_inputs(obs, action))[rows].reshape(k, per, -1)
         mean, logvar = self.ensemble.forward_members_first(x, members=self.elites)
         if not deterministic:
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             mean = mean + noise * (0.5 * logvar).exp()
         real = slots < n
-        out = torch.empty(n, mean.shape[-1], dtype=mean.dtype)
+        out = torch.empty(n, mean.shape[-1], dtype=mean.dtype, device=mean.device)
         out[slots[real]] = mean.reshape(per * k, -1)[real]
         return (obs + out[:, :-1]).reshape(*batch, -1), out[:, -1:].reshape(*batch, 1)

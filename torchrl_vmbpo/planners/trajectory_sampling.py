@@ -95,19 +95,19 @@ def _returns_ts_inf(dynamics, obs, actions, particles, termination_fn, reward_fn
     b = batch.numel()
     k = dynamics.num_elites
     m = -(-particles // k)  # particle slots per member
-    members = dynamics.elites[torch.randperm(k, generator=generator)]  # slot s -> elite members[s]
+    members = dynamics.elites[torch.randperm(k, generator=generator).to(dynamics.elites.device)]  # slot s -> elite members[s]
     rows = b * n * m
     # Member-major layout [K, (b, n, j)]: particle p = j*K + s sits in member slot s, position j.
     state = obs.reshape(1, b, 1, 1, obs_dim).expand(k, b, n, m, obs_dim).reshape(k, rows, obs_dim)
     acts = actions.reshape(1, b, n, 1, horizon, act_dim).expand(k, b, n, m, horizon, act_dim)
     acts = acts.reshape(k, rows, horizon, act_dim)
     normalizer, ensemble = dynamics.input_normalizer, dynamics.ensemble
-    ret = torch.zeros(k, rows, dtype=obs.dtype)
-    alive = torch.ones(k, rows, dtype=torch.bool)
+    ret = torch.zeros(k, rows, dtype=obs.dtype, device=obs.device)
+    alive = torch.ones(k, rows, dtype=torch.bool, device=obs.device)
     for t in range(horizon):
         action = acts[:, :, t]
         mean, logvar = ensemble.forward_members_first(normalizer(dynamics.model_inputs(state, action)), members)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         step = mean + noise * (0.5 * logvar).exp()
         next_state = state + step[..., :-1]  # the model predicts [x' - x, r]
         alive = _accumulate(ret, alive, state, action, next_state, step[..., -1:], termination_fn, reward_fn)
@@ -124,8 +124,8 @@ def _returns_ts1(dynamics, obs, actions, particles, termination_fn, reward_fn, g
     state = obs.reshape(b, 1, 1, obs_dim).expand(b, n, particles, obs_dim).reshape(rows, obs_dim)
     acts = actions.reshape(b, n, 1, horizon, act_dim).expand(b, n, particles, horizon, act_dim)
     acts = acts.reshape(rows, horizon, act_dim)
-    ret = torch.zeros(rows, dtype=obs.dtype)
-    alive = torch.ones(rows, dtype=torch.bool)
+    ret = torch.zeros(rows, dtype=obs.dtype, device=obs.device)
+    alive = torch.ones(rows, dtype=torch.bool, device=obs.device)
     for t in range(horizon):
         action = acts[:, t]
         # A fresh balanced random elite per row and step: exactly DynamicsModel.sample.
