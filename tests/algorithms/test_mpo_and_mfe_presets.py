@@ -158,3 +158,20 @@ def test_settings_defaults_and_json_numbers():
     mfe = VMBPOMFESettings.from_extra(json.loads('{"temperature": 2, "max_exponent": null}'))
     assert mfe.temperature == 2.0 and isinstance(mfe.temperature, float) and mfe.max_exponent is None
     assert VMBPOMFESettings().model_based and not VMBPOMFESettings(m_step_mode="copy").model_based
+
+
+def test_mfe_critic_scale_and_decoupled_m_step_are_settings(registered):
+    from torchrl_vmbpo.models.networks import ScaledOutput
+
+    plain = presets.build_agent(_config("vmbpo-mfe"), make_env("Pendulum-v1"))
+    assert not isinstance(plain.critic.value_network.module, ScaledOutput) and plain.m_step.kl_coef_std is None
+    tuned = presets.build_agent(
+        _config("vmbpo-mfe", "extra.eta=3", "extra.critic_output_scale=eta", "extra.kl_coef_std=100"),
+        make_env("Pendulum-v1"),
+    )
+    assert tuned.critic.value_network.module.scale == 3.0 and tuned.critic.qvalue_network.module.scale == 3.0
+    assert tuned.m_step.kl_coef_std == 100.0
+    with pytest.raises(ValueError, match="critic_output_scale"):
+        VMBPOMFESettings(critic_output_scale="two")
+    with pytest.raises(ValueError, match="kl_coef_std"):
+        VMBPOMFESettings(kl_coef_std=-1)

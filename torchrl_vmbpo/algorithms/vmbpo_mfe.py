@@ -78,6 +78,10 @@ class VMBPOMFESettings(ExtraSettings):
     which takes one gradient step on pi per update, as VMBPO's agent)."""
     kl_coef: float = 1.0
     """lambda of eq. 27 (weighted_map only)."""
+    kl_coef_std: float | None = None
+    """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread (VMBPO: 100)."""
+    critic_output_scale: str = "one"
+    """"eta": Q and V output eta x their MLP (models.networks.ScaledOutput; VMBPO's default); "one": plain MLPs."""
     m_step_on_next_states: bool = True
     """M-step states: the model's next states x' ~ q_d of E (True: model states whatever the rollout
     length k) or E's current states (False: with k = 1 those are D's start states, and q_d has no role)."""
@@ -93,7 +97,7 @@ class VMBPOMFESettings(ExtraSettings):
 
     def __post_init__(self):
         for name, optional in (("eta", False), ("temperature", False), ("max_exponent", True),
-                               ("kl_coef", False), ("max_weight", True), ("weight_mix", False)):
+                               ("kl_coef", False), ("kl_coef_std", True), ("max_weight", True), ("weight_mix", False)):
             value = getattr(self, name)
             if value is None and optional:
                 continue
@@ -105,6 +109,10 @@ class VMBPOMFESettings(ExtraSettings):
                 raise ValueError(f"extra.{name} must be > 0, got {getattr(self, name)}")
         if not self.kl_coef >= 0:
             raise ValueError(f"extra.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.kl_coef_std is not None and not self.kl_coef_std >= 0:
+            raise ValueError(f"extra.kl_coef_std must be null or >= 0, got {self.kl_coef_std}")
+        if self.critic_output_scale not in ("eta", "one"):
+            raise ValueError(f"extra.critic_output_scale must be 'eta' or 'one', got {self.critic_output_scale!r}")
         if not 0.0 <= self.weight_mix <= 1.0:
             raise ValueError(f"extra.weight_mix must be in [0, 1], got {self.weight_mix}")
         if self.max_weight is not None and not self.max_weight > 1.0:
@@ -166,13 +174,16 @@ class VMBPOMFEAgent(Agent):
         self.pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         self.q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         self.q_c.load_state_dict(self.pi.state_dict())
+        scale = s.eta if s.critic_output_scale == "eta" else 1.0
         self.critic = ExponentialTDLoss(
-            make_q_value(obs_dim, act_dim, hidden=cfg.hidden), make_state_value(obs_dim, hidden=cfg.hidden),
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale),
+            make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
             self.q_c, self.pi, eta=s.eta, gamma=cfg.gamma, temperature=s.temperature,
             max_exponent=s.max_exponent, num_qvalue_nets=s.num_qvalue_nets,
         )
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
-        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, period=s.m_step_period)
+        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
+                                period=s.m_step_period)
         if s.m_step_on_next_states:
             self.m_step.set_keys(observation=keys.NEXT_OBSERVATION)
         self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
