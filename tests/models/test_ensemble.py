@@ -23,6 +23,17 @@ def test_batched_members_equal_independent_mlps():
         torch.testing.assert_close(mean[:, e], out[:, :2])
 
 
+def test_no_grad_forward_with_in_place_activation_equals_the_autograd_forward():
+    ens = GaussianEnsemble(3, 2, num_members=4, hidden=(8, 8))
+    x = torch.randn(6, 4, 3)
+    mean, logvar = ens(x)
+    with torch.no_grad():
+        mean_ng, logvar_ng = ens(x)
+    assert mean.requires_grad and not mean_ng.requires_grad
+    torch.testing.assert_close(mean_ng, mean.detach())
+    torch.testing.assert_close(logvar_ng, logvar.detach())
+
+
 def test_member_gradients_are_independent():
     ens = GaussianEnsemble(3, 2, num_members=4, hidden=(8,))
     mean, _ = ens(torch.randn(6, 4, 3))
