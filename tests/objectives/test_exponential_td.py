@@ -166,6 +166,9 @@ def test_minimiser_on_a_fixed_batch_is_eq9_log_mean_exp_of_the_targets(tau):
     out = loss(td)
     assert abs(float(out["exp_td"]) - 1.0) < 1e-3  # E[exp((y - Q) / tau)] = 1 at the fixed point
     assert float(out["linearised_fraction"]) == 0.0
+    # The logged spread: y's standard deviation is gamma sd(V'), and u = (y - Q) / tau has sd(y) / tau.
+    assert abs(float(out["q_target_std"]) - GAMMA * sd_v) < 0.03
+    torch.testing.assert_close(out["td_exponent_std"], out["q_target_std"] / tau, rtol=1e-4, atol=0)
 
 
 def test_each_loss_reaches_only_its_own_network():

@@ -55,7 +55,8 @@ class ExponentialTDLoss(VMBPOCriticLoss):
 
     Returns ``loss_qvalue`` (steps Q, ``qvalue_network_params``), ``loss_value`` (steps V,
     ``value_network_params``) and detached diagnostics ``q_value``, ``q_target``, ``td_error``
-    (mean ``|Q - y|``), ``exp_td`` (mean ``exp(u)``: the samples' weights in
+    (mean ``|Q - y|``), ``q_target_std`` and ``td_exponent_std`` (batch standard deviations of ``y``
+    and of ``u``: the spread that ``exp`` amplifies), ``exp_td`` (mean ``exp(u)``: the samples' weights in
     ``dl/dQ = tau (1 - exp(u))``, capped at ``exp(max_exponent)``; one at the fixed point, where
     ``E_p[exp((y - Q) / tau)] = 1``), ``exp_td_max`` (the largest weight: the variance
     amplification), ``linearised_fraction`` (share of samples past ``max_exponent``), ``value``,
@@ -126,7 +127,10 @@ class ExponentialTDLoss(VMBPOCriticLoss):
             info = {
                 "q_value": q.mean(),
                 "q_target": y.mean(),
+                # The spread of the targets and of u: what exp() amplifies (the paper's footnote 3).
+                "q_target_std": y.std() if y.numel() > 1 else torch.zeros_like(y.mean()),
                 "td_error": (q - y).abs().mean(),
+                "td_exponent_std": u.std() if u.numel() > 1 else torch.zeros_like(u.mean()),
                 "exp_td": weight.mean(),
                 "exp_td_max": weight.max(),
                 "linearised_fraction": beyond.float().mean(),
