@@ -34,3 +34,9 @@ def test_presets_take_mbpo_defaults_per_env():
     assert default_config("sac", "Hopper-v5").utd == 1
     with pytest.raises(ValueError, match="unknown algorithm"):
         default_config("dqn", "Hopper-v5")
+
+
+def test_per_algorithm_env_defaults_override_the_presets_and_yield_to_changes():
+    assert default_config("mpo", "InvertedPendulum-v5").utd == 4 == default_config("vmbpo-mfe", "InvertedPendulum-v5").utd
+    assert default_config("mpo", "Pendulum-v1").utd == 1 and default_config("sac", "InvertedPendulum-v5").utd == 1
+    assert default_config("mpo", "InvertedPendulum-v5", utd=2.0).utd == 2
