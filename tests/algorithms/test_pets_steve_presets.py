@@ -125,3 +125,17 @@ def test_known_reward_functions_equal_the_env_rewards(env_id):
     if env_id == "InvertedPendulum-v5":
         assert td["next", "terminated"].any()  # the terminal reward 0 is exercised
     torch.testing.assert_close(reward, td["next", "reward"], atol=1e-4, rtol=1e-4)
+
+
+def test_pets_planning_device_copy_follows_every_model_fit(registered):
+    agent = presets.build_agent(_config("pets", *TINY_PETS, "extra.device=cpu"), make_env("Pendulum-v1"))
+    copy = agent.policy.dynamics
+    assert copy is not agent.dynamics
+    with torch.no_grad():
+        agent.dynamics.ensemble.output_layer.bias.add_(1.0)  # as a fit would change q_d
+    assert not torch.equal(copy.ensemble.output_layer.bias, agent.dynamics.ensemble.output_layer.bias)
+    agent.after_model_fit(None)
+    assert torch.equal(copy.ensemble.output_layer.bias, agent.dynamics.ensemble.output_layer.bias)
+    assert all(not k.startswith("policy._device") for k in agent.state_dict())  # checkpoints hold q_d once
+    with pytest.raises(ValueError, match="extra.device"):
+        PETSSettings(device="gpu0")

@@ -151,6 +151,24 @@ def test_planner_warm_start_is_kept_per_episode_and_per_exploration_mode():
     assert planner._warm_start == {}
 
 
+def test_planner_on_a_device_plans_with_a_copy_of_the_dynamics_that_follows_sync():
+    # The copy path runs whenever a device is named (here the CPU, so CI exercises it without a GPU).
+    model = _linear_model(3, 1, action_gain=1.0)
+    env = WorldModelEnv(model, make_env("Pendulum-v1"), termination_fn=never_done,
+                        reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True))
+    planner = PETSPlanner(env, planning_horizon=2, population=100, elites=10, iterations=4, particles=2, device="cpu")
+    assert planner.dynamics is not model and not any(k.startswith("_device") for k in planner.state_dict())
+    x0 = torch.tensor([1.0, 0.0, 0.0])
+    torch.testing.assert_close(planner.plan(x0)[0][0], torch.tensor([-1.0]), atol=0.2, rtol=0)
+    with torch.no_grad():  # the env's model now moves x by -a: the best first action flips sign
+        model.ensemble.output_layer.weight[:, 3, 0] = -1.0
+    torch.testing.assert_close(planner.plan(x0)[0][0], torch.tensor([-1.0]), atol=0.2, rtol=0)  # stale copy
+    planner.sync_dynamics()
+    torch.testing.assert_close(planner.plan(x0)[0][0], torch.tensor([1.0]), atol=0.2, rtol=0)
+    td = planner(TensorDict({"observation": x0}, []))
+    assert td["action"].device == x0.device
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [(dict(propagation="ts2"), "propagation must be one of"), (dict(elites=500), "elites must be in"),

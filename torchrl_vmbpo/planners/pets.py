@@ -11,6 +11,8 @@ of a step in one batched ensemble pass (:mod:`torchrl_vmbpo.planners.trajectory_
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded
@@ -48,6 +50,11 @@ class PETSPlanner(MPCPlannerBase):
         propagation: ``"ts_inf"`` (a particle keeps its member; PETS's best) or ``"ts1"``.
         momentum: CEM's ``alpha`` (PETS: 0.1).
         action_key: where the action is written.
+        device: where to plan (e.g. ``"cuda"``). ``None`` (default): plan with the env's own
+            dynamics wherever they live. Otherwise the planner keeps its own copy of the dynamics on
+            ``device`` (not a submodule, so checkpoints hold the env's dynamics only): call
+            :meth:`sync_dynamics` after each fit of the env's dynamics. Observations go to
+            ``device`` and the action comes back to the observation's device.
 
     Example:
         >>> from torchrl_vmbpo.envs.real import make_env
@@ -73,6 +80,7 @@ class PETSPlanner(MPCPlannerBase):
         propagation: str = "ts_inf",
         momentum: float = 0.1,
         action_key=keys.ACTION,
+        device: torch.device | str | None = None,
     ):
         if not isinstance(env, WorldModelEnv):
             raise TypeError(f"env must be a torchrl_vmbpo WorldModelEnv, got {type(env).__name__}")
@@ -95,9 +103,25 @@ class PETSPlanner(MPCPlannerBase):
         self.planning_horizon, self.population, self.elites = planning_horizon, population, elites
         self.iterations, self.particles, self.momentum = iterations, particles, momentum
         self.propagation = check_propagation(propagation)
-        self.register_buffer("action_low", spec.space.low.clone(), persistent=False)
-        self.register_buffer("action_high", spec.space.high.clone(), persistent=False)
+        self.planning_device = None if device is None else torch.device(device)
+        self.register_buffer("action_low", spec.space.low.clone().to(self.planning_device), persistent=False)
+        self.register_buffer("action_high", spec.space.high.clone().to(self.planning_device), persistent=False)
         self._warm_start: dict[str, torch.Tensor] = {}
+        # A plain attribute (a tuple), not a submodule: state_dict and .to() leave it alone.
+        self._device_dynamics = None
+        if self.planning_device is not None:
+            self._device_dynamics = (copy.deepcopy(env.world_model.dynamics).to(self.planning_device),)
+
+    @property
+    def dynamics(self):
+        """The ensemble the planner scores with: the env's, or its copy on ``device``."""
+        return self.env.world_model.dynamics if self._device_dynamics is None else self._device_dynamics[0]
+
+    @torch.no_grad()
+    def sync_dynamics(self) -> None:
+        """Copy the env's dynamics (weights, normaliser, elites) into the planner's device copy."""
+        if self._device_dynamics is not None:
+            self._device_dynamics[0].load_state_dict(self.env.world_model.dynamics.state_dict())
 
     def reset(self) -> None:
         """Forget every warm start (the next call plans from the mid-range action)."""
@@ -123,7 +147,7 @@ class PETSPlanner(MPCPlannerBase):
 
         def score(sequences: torch.Tensor) -> torch.Tensor:
             returns = particle_returns(
-                world.dynamics, obs, sequences, particles=self.particles, propagation=self.propagation,
+                self.dynamics, obs, sequences, particles=self.particles, propagation=self.propagation,
                 termination_fn=world.termination_fn, reward_fn=world.reward_fn,
             )
             return returns.mean(-1)  # PETS: the mean over particles
@@ -135,6 +159,9 @@ class PETSPlanner(MPCPlannerBase):
 
     def planning(self, tensordict: TensorDictBase) -> torch.Tensor:
         obs = tensordict.get(keys.OBSERVATION)
+        out_device = obs.device
+        if self.planning_device is not None:
+            obs = obs.to(self.planning_device)
         batch = obs.shape[:-1]
         fresh = self.initial_plan(batch)
         mode = str(exploration_type())
@@ -144,7 +171,7 @@ class PETSPlanner(MPCPlannerBase):
         else:
             is_init = tensordict.get("is_init", None)
             if is_init is not None:  # a new episode starts from scratch
-                warm = torch.where(is_init.reshape(*batch, 1, 1), fresh, warm)
+                warm = torch.where(is_init.reshape(*batch, 1, 1).to(warm.device), fresh, warm)
         mean, _ = self.plan(obs, warm)
         self._warm_start[mode] = torch.cat([mean[..., 1:, :], fresh[..., :1, :]], dim=-2)
-        return mean[..., 0, :]
+        return mean[..., 0, :].to(out_device)
