@@ -45,14 +45,35 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
 
 
+_MISSING = object()
+
+
+def _extra_defaults(algo: str) -> dict:
+    """Today's defaults of the preset's ``extra`` settings dataclass (JSON values), or {} if it has none."""
+    import dataclasses
+    import importlib
+
+    module = {"vmbpo": "vmbpo", "vmbpo-mfe": "vmbpo_mfe", "mpo": "mpo", "pets": "pets", "steve": "steve"}.get(algo)
+    if module is None:
+        return {}
+    mod = importlib.import_module(f"torchrl_vmbpo.algorithms.{module}")
+    settings = next(v for v in vars(mod).values() if isinstance(v, type) and v.__name__.endswith("Settings")
+                    and dataclasses.is_dataclass(v) and v.__module__ == mod.__name__)
+    return json.loads(json.dumps({f.name: getattr(settings(), f.name) for f in dataclasses.fields(settings)}))
+
+
 def _settings(summary: dict) -> str:
-    """The run's settings that differ from its preset as the code defines it now (``extra.*`` as recorded)."""
+    """The run's settings that differ from its preset as the code defines it now (``extra.*`` included)."""
     from torchrl_vmbpo.algorithms import default_config
 
     config = summary["config"]
     preset = json.loads(json.dumps(default_config(summary["algo"], summary["env"]).to_dict()))
     changed = {k: v for k, v in config.items() if k not in ("seed", "steps", "extra") and preset.get(k) != v}
-    changed.update({f"extra.{k}": v for k, v in config.get("extra", {}).items()})
+    if "settings" in summary:  # resolved settings (recorded since 2026-11-27): exact against today's defaults
+        defaults = _extra_defaults(summary["algo"])
+        changed.update({f"extra.{k}": v for k, v in summary["settings"].items() if defaults.get(k, _MISSING) != v})
+    else:  # older runs recorded only the extra.* that were set; their defaults of the time are unknown here
+        changed.update({f"extra.{k}": v for k, v in config.get("extra", {}).items()})
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "preset"
 
 

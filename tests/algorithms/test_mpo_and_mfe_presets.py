@@ -1,6 +1,7 @@
 """The mpo and vmbpo-mfe presets: smoke runs through the shared loop, checkpoints, data routing, settings."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -61,8 +62,12 @@ def test_preset_smoke_run_trains_evaluates_and_checkpoints(tmp_path, registered,
     if algo == "mpo":
         assert {"loss_critic", "loss_policy", "loss_dual", "temperature", "kl_mean"} <= set(metrics)
     else:
-        assert {"loss_qvalue", "loss_value", "actor_loss_actor", "exp_td", "exp_td_max"} <= set(metrics)
+        assert {"loss_qvalue", "loss_value", "actor_loss_actor", "exp_td", "exp_td_max", "q_target_std"} <= set(metrics)
         assert ("m_step_loss_policy" in metrics) == model_based  # weighted-MAP M-step on model states
+    # Every setting as resolved, defaults included (config.extra holds only what was set).
+    settings_cls = MPOSettings if algo == "mpo" else VMBPOMFESettings
+    assert set(summary["settings"]) == {f.name for f in dataclasses.fields(settings_cls)}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["settings"] == summary["settings"]
 
     # The checkpoint restores every network, buffer and optimizer into a fresh agent.
     agent = presets.build_agent(cfg, make_env("Pendulum-v1"))

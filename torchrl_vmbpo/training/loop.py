@@ -9,6 +9,9 @@ Per collector batch of real steps:
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import math
 import time
 from collections import defaultdict
@@ -220,6 +223,17 @@ def train(
         "commit": commit,
         "machine": machine_info(cfg.num_threads),
         "config": cfg.to_dict(),
+        # Every algorithm setting as resolved (defaults included): config.extra holds only what was set,
+        # and defaults change between commits.
+        "settings": _resolved_settings(agent),
     }
     write_summary(out / "summary.json", summary)
     return summary
+
+
+def _resolved_settings(agent) -> dict:
+    """The agent's settings dataclass as JSON values ({} for presets without one)."""
+    settings = getattr(agent, "settings", None)
+    if settings is None or not dataclasses.is_dataclass(settings):
+        return {}
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
