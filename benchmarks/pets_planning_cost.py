@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -39,6 +36,8 @@ from torchrl_vmbpo.envs.termination import termination_fn_for
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.planners.cem import cem_search
 from torchrl_vmbpo.planners.trajectory_sampling import particle_returns
+
+from provenance import commit, machine  # benchmarks/provenance.py (the script's folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -127,29 +126,8 @@ def profile_table(planning: Planning, device: torch.device, top: int = 12) -> li
     ]
 
 
-def machine(device: torch.device) -> dict:
-    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        info["cpu_model"] = fields.get("Model name", "?").strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["cpu_model"] = platform.processor() or "?"
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
-def commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "torchrl_vmbpo", "benchmarks/pets_planning_cost.py"],
-                               cwd=root, capture_output=True, text=True, check=True)
-        return head.stdout.strip() + (" (+ uncommitted changes)" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> dict:
@@ -182,7 +160,7 @@ def main(argv=None) -> dict:
     plan_s, matmul_s = statistics.median(plan_times), statistics.median(matmul_times)
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": args.commit or commit(),
+        "commit": args.commit or commit("benchmarks/pets_planning_cost.py"),
         "machine": machine(device),
         "device": str(device),
         "env": args.env,

@@ -34,7 +34,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from torchrl.data import Bounded
 
 from torchrl_vmbpo.algorithms.sac import SACAgent
 from torchrl_vmbpo.training.config import TrainConfig
+
+from provenance import commit, machine  # benchmarks/provenance.py (the script's folder is on sys.path)
 
 OBS_DIM, ACT_DIM, BATCH, HIDDEN = 11, 3, 256, (256, 256)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -194,27 +195,8 @@ class SB3Timer:
         self.proc.wait(timeout=30)
 
 
-def machine() -> dict:
-    info = {"cpus": os.cpu_count(), "platform": platform.platform()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        info["cpu_model"] = fields.get("Model name", "?").strip()
-        info["cores_per_socket"] = fields.get("Core(s) per socket", "?").strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["cpu_model"] = platform.processor() or "?"
-    return info
 
 
-def commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "torchrl_vmbpo", "benchmarks/sac_update_speed.py"],
-                               cwd=root, capture_output=True, text=True, check=True)
-        return head.stdout.strip() + (" (+ uncommitted changes)" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> dict:
@@ -274,7 +256,7 @@ def main(argv=None) -> dict:
     result = {
         "what": "SAC gradient updates per second, Hopper-v5 sizes (obs 11, act 3), batch 256, 256x256 MLPs",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit(),
+        "commit": commit("benchmarks/sac_update_speed.py"),
         "machine": machine(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
