@@ -90,7 +90,7 @@ class PETSSettings(ExtraSettings):
     device: str | None = None
     """Where the planner runs ("cuda", "cuda:1", ...): it plans with a copy of q_d there, refreshed after
     every model fit, while the loop (real env, buffers, model fit) stays on the CPU. None: plan on the CPU.
-    PETS's settings cost ~6 s per action on one CPU thread and ~0.12 s on an H200
+    PETS's settings cost 3-7 s per action on one CPU thread and ~0.12 s on an H200
     (benchmarks/results/pets_planning_cost_*.md)."""
     reward: str = "auto"
     """"known": the env's known reward function (KNOWN_REWARD_FNS; PETS plans with known rewards);
