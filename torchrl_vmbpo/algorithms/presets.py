@@ -48,8 +48,8 @@ DYNA_UTD: dict[str, float] = {"HalfCheetah-v5": 40.0, "Pendulum-v1": 10.0}
 
 # Per-(algorithm, env) settings chosen by measurement; they override the two tables above.
 # InvertedPendulum-v5 at UTD 1 (the model-free presets' default): MPO stayed near 100 until 10k
-# steps on 2 of 3 seeds, VMBPO-MFE on 1 of 1; MPO at UTD 4 reached 1000 at 4000 and 4500 steps on
-# those two seeds (benchmarks/tuning/mpo-invpendulum).
+# steps on 2 of 3 seeds, VMBPO-MFE on 1 of 1; at UTD 4 MPO reached 1000 at 4000-4500 steps on 3 of 3
+# seeds and VMBPO-MFE at 5000 on seed 0 (benchmarks/tuning/mpo-invpendulum, tuning/vmbpo-mfe).
 ALGO_ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     ("mpo", "InvertedPendulum-v5"): dict(utd=4.0),
     ("vmbpo-mfe", "InvertedPendulum-v5"): dict(utd=4.0),
