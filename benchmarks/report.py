@@ -48,18 +48,17 @@ def _fmt(values: list[float]) -> str:
 _MISSING = object()
 
 
-def _extra_defaults(algo: str) -> dict:
-    """Today's defaults of the preset's ``extra`` settings dataclass (JSON values), or {} if it has none."""
+def _extra_defaults(algo: str, env: str) -> dict:
+    """Today's ``extra`` settings of the preset for ``(algo, env)`` (JSON values), or {} if it has none."""
     import dataclasses
-    import importlib
 
-    module = {"vmbpo": "vmbpo", "vmbpo-mfe": "vmbpo_mfe", "mpo": "mpo", "pets": "pets", "steve": "steve"}.get(algo)
-    if module is None:
+    from torchrl_vmbpo.algorithms import default_config
+    from torchrl_vmbpo.algorithms.presets import SETTINGS
+
+    if algo not in SETTINGS:
         return {}
-    mod = importlib.import_module(f"torchrl_vmbpo.algorithms.{module}")
-    settings = next(v for v in vars(mod).values() if isinstance(v, type) and v.__name__.endswith("Settings")
-                    and dataclasses.is_dataclass(v) and v.__module__ == mod.__name__)
-    return json.loads(json.dumps({f.name: getattr(settings(), f.name) for f in dataclasses.fields(settings)}))
+    settings = SETTINGS[algo].from_extra(default_config(algo, env).extra)
+    return json.loads(json.dumps({f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}))
 
 
 def _settings(summary: dict) -> str:
@@ -70,7 +69,7 @@ def _settings(summary: dict) -> str:
     preset = json.loads(json.dumps(default_config(summary["algo"], summary["env"]).to_dict()))
     changed = {k: v for k, v in config.items() if k not in ("seed", "steps", "extra") and preset.get(k) != v}
     if "settings" in summary:  # resolved settings (recorded since 2026-11-27): exact against today's defaults
-        defaults = _extra_defaults(summary["algo"])
+        defaults = _extra_defaults(summary["algo"], summary["env"])
         changed.update({f"extra.{k}": v for k, v in summary["settings"].items() if defaults.get(k, _MISSING) != v})
     else:  # older runs recorded only the extra.* that were set; their defaults of the time are unknown here
         changed.update({f"extra.{k}": v for k, v in config.get("extra", {}).items()})

@@ -40,3 +40,23 @@ def test_per_algorithm_env_defaults_override_the_presets_and_yield_to_changes():
     assert default_config("mpo", "InvertedPendulum-v5").utd == 4 == default_config("vmbpo-mfe", "InvertedPendulum-v5").utd
     assert default_config("mpo", "Pendulum-v1").utd == 1 and default_config("sac", "InvertedPendulum-v5").utd == 1
     assert default_config("mpo", "InvertedPendulum-v5", utd=2.0).utd == 2
+
+
+def test_per_env_extra_settings_merge_with_changes_and_overrides(monkeypatch):
+    from torchrl_vmbpo.algorithms import presets
+
+    monkeypatch.setitem(presets.ALGO_ENV_DEFAULTS, ("mpo", "Pendulum-v1"), dict(utd=2.0, extra=dict(num_samples=8)))
+    cfg = default_config("mpo", "Pendulum-v1", extra=dict(epsilon=0.2))
+    assert cfg.utd == 2 and cfg.extra == {"num_samples": 8, "epsilon": 0.2}  # the preset's entry kept
+    assert cfg.with_overrides(["extra.num_samples=4"]).extra == {"num_samples": 4, "epsilon": 0.2}
+    assert default_config("mpo", "Pendulum-v1", extra=dict(num_samples=16)).extra == {"num_samples": 16}
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "InvertedPendulum-v5", "Hopper-v5", "HalfCheetah-v5"])
+def test_every_presets_extra_defaults_parse_into_its_settings(env):
+    from torchrl_vmbpo.algorithms.presets import PRESETS, SETTINGS
+
+    assert set(SETTINGS) <= set(PRESETS) and {"sac", "mbpo"}.isdisjoint(SETTINGS)
+    for algo, settings_type in SETTINGS.items():
+        settings = settings_type.from_extra(default_config(algo, env).extra)  # raises on an unknown entry
+        assert isinstance(settings, settings_type)

@@ -10,17 +10,17 @@ from collections.abc import Callable
 
 from torchrl.envs import EnvBase
 
-from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, build_mpo
-from torchrl_vmbpo.algorithms.pets import PETS_DEFAULTS, build_pets
+from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, MPOSettings, build_mpo
+from torchrl_vmbpo.algorithms.pets import PETS_DEFAULTS, PETSSettings, build_pets
 from torchrl_vmbpo.algorithms.sac import SACAgent
-from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, build_steve
-from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent
-from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, build_vmbpo_mfe
+from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, STEVESettings, build_steve
+from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
+from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESettings, build_vmbpo_mfe
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import termination_fn_for
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 
 # Per-env settings shared by all algorithms (exploration length, entropy target, evaluation cadence).
 ENV_DEFAULTS: dict[str, dict] = {
@@ -96,9 +96,18 @@ BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {
 }
 PRESETS = tuple(BUILDERS)
 
+# Each preset's settings dataclass, parsed from ``TrainConfig.extra`` (SAC and MBPO have none).
+SETTINGS: dict[str, type[ExtraSettings]] = {
+    "vmbpo": VMBPOSettings,
+    "mpo": MPOSettings,
+    "vmbpo-mfe": VMBPOMFESettings,
+    "pets": PETSSettings,
+    "steve": STEVESettings,
+}
+
 
 def default_config(algo: str, env: str, **changes) -> TrainConfig:
-    """The preset's config for ``(algo, env)``; ``changes`` override any field."""
+    """The preset's config for ``(algo, env)``; ``changes`` override any field (``extra`` entries merge)."""
     if algo not in BUILDERS:
         raise ValueError(f"unknown algorithm {algo!r}; available: {sorted(BUILDERS)}")
     fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
@@ -107,8 +116,10 @@ def default_config(algo: str, env: str, **changes) -> TrainConfig:
     if algo in ("mbpo", "vmbpo") and env in DYNA_UTD:
         fields["utd"] = DYNA_UTD[env]
     fields.update(ALGO_ENV_DEFAULTS.get((algo, env), {}))
+    # extra.* entries merge (as ``--set extra.KEY=...`` does): a change keeps the preset's other entries.
+    extra = {**fields.pop("extra", {}), **changes.pop("extra", {})}
     fields.update(changes)
-    return TrainConfig(algo=algo, env=env, **fields)
+    return TrainConfig(algo=algo, env=env, extra=extra, **fields)
 
 
 def build_agent(cfg: TrainConfig, env: EnvBase) -> Agent:
