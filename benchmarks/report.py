@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -27,6 +28,26 @@ def _load_runs(results: Path) -> list[dict]:
             curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
         runs.append({"summary": summary, "curve": curve, "dir": summary_path.parent})
     return runs
+
+
+def _non_finite(run_dir: Path) -> tuple[int, list[str]]:
+    """Count the run's logged numbers (metrics.csv and every logs/scalars/*.csv) and name the
+    non-finite ones as ``file@step`` (issues 4 and 6: no NaN or inf in any logged quantity)."""
+    count, bad = 0, []
+    for path in [run_dir / "metrics.csv", *sorted((run_dir / "logs" / "scalars").glob("*.csv"))]:
+        if not path.exists():
+            continue
+        with open(path, newline="") as f:
+            for row in csv.reader(f):
+                for cell in row if path.name == "metrics.csv" else row[1:2]:  # scalars: step,value
+                    try:
+                        value = float(cell)
+                    except ValueError:
+                        continue  # a header
+                    count += 1
+                    if not math.isfinite(value):
+                        bad.append(f"{path.name}@{row[0]}")
+    return count, bad
 
 
 def _return_at(curve: list[dict], step: int) -> float | None:
@@ -109,6 +130,12 @@ def write_report(results: Path) -> Path:
         extra = " / ".join(sorted({_settings(m["summary"]) for m in members}))
         lines.append(f"| {env} | {algo} | {','.join(map(str, seeds))} | {steps} | " + " | ".join(at)
                      + f" | {final} | {wall} | {ups} | {phase} | {commits} | {extra} |")
+    scanned = {m["dir"]: _non_finite(m["dir"]) for m in runs}
+    bad = [f"{d.relative_to(results)}: {', '.join(b[:5])}{' ...' if len(b) > 5 else ''}" for d, (_, b) in scanned.items() if b]
+    lines += ["", f"Logged values scanned for NaN/inf (metrics.csv and logs/scalars of every run): "
+              f"{sum(n for n, _ in scanned.values())} values in {len(runs)} runs, "
+              + (f"non-finite in {len(bad)} runs:" if bad else "none non-finite.")]
+    lines += [f"- {b}" for b in bad]
     machines = {json.dumps(m["summary"].get("machine", {}), sort_keys=True) for m in runs}
     lines += ["", "Machines:", ""] + [f"- `{m}`" for m in sorted(machines)]
     lines += ["", "Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in _plot(results, groups))]
