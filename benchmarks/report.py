@@ -88,7 +88,8 @@ def _settings(summary: dict) -> str:
 
     config = summary["config"]
     preset = json.loads(json.dumps(default_config(summary["algo"], summary["env"]).to_dict()))
-    changed = {k: v for k, v in config.items() if k not in ("seed", "steps", "extra") and preset.get(k) != v}
+    run_only = ("seed", "steps", "extra", "checkpoint", "checkpoint_every")  # not settings of the algorithm
+    changed = {k: v for k, v in config.items() if k not in run_only and preset.get(k) != v}
     if "settings" in summary:  # resolved settings (recorded since 2026-11-27): exact against today's defaults
         defaults = _extra_defaults(summary["algo"], summary["env"])
         changed.update({f"extra.{k}": v for k, v in summary["settings"].items() if defaults.get(k, _MISSING) != v})

@@ -3,7 +3,8 @@
 Each run lands in ``RESULTS/<algo>/<env>/seed<S>/`` exactly as ``vmbpo train --out`` writes it
 (metrics.csv, summary.json with commit/seed/config/machine, learning_curve.png); the checkpoint
 is deleted afterwards unless --keep-checkpoints (they are large and not results). Finished runs
-(with a summary.json) are skipped, so an interrupted sweep resumes where it stopped.
+(with a summary.json) are skipped and a killed run with a checkpoint.pt is resumed from it
+(``vmbpo train --resume``), so an interrupted sweep goes on where it stopped.
 
 Example:
     python benchmarks/run.py --algos sac mbpo --envs Pendulum-v1:10000 InvertedPendulum-v5:5000 \
@@ -33,10 +34,14 @@ def _one(results: Path, algo: str, env: str, steps: int, seed: int, overrides: l
     if (out / "summary.json").exists():
         return f"skip {out} (done)"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--algo", algo, "--env", env, "--steps", str(steps),
-           "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite"]
-    for item in overrides:
-        cmd += ["--set", item]
+    if (out / "checkpoint.pt").exists():  # a killed run: continue it with the config it started with
+        cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--resume", "--out", str(out),
+               "--steps", str(steps), "--no-progress"]
+    else:  # --overwrite: a run killed before its first checkpoint starts afresh
+        cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--algo", algo, "--env", env,
+               "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite"]
+        for item in overrides:
+            cmd += ["--set", item]
     t0 = time.time()
     log = out.parent / f"seed{seed}.log"
     with open(log, "w") as f:

@@ -1,4 +1,8 @@
-"""Command line: ``vmbpo train --algo ALGO --env ENV_ID --steps N --seed S --out DIR [--set name=value ...]``."""
+"""Command line: ``vmbpo train --algo ALGO --env ENV_ID --steps N --seed S --out DIR [--set name=value ...]``.
+
+``vmbpo train --resume --out DIR [--steps N]`` continues a killed run from its latest checkpoint (or
+extends a finished one to N steps) with the config it was started with.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,17 @@ import json
 import sys
 import warnings
 
-from torchrl_vmbpo.algorithms import PRESETS, default_config, run
+from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmbpo", description="VMBPO and its baselines on TorchRL")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one algorithm on one env")
-    train.add_argument("--algo", default="mbpo", choices=PRESETS, help="preset (default: mbpo)")
-    train.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id (default: Pendulum-v1)")
+    train.add_argument("--algo", default=None, choices=PRESETS, help="preset (default: mbpo)")
+    train.add_argument("--env", default=None, help="Gymnasium env id (default: Pendulum-v1)")
     train.add_argument("--steps", type=int, default=None, help="real env steps (default: the preset's)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=None, help="(default: 0)")
     train.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
@@ -25,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--overwrite", action="store_true", help="allow writing over an existing run in --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its checkpoint.pt with its own config (--steps N extends it)",
+    )
     show = sub.add_parser("config", help="print the preset's full config as JSON")
     show.add_argument("--algo", default="mbpo", choices=PRESETS)
     show.add_argument("--env", default="Pendulum-v1")
@@ -36,15 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        changes = {"seed": args.seed} if args.command == "train" else {}
-        if args.command == "train" and args.steps is not None:
-            changes["steps"] = args.steps
-        cfg = default_config(args.algo, args.env, **changes).with_overrides(args.overrides)
-        if args.command == "config":
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    except (ValueError, KeyError, FileExistsError, TypeError) as err:
+        if args.command == "train" and args.resume:
+            given = [f"--{name}" for name in ("algo", "env", "seed") if getattr(args, name) is not None]
+            if given or args.overrides or args.overwrite:
+                raise ValueError(f"--resume continues the run with the config it was started with; drop "
+                                 f"{', '.join(given + ['--set'] * bool(args.overrides) + ['--overwrite'] * args.overwrite)}"
+                                 " (only --steps may change, to extend it)")
+            summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
+        else:
+            changes = {"seed": args.seed or 0} if args.command == "train" else {}
+            if args.command == "train" and args.steps is not None:
+                changes["steps"] = args.steps
+            cfg = default_config(args.algo or "mbpo", args.env or "Pendulum-v1", **changes).with_overrides(args.overrides)
+            if args.command == "config":
+                print(json.dumps(cfg.to_dict(), indent=2))
+                return 0
+            summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError, TypeError) as err:
         print(f"vmbpo: error: {err}", file=sys.stderr)
         return 2
     keys = ["algo", "env", "seed", "env_steps", "final_return", "best_return", "wall_seconds", "updates_per_second"]

@@ -12,8 +12,14 @@ from torchrl_vmbpo.training.agent import Agent
 _FORMAT = "torchrl_vmbpo.checkpoint.v1"
 
 
-def save_checkpoint(path: str | Path, agent: Agent, *, config: dict, env_steps: int) -> None:
-    """Write to a temporary file, then rename: an interrupted save never destroys the previous one."""
+def save_checkpoint(
+    path: str | Path, agent: Agent, *, config: dict, env_steps: int, loop_state: dict | None = None
+) -> None:
+    """Write to a temporary file, then rename: an interrupted save never destroys the previous one.
+
+    ``loop_state`` (written by the training loop) is what resuming needs besides the agent: the real
+    replay buffer, counters, RNG states, the evaluation curve (``torchrl_vmbpo.training.loop``).
+    """
     path = Path(path)
     payload = {
         "format": _FORMAT,
@@ -21,18 +27,19 @@ def save_checkpoint(path: str | Path, agent: Agent, *, config: dict, env_steps: 
         "optimizers": {name: opt.state_dict() for name, opt in agent.optimizers().items()},
         "config": config,
         "env_steps": env_steps,
+        "loop_state": loop_state,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, agent: Agent) -> dict:
-    """Restore ``agent`` (modules and optimizers) in place; returns the payload (config, env_steps).
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's payload (agent and optimizer states, config, env_steps, loop_state), validated.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a torchrl_vmbpo checkpoint, is corrupt, or does not match the agent.
+        ValueError: the file is not a torchrl_vmbpo checkpoint or is corrupt.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,6 +53,11 @@ def load_checkpoint(path: str | Path, agent: Agent) -> dict:
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a torchrl_vmbpo checkpoint (expected format {_FORMAT!r})")
+    return payload
+
+
+def restore_checkpoint(payload: dict, agent: Agent, *, source: str | Path = "checkpoint") -> None:
+    """Load a payload of :func:`read_checkpoint` into ``agent`` (modules and optimizers), in place."""
     try:
         agent.load_state_dict(payload["agent"])
         optimizers = agent.optimizers()
@@ -53,6 +65,17 @@ def load_checkpoint(path: str | Path, agent: Agent) -> dict:
             optimizers[name].load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as err:
         raise ValueError(
-            f"{path} does not match this agent (algo/env/sizes differ?): {err}"
+            f"{source} does not match this agent (algo/env/sizes differ?): {err}"
         ) from err
+
+
+def load_checkpoint(path: str | Path, agent: Agent) -> dict:
+    """Restore ``agent`` (modules and optimizers) in place; returns the payload (config, env_steps).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a torchrl_vmbpo checkpoint, is corrupt, or does not match the agent.
+    """
+    payload = read_checkpoint(path)
+    restore_checkpoint(payload, agent, source=path)
     return payload

@@ -24,7 +24,10 @@ class TrainConfig:
     eval_every: int = 500  #: env steps between deterministic evaluations (also at the end)
     eval_episodes: int = 5  #: episodes per evaluation, on a separate env
     log_every: int = 250  #: env steps between training-metric log rows
-    checkpoint: bool = True  #: write DIR/checkpoint.pt at the end of the run
+    checkpoint: bool = True  #: write DIR/checkpoint.pt at the end of the run (``vmbpo train --resume`` extends it)
+    checkpoint_every: int = 5000
+    """Env steps between checkpoints written DURING the run (0: only at the end), each replacing the
+    last: a killed run resumes from the latest with ``vmbpo train --resume --out DIR``."""
     # --- real data ---
     init_random_steps: int = 1000  #: uniformly random actions before the policy acts
     collect_steps: int = 1  #: real steps per collector batch (updates follow each batch)
@@ -68,7 +71,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"config field {name} must be >= 1, got {getattr(self, name)}")
-        for name in ["init_random_steps", "model_patience", "utd", "rollouts_per_step"]:
+        for name in ["init_random_steps", "model_patience", "utd", "rollouts_per_step", "checkpoint_every"]:
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name} must be >= 0, got {getattr(self, name)}")
         for name in ["gamma", "tau", "real_ratio", "model_holdout"]:

@@ -13,10 +13,12 @@ import dataclasses
 import json
 
 import math
+import random
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
@@ -74,32 +76,63 @@ def train(
     *,
     max_episode_steps: int,
     progress: bool = True,
+    resume: dict | None = None,
 ) -> dict:
     """Train ``agent`` on ``env`` for ``cfg.steps`` real steps; write metrics, summary, plot, checkpoint.
 
-    Seeding happens before this call (``torchrl_vmbpo.algorithms.run``), once.
+    Seeding happens before this call (``torchrl_vmbpo.algorithms.run``), once. ``resume`` is the
+    ``loop_state`` of a checkpoint whose agent and optimizers are already restored
+    (:func:`torchrl_vmbpo.algorithms.run.resume`): the loop continues from that env step with its
+    real data, counters, RNG states and curve. What it does not restore, by design: the real env's
+    episode (a fresh one starts), the model buffer (the first step refits q_d and imagines anew).
     """
     out = Path(out_dir)
     commit = git_commit()  # the code this run imported, before anyone can commit during the run
+    state = resume or {}
     timer = _Timer()
+    timer.seconds.update(state.get("phase_seconds", {}))
+    env_steps = state.get("env_steps", 0)
+    if env_steps >= cfg.steps:
+        raise ValueError(f"the run already has {env_steps} env steps; resume with more steps (--steps > {env_steps})")
+    if resume is not None:
+        _truncate_scalars(out / "logs", env_steps)  # rows a killed run logged after its checkpoint
     logger = CSVLogger(exp_name="logs", log_dir=str(out))
-    curve = MetricsCSV(out / "metrics.csv")
+    curve = MetricsCSV(out / "metrics.csv", rows=state.get("curve", []))
     real_buffer = make_buffer(cfg.buffer_size)
+    if state.get("real_data") is not None:
+        real_buffer.extend(state["real_data"])
     model_buffer = None
     model_horizon = 0
     collector = Collector(
         env,
         agent.policy,
         frames_per_batch=cfg.collect_steps,
-        total_frames=cfg.steps,
-        init_random_frames=cfg.init_random_steps,
+        total_frames=cfg.steps - env_steps,
+        init_random_frames=max(0, cfg.init_random_steps - env_steps),
         trust_policy=True,
     )
-    start = time.perf_counter()
-    env_steps, updates, updates_owed, last_fit, next_eval, next_log = 0, 0, 0.0, None, 0, cfg.log_every
-    train_metrics: dict[str, float] = {}
-    best = -math.inf
-    bar = tqdm(total=cfg.steps, disable=not progress, unit="step", dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env}")
+    start = time.perf_counter() - state.get("wall_seconds", 0.0)
+    updates, updates_owed = state.get("updates", 0), state.get("updates_owed", 0.0)
+    last_fit = None  # a resumed run refits q_d at its first learning step (the model buffer is not saved)
+    next_eval, next_log = state.get("next_eval", 0), state.get("next_log", cfg.log_every)
+    next_checkpoint = state.get("next_checkpoint", cfg.checkpoint_every)
+    train_metrics: dict[str, float] = dict(state.get("train_metrics", {}))
+    best = state.get("best", -math.inf)
+    history = {"commits": state.get("commits", []) + [commit], "resumed_at": state.get("resumed_at", [])}
+    if resume is not None:
+        history["resumed_at"] = history["resumed_at"] + [env_steps]
+        _set_rng_states(state["rng"])
+    bar = tqdm(total=cfg.steps, initial=env_steps, disable=not progress, unit="step", dynamic_ncols=True,
+               desc=f"{cfg.algo} {cfg.env}")
+
+    def loop_state() -> dict:
+        return {
+            "env_steps": env_steps, "updates": updates, "updates_owed": updates_owed, "next_eval": next_eval,
+            "next_log": next_log, "next_checkpoint": next_checkpoint, "best": best,
+            "train_metrics": train_metrics, "wall_seconds": time.perf_counter() - start,
+            "phase_seconds": dict(timer.seconds), "curve": list(curve.rows),
+            "real_data": real_buffer[:] if len(real_buffer) else None, "rng": _rng_states(), **history,
+        }
 
     def run_eval():
         nonlocal best
@@ -197,14 +230,21 @@ def train(
         if env_steps >= next_eval:
             next_eval += cfg.eval_every
             run_eval()
+        if cfg.checkpoint and cfg.checkpoint_every and env_steps >= next_checkpoint and env_steps < cfg.steps:
+            while next_checkpoint <= env_steps:
+                next_checkpoint += cfg.checkpoint_every
+            with timer("checkpoint"):
+                save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps,
+                                loop_state=loop_state())
     if not curve.rows or curve.rows[-1]["env_steps"] != env_steps:
         run_eval()
     bar.close()
     collector.shutdown()
 
     wall = time.perf_counter() - start
-    if cfg.checkpoint:
-        save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps)
+    if cfg.checkpoint:  # with the loop state: `vmbpo train --resume --steps MORE` extends the run
+        save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps,
+                        loop_state=loop_state())
     plot_learning_curve(curve.rows, out / "learning_curve.png", f"{cfg.algo} on {cfg.env} (seed {cfg.seed})")
     update_seconds = timer.seconds.get("update", 0.0)
     summary = {
@@ -221,6 +261,7 @@ def train(
         "phase_seconds": {k: round(v, 2) for k, v in sorted(timer.seconds.items())},
         "final_train_metrics": train_metrics,
         "commit": commit,
+        **({"resumed_at": history["resumed_at"], "commits": history["commits"]} if history["resumed_at"] else {}),
         "machine": machine_info(cfg.num_threads),
         "config": cfg.to_dict(),
         # Every algorithm setting as resolved (defaults included): config.extra holds only what was set,
@@ -237,3 +278,22 @@ def _resolved_settings(agent) -> dict:
     if settings is None or not dataclasses.is_dataclass(settings):
         return {}
     return json.loads(json.dumps(dataclasses.asdict(settings)))
+
+
+def _rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def _truncate_scalars(log_dir: Path, env_steps: int) -> None:
+    """Drop the scalar rows logged after ``env_steps`` (TorchRL's CSV logger writes ``step,value``)."""
+    for path in (log_dir / "scalars").glob("*.csv"):
+        rows = path.read_text().splitlines(keepends=True)
+        kept = [row for row in rows if not row.strip() or float(row.split(",", 1)[0]) <= env_steps]
+        if len(kept) != len(rows):
+            path.write_text("".join(kept))

@@ -61,11 +61,14 @@ def machine_info(num_threads: int) -> dict:
 class MetricsCSV:
     """Appends evaluation rows to ``metrics.csv`` as they come (a killed run keeps its curve)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rows: list[dict] = ()):
+        """Start the file afresh with ``rows`` (a resumed run's curve up to its checkpoint)."""
         self.path = path
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows)
         with open(path, "w", newline="") as f:
-            csv.writer(f).writerow(METRIC_COLUMNS)
+            writer = csv.writer(f)
+            writer.writerow(METRIC_COLUMNS)
+            writer.writerows([row[c] for c in METRIC_COLUMNS] for row in self.rows)
 
     def append(self, row: dict) -> None:
         self.rows.append(row)

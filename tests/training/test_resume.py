@@ -1,0 +1,92 @@
+"""Resuming a run from its checkpoint: a killed run continues, a finished run extends, bad resumes fail clearly."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from torchrl_vmbpo.cli import main
+from torchrl_vmbpo.training import loop
+
+TINY = [
+    "hidden=[32,32]", "model_hidden=[32,32]", "rollouts_per_step=4", "model_max_epochs=3", "eval_episodes=1",
+    "eval_every=100", "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
+    "checkpoint_every=200", "utd=2",
+]
+
+
+def _train(out, *extra):
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    return main(["train", "--algo", "mbpo", "--env", "Pendulum-v1", "--seed", "5", "--out", str(out),
+                 "--no-progress", *sets, *extra])
+
+
+def _steps(path):
+    with open(path) as f:
+        return [float(row[0]) for row in csv.reader(f) if row and row[0] != "env_steps"]
+
+
+def test_killed_run_resumes_from_its_latest_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    kept = tmp_path / "checkpoint_at_200.pt"
+    save = loop.save_checkpoint
+
+    def save_and_keep_the_first(path, agent, **kwargs):  # the file as a run killed after step 200 left it
+        save(path, agent, **kwargs)
+        if not kept.exists():
+            shutil.copy(path, kept)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_and_keep_the_first)
+    assert _train(out, "--steps", "400") == 0
+    full = json.loads((out / "summary.json").read_text())
+    monkeypatch.undo()
+    state = torch.load(kept, weights_only=False)["loop_state"]
+    assert state["env_steps"] == 200 and state["updates"] == 2 * 101 and len(state["real_data"]) == 200
+
+    # Kill: the run's last checkpoint is the one at 200; summary and checkpoint of the end are gone,
+    # its metrics.csv and scalar logs go on past 200.
+    shutil.copy(kept, out / "checkpoint.pt")
+    (out / "summary.json").unlink()
+    assert _steps(out / "metrics.csv")[-1] == 400
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 400 and summary["resumed_at"] == [200] and len(summary["commits"]) == 2
+    assert summary["updates"] == full["updates"] == 2 * 301  # the update schedule continues exactly
+    assert summary["config"] == full["config"]
+    assert _steps(out / "metrics.csv") == [1, 100, 200, 300, 400]  # no row twice
+    for scalar in (out / "logs" / "scalars").glob("*.csv"):
+        steps = _steps(scalar)
+        assert steps == sorted(set(steps)), scalar.name  # rows after 200 were dropped, then logged anew
+    after = torch.load(out / "checkpoint.pt", weights_only=False)["loop_state"]
+    assert after["env_steps"] == 400 and len(after["real_data"]) == 400
+
+
+def test_finished_run_extends_with_more_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "200") == 0
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "already has 200 env steps" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--steps", "300", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 300 and summary["config"]["steps"] == 300 and summary["resumed_at"] == [200]
+    assert _steps(out / "metrics.csv") == [1, 100, 200, 300]
+
+
+def test_bad_resumes_name_the_problem_and_touch_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    (out / "metrics.csv").write_text("keep\n")
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == "keep\n" and (out / "checkpoint.pt").read_bytes() == b"garbage"
+    assert main(["train", "--resume", "--algo", "sac", "--set", "utd=3", "--out", str(out), "--no-progress"]) == 2
+    assert "drop --algo, --set" in capsys.readouterr().err
+    torch.save({"format": "torchrl_vmbpo.checkpoint.v1", "agent": {}, "optimizers": {}, "config": {},
+                "env_steps": 10}, out / "checkpoint.pt")  # written before resuming existed
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "holds no loop state" in capsys.readouterr().err
