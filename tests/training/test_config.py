@@ -40,6 +40,8 @@ def test_per_algorithm_env_defaults_override_the_presets_and_yield_to_changes():
     assert default_config("mpo", "InvertedPendulum-v5").utd == 4 == default_config("vmbpo-mfe", "InvertedPendulum-v5").utd
     assert default_config("mpo", "Pendulum-v1").utd == 1 and default_config("sac", "InvertedPendulum-v5").utd == 1
     assert default_config("mpo", "InvertedPendulum-v5", utd=2.0).utd == 2
+    assert default_config("vmbpo-mfe", "InvertedPendulum-v5").extra == {"temperature": 10.0}
+    assert default_config("vmbpo-mfe", "Pendulum-v1").extra == {}
 
 
 def test_per_env_extra_settings_merge_with_changes_and_overrides(monkeypatch):
