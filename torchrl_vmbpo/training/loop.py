@@ -5,6 +5,7 @@ Per collector batch of real steps:
                                                         (no imagination when ``rollouts_per_step == 0``)
             -> update x (utd * steps)                   (target updates happen inside ``agent.update``)
             -> evaluate                                  every ``eval_every`` steps and at the end
+            -> checkpoint (resumable)                    every ``checkpoint_every`` steps and at the end
 """
 
 from __future__ import annotations
