@@ -21,19 +21,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False, progr
     out = Path(out_dir)
     env = make_env(cfg.env)  # validates the env id and action space before anything is written
     check_out_dir(out, overwrite=overwrite)
-    torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    env.set_seed(cfg.seed)
-    eval_env = make_env(cfg.env, seed=cfg.seed + 10_000)
-    agent = build_agent(cfg, env)
-    try:
-        return train(
-            cfg, agent, env, eval_env, out, max_episode_steps=gym.spec(cfg.env).max_episode_steps or 1000,
-            progress=progress,
-        )
-    finally:
-        env.close()
-        eval_env.close()
+    return _train_on(cfg, env, out, progress=progress)
 
 
 def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = True) -> dict:
@@ -42,8 +30,7 @@ def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = Tr
     finished run). Its metrics.csv and logs continue from the checkpoint's env step."""
     out = Path(out_dir)
     payload = read_checkpoint(out / "checkpoint.pt")
-    state = payload.get("loop_state")
-    if state is None:
+    if payload.get("loop_state") is None:
         raise ValueError(f"{out / 'checkpoint.pt'} holds no loop state (written before resuming existed); "
                          "it can be loaded with load_checkpoint but not resumed")
     try:
@@ -52,17 +39,24 @@ def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = Tr
         raise ValueError(f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})") from err
     if steps is not None:
         cfg = cfg.replace(steps=steps)
-    env = make_env(cfg.env)
+    return _train_on(cfg, make_env(cfg.env), out, progress=progress, checkpoint=payload)
+
+
+def _train_on(cfg: TrainConfig, env, out: Path, *, progress: bool, checkpoint: dict | None = None) -> dict:
+    """The one seeding point, the eval env, the agent (restored from ``checkpoint`` when resuming), the loop."""
     torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)  # the loop then restores the checkpoint's RNG states
-    env.set_seed(cfg.seed + state["env_steps"])  # a fresh episode, not the first one's start again
-    eval_env = make_env(cfg.env, seed=cfg.seed + 10_000 + state["env_steps"])
+    seed_everything(cfg.seed)  # a resumed loop then restores the checkpoint's RNG states
+    # A resumed run's envs are seeded afresh from its env step: a new episode, not the first one's again.
+    offset = 0 if checkpoint is None else checkpoint["loop_state"]["env_steps"]
+    env.set_seed(cfg.seed + offset)
+    eval_env = make_env(cfg.env, seed=cfg.seed + 10_000 + offset)
     agent = build_agent(cfg, env)
-    restore_checkpoint(payload, agent, source=out / "checkpoint.pt")
+    if checkpoint is not None:
+        restore_checkpoint(checkpoint, agent, source=out / "checkpoint.pt")
     try:
         return train(
             cfg, agent, env, eval_env, out, max_episode_steps=gym.spec(cfg.env).max_episode_steps or 1000,
-            progress=progress, resume=state,
+            progress=progress, resume=None if checkpoint is None else checkpoint["loop_state"],
         )
     finally:
         env.close()
