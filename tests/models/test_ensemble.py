@@ -34,6 +34,23 @@ def test_no_grad_forward_with_in_place_activation_equals_the_autograd_forward():
     torch.testing.assert_close(logvar_ng, logvar.detach())
 
 
+def test_member_subset_forward_equals_the_members_rows_of_the_full_pass_and_gathers_once():
+    ens = GaussianEnsemble(3, 2, num_members=5, hidden=(8, 8))
+    members = torch.tensor([4, 1, 3])
+    x = torch.randn(3, 6, 3)  # [M, N, in]: member members[i] on rows x[i]
+    mean, logvar = ens.forward_members_first(x, members)
+    gathered = ens.member_weights(members)
+    mean_w, logvar_w = ens.forward_members_first(x, weights=gathered)
+    torch.testing.assert_close(mean_w, mean)
+    torch.testing.assert_close(logvar_w, logvar)
+    for i, e in enumerate(members.tolist()):  # row block i is member e's ordinary MLP
+        x_all = x[i].expand(5, 6, 3)
+        ref_mean, ref_logvar = ens.forward_members_first(x_all)
+        torch.testing.assert_close(mean[i], ref_mean[e])
+        torch.testing.assert_close(logvar[i], ref_logvar[e])
+    assert len(gathered) == 3 and gathered[0][0].shape == (3, 3, 8)  # two hidden layers and the output
+
+
 def test_member_gradients_are_independent():
     ens = GaussianEnsemble(3, 2, num_members=4, hidden=(8,))
     mean, _ = ens(torch.randn(6, 4, 3))

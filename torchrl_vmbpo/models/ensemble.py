@@ -79,17 +79,36 @@ class GaussianEnsemble(nn.Module):
         self.max_logvar = nn.Parameter(torch.full((out_features,), 0.5))
         self.min_logvar = nn.Parameter(torch.full((out_features,), -10.0))
 
+    def member_weights(self, members: torch.Tensor | None = None) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Each layer's ``(weight, bias)`` for ``members`` (all members if None), gathered once.
+
+        Pass them as ``weights=`` to :meth:`forward_members_first` for every step of a rollout with a
+        fixed member assignment (PETS's TS-inf): gathering per step cost 17% of a planned action on one
+        CPU thread at population 200, horizon 15, 5 particles.
+        """
+        layers = [*self.hidden_layers, self.output_layer]
+        if members is None:
+            return tuple((layer.weight, layer.bias) for layer in layers)
+        return tuple((layer.weight[members], layer.bias[members]) for layer in layers)
+
     def forward_members_first(
-        self, x: torch.Tensor, members: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        members: torch.Tensor | None = None,
+        *,
+        weights: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[M, N, in] -> (mean, logvar)`` each ``[M, N, out]``; ``members`` picks M of the E members."""
+        """``[M, N, in] -> (mean, logvar)`` each ``[M, N, out]``; ``members`` picks M of the E members
+        (or ``weights``, their :meth:`member_weights` gathered beforehand)."""
+        if weights is None:
+            weights = self.member_weights(members)
         # Without autograd (planning, imagination) the activation runs in place on the fresh layer
         # output: one 6 MB buffer less per layer at PETS's sizes, 20% of a pass on one CPU thread.
         inplace = not torch.is_grad_enabled() and isinstance(self.activation, nn.SiLU)
-        for layer in self.hidden_layers:
-            x = layer(x, members)
+        for weight, bias in weights[:-1]:
+            x = torch.baddbmm(bias, x, weight)
             x = F.silu(x, inplace=True) if inplace else self.activation(x)
-        mean, raw_logvar = self.output_layer(x, members).chunk(2, dim=-1)
+        mean, raw_logvar = torch.baddbmm(weights[-1][1], x, weights[-1][0]).chunk(2, dim=-1)
         # Soft bounds (PETS, appendix A.1): smooth, so gradients reach the bounds themselves.
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)

@@ -102,11 +102,12 @@ def _returns_ts_inf(dynamics, obs, actions, particles, termination_fn, reward_fn
     acts = actions.reshape(1, b, n, 1, horizon, act_dim).expand(k, b, n, m, horizon, act_dim)
     acts = acts.reshape(k, rows, horizon, act_dim)
     normalizer, ensemble = dynamics.input_normalizer, dynamics.ensemble
+    weights = ensemble.member_weights(members)  # once per rollout: the assignment is fixed (TS-inf)
     ret = torch.zeros(k, rows, dtype=obs.dtype, device=obs.device)
     alive = torch.ones(k, rows, dtype=torch.bool, device=obs.device)
     for t in range(horizon):
         action = acts[:, :, t]
-        mean, logvar = ensemble.forward_members_first(normalizer(dynamics.model_inputs(state, action)), members)
+        mean, logvar = ensemble.forward_members_first(normalizer(dynamics.model_inputs(state, action)), weights=weights)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         step = mean + noise * (0.5 * logvar).exp()
         next_state = state + step[..., :-1]  # the model predicts [x' - x, r]
