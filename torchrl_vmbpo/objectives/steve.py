@@ -175,11 +175,12 @@ class STEVEEstimator(ValueEstimatorBase):
             action, log_prob = rsample_and_log_prob(self.actor.get_dist(td))
         return action, -self._temperature() * log_prob.reshape(obs.shape[:-1])
 
-    def _model_step(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of every elite on its own rows: ``[N, R, D], [N, R, A] -> [N, R, D], [N, R]``."""
+    def _model_step(self, obs: torch.Tensor, action: torch.Tensor, weights) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of every elite on its own rows: ``[N, R, D], [N, R, A] -> [N, R, D], [N, R]``.
+        ``weights``: the elites' ``GaussianEnsemble.member_weights``, gathered once per target."""
         dyn = self.dynamics
         inputs = dyn.input_normalizer(dyn.model_inputs(obs, action))
-        mean, logvar = dyn.ensemble.forward_members_first(inputs, dyn.elites)
+        mean, logvar = dyn.ensemble.forward_members_first(inputs, weights=weights)
         if self.sample_model:
             mean = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         next_obs = obs + mean[..., :-1]  # the model predicts [x' - x, r]
@@ -212,8 +213,9 @@ class STEVEEstimator(ValueEstimatorBase):
         alive = (~terminated).to(s1.dtype).expand(n, b)
         obs, action, bonus = s1.expand(n, b, -1), a1.expand(n, b, -1), h1.expand(n, b)
         rewards, continuation, model_obs, model_act, model_bonus = [], [alive], [], [], []
+        weights = self.dynamics.ensemble.member_weights(self.dynamics.elites)
         for _ in range(horizon):
-            next_obs, reward = self._model_step(obs, action)
+            next_obs, reward = self._model_step(obs, action, weights)
             rewards.append(reward + bonus)
             alive = alive * (~self.termination_fn(next_obs)[..., 0]).to(alive.dtype)
             continuation.append(alive)
