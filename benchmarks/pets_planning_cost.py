@@ -126,10 +126,6 @@ def profile_table(planning: Planning, device: torch.device, top: int = 12) -> li
     ]
 
 
-
-
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pendulum-v1", help="sets the observation/action sizes and reward")

@@ -71,15 +71,12 @@ _MISSING = object()
 
 def _extra_defaults(algo: str, env: str) -> dict:
     """Today's ``extra`` settings of the preset for ``(algo, env)`` (JSON values), or {} if it has none."""
-    import dataclasses
-
     from torchrl_vmbpo.algorithms import default_config
     from torchrl_vmbpo.algorithms.presets import SETTINGS
 
     if algo not in SETTINGS:
         return {}
-    settings = SETTINGS[algo].from_extra(default_config(algo, env).extra)
-    return json.loads(json.dumps({f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}))
+    return SETTINGS[algo].from_extra(default_config(algo, env).extra).to_json()
 
 
 def _settings(summary: dict) -> str:

@@ -195,10 +195,6 @@ class SB3Timer:
         self.proc.wait(timeout=30)
 
 
-
-
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sb3-python", default=None, help="python of a venv with stable-baselines3 (skipped if absent)")

@@ -143,3 +143,7 @@ class ExtraSettings:
                 f"unknown {cls.algorithm} setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)"
             )
         return cls(**extra)
+
+    def to_json(self) -> dict:
+        """Every setting, defaults included, as JSON values (what summary.json records as ``settings``)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))

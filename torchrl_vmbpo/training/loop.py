@@ -10,9 +10,6 @@ Per collector batch of real steps:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import math
 import random
 import time
@@ -30,7 +27,7 @@ from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
 from torchrl_vmbpo.objectives.functional import assert_finite
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.checkpoint import save_checkpoint
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.evaluate import evaluate
 from torchrl_vmbpo.training.imagine import imagine
 from torchrl_vmbpo.training.model_fit import fit_dynamics
@@ -278,9 +275,7 @@ def train(
 def _resolved_settings(agent) -> dict:
     """The agent's settings dataclass as JSON values ({} for presets without one)."""
     settings = getattr(agent, "settings", None)
-    if settings is None or not dataclasses.is_dataclass(settings):
-        return {}
-    return json.loads(json.dumps(dataclasses.asdict(settings)))
+    return settings.to_json() if isinstance(settings, ExtraSettings) else {}
 
 
 def _rng_states() -> dict:
