@@ -115,3 +115,12 @@ def test_nan_observations_from_the_env_raise_a_clear_error(tmp_path):
             run(cfg, tmp_path / "nan", progress=False)
     finally:
         gym.registry.pop("NaNAfterTen-v0")
+
+
+def test_commit_of_a_copy_without_git_metadata_can_be_declared(monkeypatch):
+    from torchrl_vmbpo.training.results import git_commit
+
+    monkeypatch.delenv("TORCHRL_VMBPO_COMMIT", raising=False)
+    assert "(declared)" not in git_commit()
+    monkeypatch.setenv("TORCHRL_VMBPO_COMMIT", "abc123")
+    assert git_commit() == "abc123 (declared)"

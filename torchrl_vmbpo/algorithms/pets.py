@@ -92,6 +92,9 @@ class PETSSettings(ExtraSettings):
     every model fit, while the loop (real env, buffers, model fit) stays on the CPU. None: plan on the CPU.
     PETS's settings cost 3-7 s per action on one CPU thread and ~0.12 s on an H200
     (benchmarks/results/pets_planning_cost_*.md)."""
+    cuda_graph: bool = True
+    """With a CUDA ``device``: capture each plan as one CUDA graph and replay it (PETSPlanner,
+    ``cuda_graph``); False plans eagerly, kernel by kernel. No effect on the CPU."""
     reward: str = "auto"
     """"known": the env's known reward function (KNOWN_REWARD_FNS; PETS plans with known rewards);
     "model": the ensemble's reward head; "auto": known where the env has one, else the model's."""
@@ -113,6 +116,8 @@ class PETSSettings(ExtraSettings):
                 torch.device(self.device)
             except (RuntimeError, TypeError) as err:
                 raise ValueError(f"extra.device must be a torch device string such as 'cuda', got {self.device!r}") from err
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"extra.cuda_graph must be true or false, got {self.cuda_graph!r}")
         if self.reward not in _REWARDS:
             raise ValueError(f"extra.reward must be one of {_REWARDS}, got {self.reward!r}")
 
@@ -179,7 +184,7 @@ class PETSAgent(Agent):
         self.policy = PETSPlanner(
             model_env, planning_horizon=s.planning_horizon, population=s.population, elites=s.elites,
             iterations=s.iterations, particles=s.particles, propagation=s.propagation, momentum=s.momentum,
-            device=s.device,
+            device=s.device, cuda_graph=s.cuda_graph,
         )
 
     def after_model_fit(self, real_buffer) -> dict[str, float]:

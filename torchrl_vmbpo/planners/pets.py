@@ -12,6 +12,7 @@ of a step in one batched ensemble pass (:mod:`torchrl_vmbpo.planners.trajectory_
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from tensordict import TensorDictBase
@@ -22,6 +23,7 @@ from torchrl.modules.planners import MPCPlannerBase
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.envs.world_model import WorldModelEnv
 from torchrl_vmbpo.planners.cem import cem_search
+from torchrl_vmbpo.planners.cuda_graph import CapturedFunction
 from torchrl_vmbpo.planners.trajectory_sampling import check_propagation, particle_returns
 
 
@@ -55,6 +57,11 @@ class PETSPlanner(MPCPlannerBase):
             ``device`` (not a submodule, so checkpoints hold the env's dynamics only): call
             :meth:`sync_dynamics` after each fit of the env's dynamics. Observations go to
             ``device`` and the action comes back to the observation's device.
+        cuda_graph: on a CUDA device, capture each plan (all CEM iterations and their rollouts) as
+            one CUDA graph on first use per input shape and replay it afterwards
+            (:mod:`~torchrl_vmbpo.planners.cuda_graph`); the sampled numbers differ from the eager
+            plan's, the distribution does not. Ignored on the CPU. If the capture fails the planner
+            warns and plans eagerly.
 
     Example:
         >>> from torchrl_vmbpo.envs.real import make_env
@@ -81,6 +88,7 @@ class PETSPlanner(MPCPlannerBase):
         momentum: float = 0.1,
         action_key=keys.ACTION,
         device: torch.device | str | None = None,
+        cuda_graph: bool = True,
     ):
         if not isinstance(env, WorldModelEnv):
             raise TypeError(f"env must be a torchrl_vmbpo WorldModelEnv, got {type(env).__name__}")
@@ -107,6 +115,8 @@ class PETSPlanner(MPCPlannerBase):
         self.register_buffer("action_low", spec.space.low.clone().to(self.planning_device), persistent=False)
         self.register_buffer("action_high", spec.space.high.clone().to(self.planning_device), persistent=False)
         self._warm_start: dict[str, torch.Tensor] = {}
+        self.cuda_graph = bool(cuda_graph)
+        self._graphs: dict[tuple, CapturedFunction] = {}  # per input shape; weights updated in place
         # A plain attribute (a tuple), not a submodule: state_dict and .to() leave it alone.
         self._device_dynamics = None
         if self.planning_device is not None:
@@ -141,9 +151,16 @@ class PETSPlanner(MPCPlannerBase):
         ``history`` holds the population's and the elites' mean planned returns per iteration
         (see :func:`cem_search`).
         """
-        world = self.env.world_model
         if init_mean is None:
             init_mean = self.initial_plan(obs.shape[:-1])
+        if self.cuda_graph and obs.is_cuda:
+            captured = self._captured_plan(obs, init_mean)
+            if captured is not None:
+                return captured(obs, init_mean)
+        return self._plan(obs, init_mean)
+
+    def _plan(self, obs: torch.Tensor, init_mean: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        world = self.env.world_model
 
         def score(sequences: torch.Tensor) -> torch.Tensor:
             returns = particle_returns(
@@ -156,6 +173,19 @@ class PETSPlanner(MPCPlannerBase):
             score, init_mean, self.action_low, self.action_high, population=self.population,
             elites=self.elites, iterations=self.iterations, momentum=self.momentum,
         )
+
+    def _captured_plan(self, obs: torch.Tensor, init_mean: torch.Tensor) -> CapturedFunction | None:
+        """The plan captured for these input shapes (captured now if new); None if capture failed."""
+        key = (obs.shape, init_mean.shape, obs.dtype, obs.device)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = CapturedFunction(self._plan, (obs, init_mean))
+            except Exception as err:  # noqa: BLE001 - any capture failure: plan eagerly, say why
+                warnings.warn(f"PETSPlanner: CUDA graph capture failed, planning eagerly from now on: {err}",
+                              RuntimeWarning, stacklevel=3)
+                self.cuda_graph = False
+                return None
+        return self._graphs[key]
 
     def planning(self, tensordict: TensorDictBase) -> torch.Tensor:
         obs = tensordict.get(keys.OBSERVATION)

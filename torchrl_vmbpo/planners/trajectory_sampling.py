@@ -79,12 +79,23 @@ def particle_returns(
     return _returns_ts1(dynamics, obs, actions, particles, termination_fn, reward_fn, generator)
 
 
+def _permutation(n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniformly random permutation of ``range(n)`` on ``device``.
+
+    On a GPU it is drawn there (argsort of uniforms), so a CUDA-graph capture of the planner has no
+    host-to-device copy in it; on the CPU it is ``randperm`` (the CPU generator's stream).
+    """
+    if device.type == "cuda":
+        return torch.rand(n, device=device, generator=generator).argsort()
+    return torch.randperm(n, generator=generator)
+
+
 def _accumulate(ret, alive, obs, action, next_obs, reward, termination_fn, reward_fn):
     """Add one step's reward where the particle has not terminated yet; returns the new alive mask."""
     if reward_fn is not None:
         reward = reward_fn(obs, action, next_obs)
     # where, not a product: a terminated particle's state may diverge to inf/NaN.
-    ret += torch.where(alive, reward[..., 0], torch.zeros((), dtype=ret.dtype))
+    ret += torch.where(alive, reward[..., 0], 0.0)
     if termination_fn is not None:
         alive = alive & ~termination_fn(next_obs)[..., 0]
     return alive
@@ -95,7 +106,7 @@ def _returns_ts_inf(dynamics, obs, actions, particles, termination_fn, reward_fn
     b = batch.numel()
     k = dynamics.num_elites
     m = -(-particles // k)  # particle slots per member
-    members = dynamics.elites[torch.randperm(k, generator=generator).to(dynamics.elites.device)]  # slot s -> elite members[s]
+    members = dynamics.elites[_permutation(k, dynamics.elites.device, generator)]  # slot s -> elite members[s]
     rows = b * n * m
     # Member-major layout [K, (b, n, j)]: particle p = j*K + s sits in member slot s, position j.
     state = obs.reshape(1, b, 1, 1, obs_dim).expand(k, b, n, m, obs_dim).reshape(k, rows, obs_dim)

@@ -29,7 +29,14 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
 
 
 def git_commit() -> str:
-    """The commit of the package source (with '+dirty' when it has uncommitted changes), or 'unknown'."""
+    """The commit of the package source (with '+dirty' when it has uncommitted changes), or 'unknown'.
+
+    A copy of the source without usable git metadata (shipped to another machine) records the commit
+    named by the environment variable ``TORCHRL_VMBPO_COMMIT`` instead, marked ``(declared)``.
+    """
+    declared = os.environ.get("TORCHRL_VMBPO_COMMIT")
+    if declared:
+        return f"{declared} (declared)"
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
