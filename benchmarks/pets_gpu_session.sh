@@ -6,37 +6,49 @@
 # Runs from the repository root of a copy of the working tree, with the machine's own python3
 # (torch with CUDA) plus the wheels in .whl_gpu/ (torchrl, tensordict, gymnasium, mujoco: see
 # benchmarks/tuning/pets-gpu/README.md). In order:
-#   1. the planning cost at PETS's published settings, CUDA graph and eager, alone on the GPU;
-#   2. the CUDA-only tests (tests/planners/test_cuda_graph.py), beside the runs;
+#   1. the CUDA-only tests (tests/planners/test_cuda_graph.py): the runs plan with CUDA graphs
+#      (extra.cuda_graph=true) only if they pass;
+#   2. the planning cost at PETS's published settings, CUDA graph and eager, alone on the GPU;
 #   3. PETS on Pendulum-v1 (3k), InvertedPendulum-v5 (3k) and Reacher7DoF (10k), seeds 0-2, all nine
 #      in parallel (one CPU thread each, planning on the GPU), checkpointing every 1000 steps.
 # At DEADLINE_S seconds after the start the runs still going are stopped (benchmarks/run.py resumes
-# them from their checkpoint later), and everything lands in OUT as results_<env>.tgz (run
-# directories, benchmarks/results layout), cost.tgz, pytest.log and session.log.
-# STEPS_SCALE (default 1) divides the step counts: a dry run on a CPU uses DEVICE=cpu and a large one.
+# them from their checkpoint later), and everything lands in OUT as results_<env>.tgz (the run
+# directories of benchmarks/results/pets/<env>; unpack with `tar xzf F -C benchmarks/results`),
+# cost.tgz, pytest.log and session.log. Call it with
+# TORCHRL_VMBPO_COMMIT=<commit> (the copy there has no usable git metadata) and carry .whl_gpu.
+# STEPS_SCALE (default 1) divides the step counts: a dry run on a CPU uses DEVICE=cpu, a large
+# scale and RESULTS_DIR=<a scratch folder>.
 set -u
-tests=
 out=${1:?OUT directory}
 deadline=${2:?deadline in seconds}
 scale=${3:-1}
 device=${DEVICE:-cuda}
 start=$(date +%s)
 log="$out/session.log"
-mkdir -p "$out/results" "$out/cost"
+# Runs land where benchmarks/run.py keeps them, so a run stopped at an earlier session's deadline
+# (committed with its checkpoint.pt) is resumed and a finished one is skipped.
+results=${RESULTS_DIR:-benchmarks/results}
+mkdir -p "$results" "$out/cost"
 exec > >(tee -a "$log") 2>&1
 left() { echo $((deadline - ($(date +%s) - start))); }
 
-if [ -d .whl_gpu ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+py=${PYTHON:-python3}
+if ! $py -c "import torchrl, mujoco, gymnasium" 2>/dev/null && [ -d .whl_gpu ]; then
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl_gpu/*.whl || exit 1
     export PYTHONPATH="/tmp/site:$PWD"
 fi
 export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
-py=${PYTHON:-python3}
 $py -c "import torch, torchrl, tensordict, mujoco; print('torch', torch.__version__, 'torchrl', torchrl.__version__,
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" || exit 1
 
+graph_set=()
 if [ "$device" = cuda ]; then
+    # The CUDA-graph planner is off by default until these pass on a GPU; the runs use it if they do.
+    if timeout 150 $py -m pytest -q -p no:cacheprovider tests/planners/test_cuda_graph.py > "$out/pytest.log" 2>&1; then
+        graph_set=(--set extra.cuda_graph=true)
+    fi
+    echo "CUDA-graph tests: $(tail -n 1 "$out/pytest.log") -> runs with ${graph_set[*]:-eager planning}"
     for graph in --cuda-graph ""; do
         tag=$([ -n "$graph" ] && echo graph || echo eager)
         $py benchmarks/pets_planning_cost.py --device cuda $graph --rounds 10 --tag "h100_${tag}_Pendulum-v1" \
@@ -44,16 +56,14 @@ if [ "$device" = cuda ]; then
     done
     $py benchmarks/pets_planning_cost.py --device cuda --cuda-graph --rounds 10 \
         --env torchrl_vmbpo/Reacher7DoF-v0 --tag h100_graph_Reacher7DoF-v0 --out "$out/cost" | tail -n 25
-    timeout 150 $py -m pytest -q -p no:cacheprovider tests/planners/test_cuda_graph.py > "$out/pytest.log" 2>&1 &
-    tests=$!
 fi
 echo "runs start with $(left) s left"
 
 # Nine runs at once (setsid: one process group to stop at the deadline).
-setsid $py benchmarks/run.py --algos pets --seeds 0 1 2 --jobs 9 --results "$out/results" \
+setsid $py benchmarks/run.py --algos pets --seeds 0 1 2 --jobs 9 --results "$results" \
     --envs "Pendulum-v1:$((3000 / scale))" "InvertedPendulum-v5:$((3000 / scale))" \
     "torchrl_vmbpo/Reacher7DoF-v0:$((10000 / scale))" \
-    --set "extra.device=$device" --set "checkpoint_every=$((1000 / scale))" &
+    --set "extra.device=$device" --set "checkpoint_every=$((1000 / scale))" "${graph_set[@]}" &
 runs=$!
 while kill -0 $runs 2>/dev/null && [ "$(left)" -gt 0 ]; do sleep 5; done
 if kill -0 $runs 2>/dev/null; then
@@ -61,14 +71,12 @@ if kill -0 $runs 2>/dev/null; then
     kill -- -$runs 2>/dev/null
     sleep 3
 fi
-wait $runs
-[ -n "${tests:-}" ] && wait $tests  # not a bare wait: it would wait for the tee above too
-for f in $(find "$out/results" -name metrics.csv | sort); do echo "$f: $(tail -n 1 "$f")"; done
+wait $runs  # not a bare wait: it would wait for the tee above too
+for f in $(find "$results/pets" -name metrics.csv | sort); do echo "$f: $(tail -n 1 "$f")"; done
 # One archive per env: the files that come back are at most 16 MiB each (a checkpoint is ~3.5 MB).
-find "$out/results" -name "*.tmp" -delete
-for env in "$out"/results/pets/*; do
-    tar czf "$out/results_$(basename "$env").tgz" -C "$out" "results/pets/$(basename "$env")"
+find "$results/pets" -name "*.tmp" -delete
+for env in "$results"/pets/*; do
+    tar czf "$out/results_$(basename "$env").tgz" -C "$results" "pets/$(basename "$env")"
 done
-rm -rf "$out/results"
 tar czf "$out/cost.tgz" -C "$out" cost && rm -rf "$out/cost"
 echo "done in $(( $(date +%s) - start )) s"

@@ -38,6 +38,17 @@ def test_cuda_graph_setting_changes_nothing_on_the_cpu():
     torch.testing.assert_close(plans[0], plans[1], rtol=0, atol=0)
 
 
+def test_the_pets_setting_reaches_the_planner_and_is_checked():
+    from torchrl_vmbpo.algorithms.pets import PETSSettings, build_pets
+    from torchrl_vmbpo.algorithms.presets import default_config
+
+    cfg = default_config("pets", "Pendulum-v1", extra=dict(cuda_graph=True, population=8, elites=2))
+    assert build_pets(cfg, make_env("Pendulum-v1")).policy.cuda_graph is True
+    assert PETSSettings().cuda_graph is False  # off until verified on a GPU
+    with pytest.raises(ValueError, match="extra.cuda_graph"):
+        PETSSettings(cuda_graph="yes")
+
+
 def test_captured_function_needs_cuda_inputs():
     with pytest.raises(ValueError, match="CUDA tensors"):
         CapturedFunction(lambda x: x + 1, (torch.zeros(2),))
@@ -81,7 +92,7 @@ def test_plans_with_known_rewards_and_terminations_capture(env_id):
     env = WorldModelEnv(DynamicsModel(*env_dims(real), hidden=(32,)), real, termination_fn=termination,
                         reward_fn=KNOWN_REWARD_FNS[env_id])
     planner = PETSPlanner(env, planning_horizon=4, population=32, elites=4, iterations=2, particles=5,
-                          device="cuda")
+                          device="cuda", cuda_graph=True)
     obs = real.reset()["observation"].cuda()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

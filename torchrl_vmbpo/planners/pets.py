@@ -61,7 +61,7 @@ class PETSPlanner(MPCPlannerBase):
             one CUDA graph on first use per input shape and replay it afterwards
             (:mod:`~torchrl_vmbpo.planners.cuda_graph`); the sampled numbers differ from the eager
             plan's, the distribution does not. Ignored on the CPU. If the capture fails the planner
-            warns and plans eagerly.
+            warns and plans eagerly. Off by default: not yet verified on a GPU.
 
     Example:
         >>> from torchrl_vmbpo.envs.real import make_env
@@ -88,7 +88,7 @@ class PETSPlanner(MPCPlannerBase):
         momentum: float = 0.1,
         action_key=keys.ACTION,
         device: torch.device | str | None = None,
-        cuda_graph: bool = True,
+        cuda_graph: bool = False,
     ):
         if not isinstance(env, WorldModelEnv):
             raise TypeError(f"env must be a torchrl_vmbpo WorldModelEnv, got {type(env).__name__}")
