@@ -38,8 +38,8 @@ from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.planners.cem import cem_search
 from torchrl_vmbpo.planners.cuda_graph import CapturedFunction
 from torchrl_vmbpo.planners.trajectory_sampling import particle_returns
+from torchrl_vmbpo.training.results import git_commit, machine_info
 
-from provenance import commit, machine  # benchmarks/provenance.py (the script's folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -166,8 +166,8 @@ def main(argv=None) -> dict:
     plan_s, matmul_s = statistics.median(plan_times), statistics.median(matmul_times)
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": args.commit or commit("benchmarks/pets_planning_cost.py"),
-        "machine": machine(device),
+        "commit": args.commit or git_commit("benchmarks/pets_planning_cost.py"),
+        "machine": machine_info(device=device),
         "device": str(device),
         "env": args.env,
         "settings": {k: getattr(args, k)

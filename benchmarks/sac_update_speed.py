@@ -46,8 +46,8 @@ from torchrl.data import Bounded
 
 from torchrl_vmbpo.algorithms.sac import SACAgent
 from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.results import git_commit, machine_info
 
-from provenance import commit, machine  # benchmarks/provenance.py (the script's folder is on sys.path)
 
 OBS_DIM, ACT_DIM, BATCH, HIDDEN = 11, 3, 256, (256, 256)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -252,8 +252,8 @@ def main(argv=None) -> dict:
     result = {
         "what": "SAC gradient updates per second, Hopper-v5 sizes (obs 11, act 3), batch 256, 256x256 MLPs",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit("benchmarks/sac_update_speed.py"),
-        "machine": machine(),
+        "commit": git_commit("benchmarks/sac_update_speed.py"),
+        "machine": machine_info(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -28,8 +28,9 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
         shutil.rmtree(out / "logs", ignore_errors=True)
 
 
-def git_commit() -> str:
-    """The commit of the package source (with '+dirty' when it has uncommitted changes), or 'unknown'.
+def git_commit(*paths: str) -> str:
+    """The commit of the source (with '+dirty' when the package or ``paths``, relative to the
+    repository root, have uncommitted changes), or 'unknown'.
 
     A copy of the source without usable git metadata (shipped to another machine) records the commit
     named by the environment variable ``TORCHRL_VMBPO_COMMIT`` instead, marked ``(declared)``.
@@ -43,7 +44,7 @@ def git_commit() -> str:
         if sha.returncode != 0:
             return "unknown"
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "torchrl_vmbpo"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "torchrl_vmbpo", *paths],
             cwd=root, capture_output=True, text=True, timeout=5,
         )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -51,18 +52,30 @@ def git_commit() -> str:
         return "unknown"
 
 
-def machine_info(num_threads: int) -> dict:
+def machine_info(num_threads: int | None = None, device: torch.device | None = None) -> dict:
+    """Platform, CPU model and count, Python, torch and torchrl versions, torch threads (default: the
+    current setting) and, for a CUDA ``device``, the GPU's name."""
     import torchrl
 
-    return {
+    info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": num_threads,
+        "torch_threads": torch.get_num_threads() if num_threads is None else num_threads,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchrl": torchrl.__version__,
     }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+        if "Model name" in fields:
+            info["cpu_model"] = fields["Model name"].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if device is not None and torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 class MetricsCSV:
