@@ -47,7 +47,8 @@ class CapturedFunction:
                 fn(*self.inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: CUDA calls of other threads (a collector's, a logger's) do not void the capture.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = fn(*self.inputs)
 
     def matches(self, inputs: Sequence[torch.Tensor]) -> bool:
