@@ -2,7 +2,8 @@
 
 Plots the eq.-19 weights' effective sample size (fraction of the batch), the KL(q_d || p)
 estimate of eq. 21, the KL(q_c || pi) estimate of the critic's V target, the model's holdout
-MSE / training NLL, the largest weight, the tempering exponent beta (``weight_min_ess``) and the
+MSE / training NLL, the largest weight, the tempering exponent beta (``weight_min_ess``), the
+critic's Q and q_c's entropy (where the critic diverges: benchmarks/tuning/vmbpo-hopper) and the
 evaluation return, against env steps.
 
 Usage: python benchmarks/diagnostics_plot.py RUN_DIR [RUN_DIR ...] --out diagnostics.png
@@ -22,6 +23,8 @@ PANELS = [
     ("model_train_loss", "model training loss (NLL)"),
     ("weight_max", "largest eq. 19 weight"),
     ("weight_beta", "tempering exponent beta (1: eq. 19 untempered)"),
+    ("q_value", "Q(x, a) (eta x returns)"),
+    ("actor_entropy", "q_c entropy estimate"),
     ("eval_return_mean", "evaluation return"),
 ]
 
@@ -41,7 +44,7 @@ def plot(runs: list[Path], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
+    fig, axes = plt.subplots(2, 5, figsize=(21, 6.5))
     for ax, (name, title) in zip(axes.flat, PANELS):
         for i, run in enumerate(runs):  # one colour per run in every panel, logged or not
             x, y = _series(run, name)
