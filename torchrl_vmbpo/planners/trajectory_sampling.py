@@ -87,7 +87,7 @@ def _permutation(n: int, device: torch.device, generator: torch.Generator | None
     """
     if device.type == "cuda":
         return torch.rand(n, device=device, generator=generator).argsort()
-    return torch.randperm(n, generator=generator)
+    return torch.randperm(n, generator=generator).to(device)
 
 
 def _accumulate(ret, alive, obs, action, next_obs, reward, termination_fn, reward_fn):
