@@ -73,6 +73,11 @@ class VMBPOSettings(ExtraSettings):
     uniform_prior_weight: float = 0.0
     """beta: the E-step regulariser (1 - beta) KL(q_c || pi) + beta KL(q_c || uniform); 0 is the paper's,
     1 is SAC's entropy with alpha = 1/eta (functional_vmbpo.prior_log_prob explains why it matters)."""
+    entropy_constraint: bool = False
+    """Also keep H(q_c) >= the env's target entropy (TrainConfig.target_entropy; None: -action dim)
+    with a learned multiplier alpha_H (SAC's temperature, starting at eta x alpha_init, learning at
+    critic_lr) on top of KL(q_c || pi). Off: the paper's E-step. Why it exists: on Hopper-v5 the
+    paper's E-step let q_c saturate and the critic diverge (benchmarks/tuning/vmbpo-hopper)."""
     critic_output_scale: str = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
@@ -97,6 +102,8 @@ class VMBPOSettings(ExtraSettings):
             raise ValueError(f"extra.acting_policy must be 'pi' or 'q_c', got {self.acting_policy!r}")
         if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
             raise ValueError("extra.m_step_period must be >= 1; log_ratio_steps, weighted_fit_after >= 0")
+        if not isinstance(self.entropy_constraint, bool):
+            raise ValueError(f"extra.entropy_constraint must be true or false, got {self.entropy_constraint!r}")
 
 
 
@@ -127,6 +134,9 @@ class VMBPOAgent(Agent):
             make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
             self.q_c, self.pi, self.nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
             uniform_prior_weight=s.uniform_prior_weight,
+            target_entropy=(cfg.target_entropy if cfg.target_entropy is not None else -float(act_dim))
+            if s.entropy_constraint else None,
+            entropy_weight_init=s.eta * cfg.alpha_init,
         )
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
         self.ratio_loss = LogRatioLoss(self.nu, self.q_d)
@@ -211,8 +221,10 @@ def e_step_update(agent, batch: TensorDictBase) -> dict[str, torch.Tensor]:
     """
     critic = agent.critic(batch)
     actor = agent.actor_loss(batch)
-    optimize(critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"], agent.e_step_optimizer,
-             max_grad_norm=agent.max_grad_norm)
+    loss = critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"]
+    if "loss_entropy_weight" in critic.keys():  # the entropy constraint's multiplier (a critic parameter)
+        loss = loss + critic["loss_entropy_weight"]
+    optimize(loss, agent.e_step_optimizer, max_grad_norm=agent.max_grad_norm)
     agent.target_updater.step()
     agent.num_updates += 1
     return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}

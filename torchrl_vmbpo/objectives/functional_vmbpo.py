@@ -188,6 +188,34 @@ def prior_log_prob(log_pi: torch.Tensor, dist: D.Distribution, *, uniform_weight
     return (1.0 - uniform_weight) * log_pi + uniform_weight * log_uniform
 
 
+def entropy_constrained_prior(prior: torch.Tensor, log_q_c: torch.Tensor, entropy_weight) -> torch.Tensor:
+    """``prior - alpha_H log q_c(a)``: the E-step regulariser ``E[log q_c - prior]`` gains ``-alpha_H H(q_c)``.
+
+    The Lagrangian term of the constraint ``H(q_c) >= target`` (SAC's temperature, here on top of the
+    paper's ``KL(q_c || pi)``, which keeps no entropy once pi follows q_c: on Hopper-v5 the critic then
+    diverged; benchmarks/tuning/vmbpo-hopper). ``entropy_weight`` is ``alpha_H`` in the critic's units
+    (``eta`` x SAC's alpha), a number or a detached tensor; ``log_q_c`` carries the actor's gradient.
+
+    Example:
+        >>> entropy_constrained_prior(torch.tensor([-1.0]), torch.tensor([0.5]), 2.0)  # -1 - 2 * 0.5
+        tensor([-2.])
+    """
+    return prior - entropy_weight * log_q_c
+
+
+def entropy_dual_loss(log_entropy_weight: torch.Tensor, log_q_c: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC's temperature loss ``-log alpha_H (log q_c(a~) + target)``: descent raises ``alpha_H`` while
+    the entropy estimate ``-log q_c`` is below ``target`` and lowers it above.
+
+    Example:
+        >>> log_alpha = torch.zeros((), requires_grad=True)
+        >>> entropy_dual_loss(log_alpha, torch.tensor([2.0]), target_entropy=-1.0).backward()
+        >>> float(log_alpha.grad)  # entropy -2 < -1: a negative gradient, so alpha_H grows
+        -1.0
+    """
+    return -(log_entropy_weight * (log_q_c.detach() + target_entropy)).mean()
+
+
 def log_ratio_dual(nu_q: torch.Tensor, nu_p: torch.Tensor) -> torch.Tensor:
     """The dual objective of eqs. 20-21: ``mean nu(x'_q) - mean exp nu(x'_p)`` (to be maximised).
 

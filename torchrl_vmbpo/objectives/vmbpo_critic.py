@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from torch import nn
 from tensordict.nn import TensorDictModule
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import distance_loss
@@ -65,6 +68,13 @@ class VMBPOCriticLoss(LossModule):
             the actor loss, which reads it from here) becomes ``(1 - beta) log pi + beta log U`` with
             ``U`` uniform on the action box (:func:`~torchrl_vmbpo.objectives.functional_vmbpo.prior_log_prob`).
         loss_function: ``"l2"`` (squared error, the paper's; default), ``"l1"`` or ``"smooth_l1"``.
+        target_entropy: ``None`` (default, the paper): no entropy term. A number: the E-step also keeps
+            ``H(q_c) >= target_entropy`` through a learned multiplier ``alpha_H`` (SAC's temperature,
+            added to the paper's ``KL(q_c || pi)``): ``log pi`` in eq. 24 and in the actor loss
+            becomes ``prior - alpha_H log q_c`` (:func:`~torchrl_vmbpo.objectives.functional_vmbpo.entropy_constrained_prior`),
+            and the loss returns ``loss_entropy_weight`` (SAC's temperature loss on ``log alpha_H``,
+            with the fresh ``a~`` of eq. 24). ``log_entropy_weight`` is a parameter of this loss.
+        entropy_weight_init: initial ``alpha_H`` (in the critic's units: ``eta`` x SAC's alpha).
 
     Keys read (``set_keys``): ``observation``, ``action``, ``reward`` (``("next", "reward")``),
     ``next_observation`` (``("next", "observation")``), ``terminated`` (``("next", "terminated")``).
@@ -124,6 +134,8 @@ class VMBPOCriticLoss(LossModule):
         num_qvalue_nets: int = 2,
         loss_function: str = "l2",
         uniform_prior_weight: float = 0.0,
+        target_entropy: float | None = None,
+        entropy_weight_init: float = 1.0,
     ):
         super().__init__()
         if not eta > 0:
@@ -155,6 +167,25 @@ class VMBPOCriticLoss(LossModule):
         self.__dict__["variational_policy"] = variational_policy
         self.__dict__["baseline_policy"] = baseline_policy
         self.__dict__["log_ratio_network"] = log_ratio_network
+        self.target_entropy = None if target_entropy is None else float(target_entropy)
+        if self.target_entropy is not None:
+            if not entropy_weight_init > 0:
+                raise ValueError(f"entropy_weight_init must be > 0, got {entropy_weight_init}")
+            self.log_entropy_weight = nn.Parameter(torch.tensor(math.log(entropy_weight_init)))
+
+    @property
+    def entropy_weight(self) -> torch.Tensor | None:
+        """``alpha_H`` (detached), or ``None`` without an entropy constraint."""
+        return None if self.target_entropy is None else self.log_entropy_weight.detach().exp()
+
+    def e_step_prior(self, log_pi: torch.Tensor, log_q_c: torch.Tensor, dist) -> torch.Tensor:
+        """The E-step's prior log-density at ``q_c``'s action: ``log pi`` mixed with the uniform box
+        (``uniform_prior_weight``), minus ``alpha_H log q_c`` under an entropy constraint. Shared by
+        eq. 24's target here and the actor loss (eq. 25)."""
+        prior = fv.prior_log_prob(log_pi, dist, uniform_weight=self.uniform_prior_weight)
+        if self.target_entropy is None:
+            return prior
+        return fv.entropy_constrained_prior(prior, log_q_c, self.entropy_weight)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no value estimator: the targets are eqs. 22-24 exactly
@@ -204,7 +235,7 @@ class VMBPOCriticLoss(LossModule):
     @torch.no_grad()
     def value_target(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(y_V, a~, log q_c(a~) - log pi(a~))`` of eq. 24, with a fresh ``a~ ~ q_c(.|x)``."""
-        return self._value_target(self._batch(td)["observation"])
+        return self._value_target(self._batch(td)["observation"])[:3]
 
     @torch.no_grad()
     def _q_target(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,14 +248,16 @@ class VMBPOCriticLoss(LossModule):
         return y, nu
 
     @torch.no_grad()
-    def _value_target(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _value_target(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         q_c, pi = self.variational_policy, self.baseline_policy
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # explicit sample: RANDOM mode
         log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
-        log_pi = fv.prior_log_prob(log_pi, dist_c, uniform_weight=self.uniform_prior_weight)
+        prior = self.e_step_prior(log_pi, log_q_c, dist_c)
         q = self.action_value(obs, action)
-        return fv.value_target(q, log_q_c, log_pi), action, log_q_c - log_pi
+        # The diagnostic stays log q_c - (mixed) log pi: the entropy term has its own (entropy_weight).
+        ratio = log_q_c - fv.prior_log_prob(log_pi, dist_c, uniform_weight=self.uniform_prior_weight)
+        return fv.value_target(q, log_q_c, prior), action, ratio, log_q_c
 
     # --- losses -----------------------------------------------------------------------------------
 
@@ -245,11 +278,14 @@ class VMBPOCriticLoss(LossModule):
         return loss, {name: value.detach() for name, value in info.items()}
 
     def _value_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        y, _, policy_log_ratio = self._value_target(obs)
+        y, _, policy_log_ratio, log_q_c = self._value_target(obs)
         v = self._value(obs, self.value_network_params)
         loss = distance_loss(v, y, loss_function=self.loss_function).mean()
         info = {"value": v.mean(), "value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
-        return loss, {name: value.detach() for name, value in info.items()}
+        if self.target_entropy is not None:
+            info["loss_entropy_weight"] = fv.entropy_dual_loss(self.log_entropy_weight, log_q_c, self.target_entropy)
+            info["entropy_weight"] = self.entropy_weight
+        return loss, {name: value if name.startswith("loss_") else value.detach() for name, value in info.items()}
 
     def forward(self, td: TensorDictBase) -> TensorDict:
         b = self._batch(td)  # read and checked once
