@@ -77,7 +77,8 @@ class VMBPOSettings(ExtraSettings):
     """Also keep H(q_c) >= the env's target entropy (TrainConfig.target_entropy; None: -action dim)
     with a learned multiplier alpha_H (SAC's temperature, starting at eta x alpha_init, learning at
     critic_lr) on top of KL(q_c || pi). Off: the paper's E-step. Why it exists: on Hopper-v5 the
-    paper's E-step let q_c saturate and the critic diverge (benchmarks/tuning/vmbpo-hopper)."""
+    paper's E-step let q_c saturate while the critic diverged; holding the entropy at -1 did not by
+    itself stop that divergence at eta 3, and slowed it at eta 1 (benchmarks/tuning/vmbpo-hopper)."""
     critic_output_scale: str = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
