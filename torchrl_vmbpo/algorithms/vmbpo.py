@@ -31,7 +31,7 @@ from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS, VMBPODynamicsLo
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
-from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.optim import optimize, total_loss
 
 
 @dataclass(frozen=True)
@@ -222,10 +222,8 @@ def e_step_update(agent, batch: TensorDictBase) -> dict[str, torch.Tensor]:
     """
     critic = agent.critic(batch)
     actor = agent.actor_loss(batch)
-    loss = critic["loss_qvalue"] + critic["loss_value"] + actor["loss_actor"]
-    if "loss_entropy_weight" in critic.keys():  # the entropy constraint's multiplier (a critic parameter)
-        loss = loss + critic["loss_entropy_weight"]
-    optimize(loss, agent.e_step_optimizer, max_grad_norm=agent.max_grad_norm)
+    # Every loss_* of the critic: Q, V and, under an entropy constraint, its multiplier's dual.
+    optimize(total_loss(critic) + actor["loss_actor"], agent.e_step_optimizer, max_grad_norm=agent.max_grad_norm)
     agent.target_updater.step()
     agent.num_updates += 1
     return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}

@@ -88,9 +88,8 @@ class VMBPOActorLoss(LossModule):
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # a = f(x, eps; theta_c)
         with fv.frozen_params(self.baseline_policy) as pi:
             log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
-        prior = self.critic.e_step_prior(log_pi, log_q_c, dist_c)  # log pi (+ the critic's options)
+        mixed, prior = self.critic.e_step_prior(log_pi, log_q_c, dist_c)  # log pi (+ the critic's options)
         q = self.critic.action_value(obs, action)
         loss = (log_q_c - prior - q).mean()  # eq. 25
-        ratio = log_q_c - fv.prior_log_prob(log_pi, dist_c, uniform_weight=self.critic.uniform_prior_weight)
-        info = {"policy_log_ratio": ratio.mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}
+        info = {"policy_log_ratio": (log_q_c - mixed).mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}
         return TensorDict({"loss_actor": loss, **{n: v.detach() for n, v in info.items()}}, batch_size=[])

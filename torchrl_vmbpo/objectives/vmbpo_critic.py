@@ -178,14 +178,15 @@ class VMBPOCriticLoss(LossModule):
         """``alpha_H`` (detached), or ``None`` without an entropy constraint."""
         return None if self.target_entropy is None else self.log_entropy_weight.detach().exp()
 
-    def e_step_prior(self, log_pi: torch.Tensor, log_q_c: torch.Tensor, dist) -> torch.Tensor:
-        """The E-step's prior log-density at ``q_c``'s action: ``log pi`` mixed with the uniform box
-        (``uniform_prior_weight``), minus ``alpha_H log q_c`` under an entropy constraint. Shared by
+    def e_step_prior(self, log_pi: torch.Tensor, log_q_c: torch.Tensor, dist) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mixed, prior)`` at ``q_c``'s action: ``mixed`` is ``log pi`` mixed with the uniform box
+        (``uniform_prior_weight``; ``log q_c - mixed`` is the logged KL(q_c || pi) estimate), ``prior``
+        the E-step's prior: ``mixed`` minus ``alpha_H log q_c`` under an entropy constraint. Shared by
         eq. 24's target here and the actor loss (eq. 25)."""
-        prior = fv.prior_log_prob(log_pi, dist, uniform_weight=self.uniform_prior_weight)
+        mixed = fv.prior_log_prob(log_pi, dist, uniform_weight=self.uniform_prior_weight)
         if self.target_entropy is None:
-            return prior
-        return fv.entropy_constrained_prior(prior, log_q_c, self.entropy_weight)
+            return mixed, mixed
+        return mixed, fv.entropy_constrained_prior(mixed, log_q_c, self.entropy_weight)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass  # no value estimator: the targets are eqs. 22-24 exactly
@@ -253,11 +254,10 @@ class VMBPOCriticLoss(LossModule):
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # explicit sample: RANDOM mode
         log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
-        prior = self.e_step_prior(log_pi, log_q_c, dist_c)
+        mixed, prior = self.e_step_prior(log_pi, log_q_c, dist_c)
         q = self.action_value(obs, action)
-        # The diagnostic stays log q_c - (mixed) log pi: the entropy term has its own (entropy_weight).
-        ratio = log_q_c - fv.prior_log_prob(log_pi, dist_c, uniform_weight=self.uniform_prior_weight)
-        return fv.value_target(q, log_q_c, prior), action, ratio, log_q_c
+        # The diagnostic stays log q_c - mixed: the entropy term has its own (entropy_weight).
+        return fv.value_target(q, log_q_c, prior), action, log_q_c - mixed, log_q_c
 
     # --- losses -----------------------------------------------------------------------------------
 
