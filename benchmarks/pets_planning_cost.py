@@ -34,10 +34,9 @@ import torch
 from torchrl_vmbpo.algorithms.pets import KNOWN_REWARD_FNS
 from torchrl_vmbpo.envs.real import env_dims, make_env
 from torchrl_vmbpo.envs.termination import termination_fn_for
+from torchrl_vmbpo.envs.world_model import WorldModelEnv
 from torchrl_vmbpo.models.dynamics import DynamicsModel
-from torchrl_vmbpo.planners.cem import cem_search
-from torchrl_vmbpo.planners.cuda_graph import CapturedFunction
-from torchrl_vmbpo.planners.trajectory_sampling import particle_returns
+from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.training.results import git_commit, machine_info
 
 
@@ -77,42 +76,32 @@ def time_matmuls(shapes, device: torch.device, repeats: int) -> float:
 
 
 class Planning:
-    """One planned action at the benchmark's settings, from a fixed observation."""
+    """One planned action at the benchmark's settings, from a fixed observation: the library's own
+    :meth:`PETSPlanner.plan` (with ``--cuda-graph``, its captured replay) over an untrained model."""
 
     def __init__(self, env_id: str, args, device: torch.device):
         env = make_env(env_id)
         obs_dim, act_dim = env_dims(env)
-        self.dynamics = DynamicsModel(obs_dim, act_dim).to(device).eval()
+        world = WorldModelEnv(DynamicsModel(obs_dim, act_dim).eval(), env, termination_fn=termination_fn_for(env_id),
+                              reward_fn=KNOWN_REWARD_FNS.get(env_id))
+        self.planner = PETSPlanner(
+            world, planning_horizon=args.horizon, population=args.population, elites=args.elites,
+            iterations=args.iterations, particles=args.particles, propagation="ts_inf", device=device,
+            cuda_graph=args.cuda_graph,
+        )
+        self.dynamics = self.planner.dynamics  # the planner's copy on ``device``
         self.obs = torch.randn(obs_dim, device=device)
-        self.low = env.action_spec.space.low.to(device, torch.float32)
-        self.high = env.action_spec.space.high.to(device, torch.float32)
         self.mean0 = torch.zeros(args.horizon, act_dim, device=device)
-        self.reward_fn = KNOWN_REWARD_FNS.get(env_id)
-        self.termination_fn = termination_fn_for(env_id)
-        self.args, self.device = args, device
+        self.device = device
         k = self.dynamics.num_elites
         self.rows_per_member = args.population * -(-args.particles // k)
         self.steps = args.iterations * args.horizon  # ensemble passes per planned action
-        # As PETSPlanner does on a GPU by default: the whole plan captured once, replayed per action.
-        self.captured = CapturedFunction(self.plan, (self.obs, self.mean0)) if args.cuda_graph else None
-
-    @torch.no_grad()
-    def plan(self, obs: torch.Tensor, mean0: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        def score(sequences: torch.Tensor) -> torch.Tensor:
-            return particle_returns(
-                self.dynamics, obs, sequences, particles=self.args.particles, propagation="ts_inf",
-                termination_fn=self.termination_fn, reward_fn=self.reward_fn,
-            ).mean(-1)
-
-        a = self.args
-        return cem_search(score, mean0, self.low, self.high, population=a.population, elites=a.elites,
-                          iterations=a.iterations)
 
     @torch.no_grad()
     def __call__(self) -> float:
         sync(self.device)
         start = time.perf_counter()
-        mean, _ = (self.captured or self.plan)(self.obs, self.mean0)
+        mean, _ = self.planner.plan(self.obs, self.mean0)  # the first call (warm-up) captures a graph
         mean[0].tolist()  # the action reaches the host, as the real env needs it
         return time.perf_counter() - start
 
