@@ -97,6 +97,15 @@ def test_critic_networks_output_eta_times_their_mlp_by_default():
         VMBPOSettings(critic_output_scale="two")
 
 
+def test_bootstrap_setting_reaches_the_critic_and_trains():
+    agent = _agent(bootstrap="action_value")
+    assert agent.critic.bootstrap == "action_value" and _agent().critic.bootstrap == "value"
+    metrics = agent.update(_model_batch(16))
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    with pytest.raises(ValueError, match="bootstrap"):
+        VMBPOSettings(bootstrap="q")
+
+
 def test_uniform_prior_weight_reaches_the_critic_and_the_actor():
     agent = _agent(uniform_prior_weight=0.3)
     assert agent.critic.uniform_prior_weight == 0.3 and agent.actor_loss.critic is agent.critic

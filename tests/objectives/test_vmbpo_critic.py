@@ -14,6 +14,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
+from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 
 ETA, GAMMA = 2.0, 0.9
@@ -39,7 +40,7 @@ class TenthOfNextState(nn.Module):
         return 0.1 * next_obs
 
 
-def hand_made_critic(log_ratio=True):
+def hand_made_critic(log_ratio=True, bootstrap="value"):
     spec = Bounded(-1.0, 1.0, shape=(1,))
     q_c, pi = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
     nu = TensorDictModule(TenthOfNextState(), ["observation", "action", ("next", "observation")], [("model", "log_ratio")])
@@ -52,6 +53,7 @@ def hand_made_critic(log_ratio=True):
         eta=ETA,
         gamma=GAMMA,
         num_qvalue_nets=2,
+        bootstrap=bootstrap,
     )
     with torch.no_grad():
         # Q_1 = x + 2 a + 0.5, Q_2 = 0.5 x - a + 1; V = 3 x - 1; target V' = 2 x + 0.5.
@@ -63,6 +65,9 @@ def hand_made_critic(log_ratio=True):
             warnings.simplefilter("ignore", UserWarning)
             critic.target_value_network_params["module", "weight"].copy_(torch.tensor([[2.0]]))
             critic.target_value_network_params["module", "bias"].copy_(torch.tensor([0.5]))
+            # target Q'_1 = 2 x + a, Q'_2 = x - a + 0.5 (read only by bootstrap="action_value")
+            critic.target_qvalue_network_params["module", "weight"].copy_(torch.tensor([[[2.0, 1.0]], [[1.0, -1.0]]]))
+            critic.target_qvalue_network_params["module", "bias"].copy_(torch.tensor([[0.0], [0.5]]))
     return critic
 
 
@@ -91,6 +96,32 @@ def test_q_target_is_eta_r_plus_discounted_target_value_minus_nu():
 def test_without_a_ratio_network_nu_is_zero():
     y, _ = hand_made_critic(log_ratio=False).q_target(hand_made_batch())
     torch.testing.assert_close(y, torch.tensor([5.85 + 0.2, 1.45, -2.3 + 0.3]))
+
+
+def test_action_value_bootstrap_uses_the_target_twin_minimum_at_a_fresh_next_action():
+    critic = hand_made_critic(bootstrap="action_value")
+    td = hand_made_batch()
+    torch.manual_seed(3)
+    y, nu = critic.q_target(td)
+    torch.manual_seed(3)  # the same a' ~ q_c(.|x'), drawn the library's way
+    next_obs = td["next", "observation"]
+    dist_c = critic.variational_policy.get_dist(TensorDict({"observation": next_obs}, [3]))
+    _, a_next, _ = fv.rsample_with_preimage(dist_c)
+    u = torch.atanh(a_next.double())
+    log_ratio = 0.0
+    for policy, sign in ((critic.variational_policy, 1.0), (critic.baseline_policy, -1.0)):
+        dist = policy.get_dist(TensorDict({"observation": next_obs}, [3]))
+        normal = torch.distributions.Normal(dist.loc.double(), dist.scale.double())
+        log_ratio = log_ratio + sign * normal.log_prob(u).sum(-1)  # the tanh Jacobians cancel
+    x1, a1 = next_obs.double().squeeze(-1), a_next.double().squeeze(-1)
+    soft = torch.minimum(2 * x1 + a1, x1 - a1 + 0.5) - log_ratio  # min_k Q'_k(x', a') - log q_c/pi
+    reward, not_terminated = torch.tensor([1.0, 0.5, -1.0]), torch.tensor([1.0, 1.0, 0.0])
+    expected = ETA * reward + GAMMA * not_terminated * soft - 0.1 * x1
+    torch.testing.assert_close(y.double(), expected.double(), atol=1e-4, rtol=0.0)
+    torch.testing.assert_close(nu, torch.tensor([0.2, 0.0, 0.3]))
+    # V no longer enters y_Q: the default bootstrap (V'(x') = 2 x' + 0.5) gives other targets
+    assert not torch.allclose(y, torch.tensor([5.85, 1.45, -2.3]))
+    assert y[2].item() == pytest.approx(-2.3)  # a termination bootstraps from neither
 
 
 def test_q_loss_sums_each_copy_squared_error_over_the_whole_batch():
@@ -202,6 +233,7 @@ def test_non_finite_inputs_are_rejected():
         ({"gamma": 1.5}, "gamma"),
         ({"num_qvalue_nets": 0}, "num_qvalue_nets"),
         ({"loss_function": "huber"}, "loss_function"),
+        ({"bootstrap": "v_prime"}, "bootstrap"),
     ],
 )
 def test_constructor_rejects_bad_hyper_parameters(kwargs, match):

@@ -26,7 +26,7 @@ from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.log_ratio import LogRatioLoss
 from torchrl_vmbpo.objectives.m_step import MStepLoss
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
-from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+from torchrl_vmbpo.objectives.vmbpo_critic import BOOTSTRAPS, VMBPOCriticLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS, VMBPODynamicsLoss
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
@@ -84,6 +84,9 @@ class VMBPOSettings(ExtraSettings):
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
     num_qvalue_nets: int = 2
     """Twin Q with min (a stabiliser the paper does not use; 1 gives eqs. 22-24 verbatim)."""
+    bootstrap: str = "value"
+    """What the Q target bootstraps from at x': "value" (eq. 23: the target V'(x')) or "action_value"
+    (SAC-v2's form: min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'); VMBPOCriticLoss)."""
     log_ratio_bound: float = 0.5
     """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow."""
     log_ratio_steps: int = 250
@@ -99,6 +102,8 @@ class VMBPOSettings(ExtraSettings):
             raise ValueError(f"extra.weight_normaliser must be one of {NORMALISERS}, got {self.weight_normaliser!r}")
         if self.critic_output_scale not in ("eta", "one"):
             raise ValueError(f"extra.critic_output_scale must be 'eta' or 'one', got {self.critic_output_scale!r}")
+        if self.bootstrap not in BOOTSTRAPS:
+            raise ValueError(f"extra.bootstrap must be one of {BOOTSTRAPS}, got {self.bootstrap!r}")
         if self.acting_policy not in ("pi", "q_c"):
             raise ValueError(f"extra.acting_policy must be 'pi' or 'q_c', got {self.acting_policy!r}")
         if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
@@ -137,7 +142,7 @@ class VMBPOAgent(Agent):
             uniform_prior_weight=s.uniform_prior_weight,
             target_entropy=(cfg.target_entropy if cfg.target_entropy is not None else -float(act_dim))
             if s.entropy_constraint else None,
-            entropy_weight_init=s.eta * cfg.alpha_init,
+            entropy_weight_init=s.eta * cfg.alpha_init, bootstrap=s.bootstrap,
         )
         self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
         self.ratio_loss = LogRatioLoss(self.nu, self.q_d)

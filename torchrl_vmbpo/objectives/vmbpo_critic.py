@@ -18,6 +18,7 @@ from torchrl_vmbpo.models.log_ratio import log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 
 _LOSS_FUNCTIONS = ("l2", "l1", "smooth_l1")
+BOOTSTRAPS = ("value", "action_value")
 
 
 class VMBPOCriticLoss(LossModule):
@@ -75,6 +76,11 @@ class VMBPOCriticLoss(LossModule):
             and the loss returns ``loss_entropy_weight`` (SAC's temperature loss on ``log alpha_H``,
             with the fresh ``a~`` of eq. 24). ``log_entropy_weight`` is a parameter of this loss.
         entropy_weight_init: initial ``alpha_H`` (in the critic's units: ``eta`` x SAC's alpha).
+        bootstrap: what ``y_Q`` bootstraps from at ``x'``. ``"value"`` (default, eq. 23): the target
+            state-value network ``V'(x')``. ``"action_value"`` (SAC-v2's form, a stabiliser the paper
+            does not use): eq. 24's soft value evaluated with the target Q copies at ``x'``,
+            ``min_k Q'_k(x', a') - log q_c(a'|x') + prior(a'|x')`` with one fresh ``a' ~ q_c(.|x')``.
+            V is then trained as before (eq. 19's weights read it) but no longer enters ``y_Q``.
 
     Keys read (``set_keys``): ``observation``, ``action``, ``reward`` (``("next", "reward")``),
     ``next_observation`` (``("next", "observation")``), ``terminated`` (``("next", "terminated")``).
@@ -136,6 +142,7 @@ class VMBPOCriticLoss(LossModule):
         uniform_prior_weight: float = 0.0,
         target_entropy: float | None = None,
         entropy_weight_init: float = 1.0,
+        bootstrap: str = "value",
     ):
         super().__init__()
         if not eta > 0:
@@ -148,6 +155,8 @@ class VMBPOCriticLoss(LossModule):
             raise ValueError(f"uniform_prior_weight must be in [0, 1], got {uniform_prior_weight}")
         if loss_function not in _LOSS_FUNCTIONS:
             raise ValueError(f"loss_function must be one of {_LOSS_FUNCTIONS}, got {loss_function!r}")
+        if bootstrap not in BOOTSTRAPS:
+            raise ValueError(f"bootstrap must be one of {BOOTSTRAPS}, got {bootstrap!r}")
         fv.check_in_keys(qvalue_network, 2, "qvalue_network")
         fv.check_in_keys(value_network, 1, "value_network")
         fv.check_in_keys(variational_policy, 1, "variational_policy")
@@ -161,6 +170,7 @@ class VMBPOCriticLoss(LossModule):
         self.num_qvalue_nets = num_qvalue_nets
         self.uniform_prior_weight = float(uniform_prior_weight)
         self.loss_function = loss_function
+        self.bootstrap = bootstrap
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets, create_target_params=True)
         self.convert_to_functional(value_network, "value_network", create_target_params=True)
         # Borrowed networks: in __dict__, so they are neither parameters nor state of this loss.
@@ -240,7 +250,10 @@ class VMBPOCriticLoss(LossModule):
 
     @torch.no_grad()
     def _q_target(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        next_value = self.state_value(b["next_observation"], target=True)
+        if self.bootstrap == "value":
+            next_value = self.state_value(b["next_observation"], target=True)  # eq. 23: V'(x')
+        else:  # SAC-v2: eq. 24's soft value at x' from the target Q copies
+            next_value = self._soft_value(b["next_observation"], target=True)[0]
         if self.log_ratio_network is None:
             nu = torch.zeros_like(next_value)
         else:
@@ -250,12 +263,18 @@ class VMBPOCriticLoss(LossModule):
 
     @torch.no_grad()
     def _value_target(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._soft_value(obs, target=False)  # eq. 24 uses the online Q
+
+    @torch.no_grad()
+    def _soft_value(self, obs: torch.Tensor, *, target: bool) -> tuple[torch.Tensor, ...]:
+        """``(min_k Q_k(x, a~) - log q_c(a~|x) + prior(a~|x), a~, log q_c - mixed, log q_c)`` with a
+        fresh ``a~ ~ q_c(.|x)``; ``Q`` online or (``target``) the target copies ``Q'``."""
         q_c, pi = self.variational_policy, self.baseline_policy
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # explicit sample: RANDOM mode
         log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
         mixed, prior = self.e_step_prior(log_pi, log_q_c, dist_c)
-        q = self.action_value(obs, action)
+        q = self.action_value(obs, action, target=target)
         # The diagnostic stays log q_c - mixed: the entropy term has its own (entropy_weight).
         return fv.value_target(q, log_q_c, prior), action, log_q_c - mixed, log_q_c
 
