@@ -42,3 +42,17 @@ def test_compiled_update_steps_every_group_and_keeps_checkpoint_keys():
         after = list(params.values(True, True))
         assert any(not torch.equal(a, b) for a, b in zip(before[name], after)), f"{name} did not move"
     assert not torch.equal(alpha_before, loss.log_alpha.detach())
+
+
+def test_logged_q_value_is_the_twin_minimum_at_the_actors_fresh_actions():
+    # Q_1 = 1.5 and Q_2 = -0.5 everywhere (zero weights, constant output biases): min_k Q = -0.5 for
+    # any sampled action, so the value recovered from loss_actor, alpha and entropy must be -0.5.
+    agent = SACAgent(TrainConfig(hidden=(16,), alpha_init=0.7), 3, SPEC)
+    with torch.no_grad():
+        for key, value in agent.loss.qvalue_network_params.items(True, True):
+            value.zero_()
+            if key[-1] == "bias" and value.shape[-1] == 1:
+                value.copy_(torch.tensor([[1.5], [-0.5]]))
+    out = agent.update(_batch())
+    assert out["q_value"].item() == pytest.approx(-0.5, abs=1e-5)
+    assert out["alpha"].item() == pytest.approx(0.7, rel=1e-5) and out["entropy"].abs().item() > 0.1

@@ -107,7 +107,7 @@ class SACAgent(Agent):
         ...     ("next", "done"): torch.zeros(4, 1, dtype=torch.bool),
         ...     ("next", "terminated"): torch.zeros(4, 1, dtype=torch.bool)}, [4])
         >>> sorted(agent.update(batch))
-        ['alpha', 'entropy', 'loss_actor', 'loss_alpha', 'loss_qvalue']
+        ['alpha', 'entropy', 'loss_actor', 'loss_alpha', 'loss_qvalue', 'q_value']
     """
 
     def __init__(
@@ -167,7 +167,11 @@ class SACAgent(Agent):
         losses = self._loss_fn(batch)
         optimize(losses, self.optimizer, max_grad_norm=self.max_grad_norm)
         self.target_updater.step()
-        return {k: v.detach() for k, v in losses.items()}
+        metrics = {k: v.detach() for k, v in losses.items()}
+        # min_k Q_k at the actor's fresh actions, recovered without another forward pass: on the same
+        # sample SACLoss's loss_actor = mean(alpha log pi - min_k Q) and entropy = -mean(log pi).
+        metrics["q_value"] = -(metrics["loss_actor"] + metrics["alpha"] * metrics["entropy"])
+        return metrics
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "sac": self.optimizer}
