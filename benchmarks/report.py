@@ -58,12 +58,12 @@ def _return_at(curve: list[dict], step: int) -> float | None:
     return rows[-1]["eval_return_mean"] if rows else None
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], digits: int = 1) -> str:
     if not values:
         return "—"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.pstdev(values):.{digits}f}"
 
 
 _MISSING = object()
@@ -109,8 +109,9 @@ def write_report(results: Path) -> Path:
         "at the last evaluation at or before the given env step.",
         "",
         "| env | algo | seeds | steps | " + " | ".join(f"return @{s // 1000}k" for s in CHECKPOINT_STEPS)
-        + " | final | wall s / 1k steps | updates/s | phase seconds (mean) | commit | settings (vs today's preset) |",
-        "|---|---|---|---|" + "---|" * len(CHECKPOINT_STEPS) + "---|---|---|---|---|---|",
+        + " | final | wall s / 1k steps | updates/s | s / planned action | phase seconds (mean) | commit"
+        " | settings (vs today's preset) |",
+        "|---|---|---|---|" + "---|" * len(CHECKPOINT_STEPS) + "---|---|---|---|---|---|---|",
     ]
     for (env, algo), members in sorted(groups.items()):
         seeds = sorted(m["summary"]["seed"] for m in members)
@@ -118,6 +119,8 @@ def write_report(results: Path) -> Path:
         final = _fmt([m["summary"]["final_return"] for m in members])
         wall = _fmt([m["summary"]["wall_seconds_per_1000_steps"] for m in members])
         ups = _fmt([m["summary"]["updates_per_second"] or 0.0 for m in members])
+        # Planners (PETS) record their own rate; runs recorded before it existed have none.
+        plan = _fmt([v for m in members if (v := m["summary"].get("seconds_per_planned_action")) is not None], 3)
         phases = defaultdict(list)
         for m in members:
             for k, v in m["summary"]["phase_seconds"].items():
@@ -127,7 +130,7 @@ def write_report(results: Path) -> Path:
         steps = max(m["summary"]["env_steps"] for m in members)
         extra = " / ".join(sorted({_settings(m["summary"]) for m in members}))
         lines.append(f"| {env} | {algo} | {','.join(map(str, seeds))} | {steps} | " + " | ".join(at)
-                     + f" | {final} | {wall} | {ups} | {phase} | {commits} | {extra} |")
+                     + f" | {final} | {wall} | {ups} | {plan} | {phase} | {commits} | {extra} |")
     scanned = {m["dir"]: _non_finite(m["dir"]) for m in runs}
     bad = [f"{d.relative_to(results)}: {', '.join(b[:5])}{' ...' if len(b) > 5 else ''}" for d, (_, b) in scanned.items() if b]
     lines += ["", f"Logged values scanned for NaN/inf (metrics.csv and logs/scalars of every run): "

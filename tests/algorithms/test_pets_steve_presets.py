@@ -58,6 +58,12 @@ def test_pets_smoke_run_plans_with_the_fitted_model_and_never_updates_a_policy(t
     assert np.isfinite(summary["final_return"])
     phases = summary["phase_seconds"]
     assert phases["model_fit"] > 0 and "imagine" not in phases and phases.get("update", 0.0) < 0.05
+    # Every plan is counted: the one TorchRL's Collector makes when it is built (its output check),
+    # 200 real steps after the 100 random ones, 3 evaluations of 200 steps.
+    assert summary["planned_actions"] == 1 + 200 + 3 * 200
+    assert summary["seconds_per_planned_action"] == pytest.approx(
+        summary["planning_seconds"] / summary["planned_actions"], abs=1e-4)
+    assert 0 < summary["planning_seconds"] < summary["wall_seconds"]
     _assert_checkpoint_restores(cfg, tmp_path / "run")
 
 

@@ -193,6 +193,13 @@ class PETSAgent(Agent):
         self.policy.sync_dynamics()  # the planner's device copy of q_d follows every fit
         return {}
 
+    def run_statistics(self) -> dict[str, float]:
+        """Actions planned in this process (training and evaluation steps, plus the one plan TorchRL's
+        Collector makes when it is built) and their mean wall seconds."""
+        n, seconds = self.policy.planned_actions, self.policy.planning_seconds
+        return {"planned_actions": n, "planning_seconds": round(seconds, 2),
+                "seconds_per_planned_action": round(seconds / n, 4) if n else None}
+
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         raise RuntimeError("PETS has no gradient updates besides the model fit (run it with utd=0)")
 

@@ -12,6 +12,7 @@ of a step in one batched ensemble pass (:mod:`torchrl_vmbpo.planners.trajectory_
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 
 import torch
@@ -115,6 +116,9 @@ class PETSPlanner(MPCPlannerBase):
         self.register_buffer("action_low", spec.space.low.clone().to(self.planning_device), persistent=False)
         self.register_buffer("action_high", spec.space.high.clone().to(self.planning_device), persistent=False)
         self._warm_start: dict[str, torch.Tensor] = {}
+        # Real actions planned by this process and the wall seconds they took (not state: a resumed
+        # run counts afresh; the rate stays valid). Read by PETSAgent.run_statistics.
+        self.planned_actions, self.planning_seconds = 0, 0.0
         self.cuda_graph = bool(cuda_graph)
         self._graphs: dict[tuple, CapturedFunction] = {}  # per input shape; weights updated in place
         # A plain attribute (a tuple), not a submodule: state_dict and .to() leave it alone.
@@ -188,6 +192,7 @@ class PETSPlanner(MPCPlannerBase):
         return self._graphs[key]
 
     def planning(self, tensordict: TensorDictBase) -> torch.Tensor:
+        start = time.perf_counter()
         obs = tensordict.get(keys.OBSERVATION)
         out_device = obs.device
         if self.planning_device is not None:
@@ -204,4 +209,7 @@ class PETSPlanner(MPCPlannerBase):
                 warm = torch.where(is_init.reshape(*batch, 1, 1).to(warm.device), fresh, warm)
         mean, _ = self.plan(obs, warm)
         self._warm_start[mode] = torch.cat([mean[..., 1:, :], fresh[..., :1, :]], dim=-2)
-        return mean[..., 0, :].to(out_device)
+        action = mean[..., 0, :].to(out_device)  # a copy to the env's device waits for a GPU plan
+        self.planned_actions += batch.numel()
+        self.planning_seconds += time.perf_counter() - start
+        return action

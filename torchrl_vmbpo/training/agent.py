@@ -74,6 +74,10 @@ class Agent(nn.Module):
         """Hook run after each fit of q_d (VMBPO fits its ratio network here)."""
         return {}
 
+    def run_statistics(self) -> dict[str, float]:
+        """Algorithm-specific numbers for the run's summary.json (PETS: seconds per planned action)."""
+        return {}
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Every optimizer, by name, for checkpoints."""
         return {} if self.model_optimizer is None else {"model": self.model_optimizer}

@@ -260,6 +260,7 @@ def train(
         "updates_per_second": round(updates / update_seconds, 2) if update_seconds > 0 else None,
         "phase_seconds": {k: round(v, 2) for k, v in sorted(timer.seconds.items())},
         "final_train_metrics": train_metrics,
+        **agent.run_statistics(),
         "commit": commit,
         **({"resumed_at": history["resumed_at"], "commits": history["commits"]} if history["resumed_at"] else {}),
         "machine": machine_info(cfg.num_threads),
