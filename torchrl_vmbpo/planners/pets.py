@@ -116,8 +116,9 @@ class PETSPlanner(MPCPlannerBase):
         self.register_buffer("action_low", spec.space.low.clone().to(self.planning_device), persistent=False)
         self.register_buffer("action_high", spec.space.high.clone().to(self.planning_device), persistent=False)
         self._warm_start: dict[str, torch.Tensor] = {}
-        # Real actions planned by this process and the wall seconds they took (not state: a resumed
-        # run counts afresh; the rate stays valid). Read by PETSAgent.run_statistics.
+        # Actions planned by this process (one per planning() call, real steps and the callers' own
+        # checks) and their wall seconds; not state: a resumed run counts afresh, the rate stays valid.
+        # Read by PETSAgent.run_statistics.
         self.planned_actions, self.planning_seconds = 0, 0.0
         self.cuda_graph = bool(cuda_graph)
         self._graphs: dict[tuple, CapturedFunction] = {}  # per input shape; weights updated in place
