@@ -71,6 +71,18 @@ def hand_made_critic(log_ratio=True, bootstrap="value"):
     return critic
 
 
+def policy_log_ratio(critic, obs, action):
+    """``log q_c(a|x) - log pi(a|x)`` by hand, in float64: the pre-tanh Gaussians at ``atanh(a)`` (the
+    tanh Jacobians cancel)."""
+    u = torch.atanh(action.double())
+    log_ratio = 0.0
+    for policy, sign in ((critic.variational_policy, 1.0), (critic.baseline_policy, -1.0)):
+        dist = policy.get_dist(TensorDict({"observation": obs}, [obs.shape[0]]))
+        normal = torch.distributions.Normal(dist.loc.double(), dist.scale.double())
+        log_ratio = log_ratio + sign * normal.log_prob(u).sum(-1)
+    return log_ratio
+
+
 def hand_made_batch():
     # rows: a plain step; a time-limit truncation (done, not terminated: still bootstraps); a termination.
     return TensorDict(
@@ -107,12 +119,7 @@ def test_action_value_bootstrap_uses_the_target_twin_minimum_at_a_fresh_next_act
     next_obs = td["next", "observation"]
     dist_c = critic.variational_policy.get_dist(TensorDict({"observation": next_obs}, [3]))
     _, a_next, _ = fv.rsample_with_preimage(dist_c)
-    u = torch.atanh(a_next.double())
-    log_ratio = 0.0
-    for policy, sign in ((critic.variational_policy, 1.0), (critic.baseline_policy, -1.0)):
-        dist = policy.get_dist(TensorDict({"observation": next_obs}, [3]))
-        normal = torch.distributions.Normal(dist.loc.double(), dist.scale.double())
-        log_ratio = log_ratio + sign * normal.log_prob(u).sum(-1)  # the tanh Jacobians cancel
+    log_ratio = policy_log_ratio(critic, next_obs, a_next)
     x1, a1 = next_obs.double().squeeze(-1), a_next.double().squeeze(-1)
     soft = torch.minimum(2 * x1 + a1, x1 - a1 + 0.5) - log_ratio  # min_k Q'_k(x', a') - log q_c/pi
     reward, not_terminated = torch.tensor([1.0, 0.5, -1.0]), torch.tensor([1.0, 1.0, 0.0])
@@ -140,12 +147,7 @@ def test_value_target_uses_a_fresh_q_c_action_the_twin_minimum_and_the_policy_lo
     y, action, _ = critic.value_target(td)
     obs = td["observation"]
     assert not torch.allclose(action, td["action"])  # a~ is drawn afresh, not the batch's action
-    u = torch.atanh(action.double())
-    log_ratio = 0.0
-    for policy, sign in ((critic.variational_policy, 1.0), (critic.baseline_policy, -1.0)):
-        dist = policy.get_dist(TensorDict({"observation": obs}, [3]))
-        normal = torch.distributions.Normal(dist.loc.double(), dist.scale.double())
-        log_ratio = log_ratio + sign * normal.log_prob(u).sum(-1)  # the tanh Jacobians cancel
+    log_ratio = policy_log_ratio(critic, obs, action)
     q_min = torch.minimum(obs + 2 * action + 0.5, 0.5 * obs - action + 1.0).squeeze(-1)
     torch.testing.assert_close(y.double(), q_min.double() - log_ratio, atol=1e-4, rtol=0.0)
 
