@@ -72,9 +72,10 @@ ALGO_ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     ("mpo", "InvertedPendulum-v5"): dict(utd=4.0),
     ("vmbpo-mfe", "InvertedPendulum-v5"): dict(utd=4.0, extra=dict(temperature=10.0)),
     # Hopper-v5 (provisional, seed 0): the paper's E-step as on Pendulum let Q run away from the first
-    # learning step (Q/eta 743 at 6k, 5,700 at 7.5k; return 14 at 10k). Holding q_c's entropy at the
+    # learning step (Q/eta 743 at 6k, 1,900 at 7.5k; return 14 at 10k). Holding q_c's entropy at the
     # env's target (-1), bootstrapping y_Q from min Q'(x', a') (SAC-v2) and 5% real rows held Q/eta at
-    # 309-319 from 6.5k to 7k, MBPO's scale (benchmarks/tuning/vmbpo-hopper); each alone did not.
+    # 295-319 from 6.5k to 7.5k, MBPO's scale (benchmarks/tuning/vmbpo-hopper); each alone did not, nor
+    # SAC-v2 + real rows, nor the entropy floor + real rows.
     ("vmbpo", "Hopper-v5"): dict(real_ratio=0.05, extra=dict(entropy_constraint=True, bootstrap="action_value")),
     ("pets", "Pendulum-v1"): dict(extra=_PETS_CHEAP),
     ("pets", "InvertedPendulum-v5"): dict(eval_episodes=1, extra={**_PETS_CHEAP, "planning_horizon": 30}),
