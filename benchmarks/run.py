@@ -35,13 +35,15 @@ def _one(results: Path, algo: str, env: str, steps: int, seed: int, overrides: l
         return f"skip {out} (done)"
     out.parent.mkdir(parents=True, exist_ok=True)
     if (out / "checkpoint.pt").exists():  # a killed run: continue it with the config it started with
+        # (the same --set list: restated settings are accepted, and e.g. extra.device=cuda moves a run
+        # started on a CPU onto a GPU; a change to what the run computes is refused, see RESUME_SETTINGS)
         cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--resume", "--out", str(out),
                "--steps", str(steps), "--no-progress"]
     else:  # --overwrite: a run killed before its first checkpoint starts afresh
         cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--algo", algo, "--env", env,
                "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite"]
-        for item in overrides:
-            cmd += ["--set", item]
+    for item in overrides:
+        cmd += ["--set", item]
     t0 = time.time()
     log = out.parent / f"seed{seed}.log"
     with open(log, "w") as f:

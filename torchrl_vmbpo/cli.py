@@ -1,7 +1,8 @@
 """Command line: ``vmbpo train --algo ALGO --env ENV_ID --steps N --seed S --out DIR [--set name=value ...]``.
 
-``vmbpo train --resume --out DIR [--steps N]`` continues a killed run from its latest checkpoint (or
-extends a finished one to N steps) with the config it was started with.
+``vmbpo train --resume --out DIR [--steps N] [--set extra.device=cuda ...]`` continues a killed run from
+its latest checkpoint (or extends a finished one to N steps) with the config it was started with; --set
+may change only where and how fast it computes (``RESUME_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import warnings
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
+from torchrl_vmbpo.algorithms.run import RESUME_SETTINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument(
         "--resume", action="store_true",
-        help="continue the run in --out from its checkpoint.pt with its own config (--steps N extends it)",
+        help="continue the run in --out from its checkpoint.pt with its own config (--steps N extends it; "
+        "--set may change only " + ", ".join(RESUME_SETTINGS) + ")",
     )
     show = sub.add_parser("config", help="print the preset's full config as JSON")
     show.add_argument("--algo", default="mbpo", choices=PRESETS)
@@ -46,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train" and args.resume:
             given = [f"--{name}" for name in ("algo", "env", "seed") if getattr(args, name) is not None]
-            if given or args.overrides or args.overwrite:
+            if given or args.overwrite:
                 raise ValueError(f"--resume continues the run with the config it was started with; drop "
-                                 f"{', '.join(given + ['--set'] * bool(args.overrides) + ['--overwrite'] * args.overwrite)}"
-                                 " (only --steps may change, to extend it)")
-            summary = resume(args.out, steps=args.steps, progress=not args.no_progress)
+                                 f"{', '.join(given + ['--overwrite'] * args.overwrite)} (--steps extends it; "
+                                 f"--set may change only {', '.join(RESUME_SETTINGS)})")
+            summary = resume(args.out, steps=args.steps, progress=not args.no_progress, overrides=args.overrides)
         else:
             changes = {"seed": args.seed or 0} if args.command == "train" else {}
             if args.command == "train" and args.steps is not None:

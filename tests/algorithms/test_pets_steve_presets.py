@@ -143,5 +143,9 @@ def test_pets_planning_device_copy_follows_every_model_fit(registered):
     agent.after_model_fit(None)
     assert torch.equal(copy.ensemble.output_layer.bias, agent.dynamics.ensemble.output_layer.bias)
     assert all(not k.startswith("policy._device") for k in agent.state_dict())  # checkpoints hold q_d once
+    # ... and a restored agent (a resumed run) plans with the restored q_d, not its fresh weights.
+    fresh = presets.build_agent(_config("pets", *TINY_PETS, "extra.device=cpu"), make_env("Pendulum-v1"))
+    fresh.load_state_dict(agent.state_dict())
+    torch.testing.assert_close(fresh.policy.dynamics.state_dict(), agent.dynamics.state_dict(), rtol=0, atol=0)
     with pytest.raises(ValueError, match="extra.device"):
         PETSSettings(device="gpu0")

@@ -24,10 +24,21 @@ def run(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False, progr
     return _train_on(cfg, env, out, progress=progress)
 
 
-def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = True) -> dict:
+RESUME_SETTINGS = ("num_threads", "checkpoint_every", "extra.device", "extra.cuda_graph")
+"""The settings a resume may change: where and how fast the run computes, not what it computes (a run
+started on a CPU can go on planning on a GPU). Any other change would make one record of two configs."""
+
+
+def resume(
+    out_dir: str | Path, *, steps: int | None = None, progress: bool = True, overrides: list[str] = ()
+) -> dict:
     """Continue the run in ``out_dir`` from its ``checkpoint.pt`` (written every ``checkpoint_every`` env
     steps and at the end), with the config it was started with; ``steps`` raises its length (extends a
-    finished run). Its metrics.csv and logs continue from the checkpoint's env step."""
+    finished run). Its metrics.csv and logs continue from the checkpoint's env step.
+
+    ``overrides`` (``name=value`` as in :meth:`TrainConfig.with_overrides`) may change only
+    :data:`RESUME_SETTINGS`; restating any other setting at its run's value is allowed (so a sweep can
+    pass the same ``--set`` list to a fresh and a resumed run), changing it is a ValueError."""
     out = Path(out_dir)
     payload = read_checkpoint(out / "checkpoint.pt")
     if payload.get("loop_state") is None:
@@ -37,9 +48,26 @@ def resume(out_dir: str | Path, *, steps: int | None = None, progress: bool = Tr
         cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()})
     except TypeError as err:  # a field this version does not know
         raise ValueError(f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})") from err
+    if overrides:
+        changed = _changed_settings(cfg, new := cfg.with_overrides(list(overrides)))
+        if refused := [name for name in changed if name not in RESUME_SETTINGS]:
+            raise ValueError(f"--resume cannot change {', '.join(f'{n} ({changed[n]})' for n in refused)}: "
+                             f"the run was started with it; a resume may change only {', '.join(RESUME_SETTINGS)}")
+        cfg = new
     if steps is not None:
         cfg = cfg.replace(steps=steps)
     return _train_on(cfg, make_env(cfg.env), out, progress=progress, checkpoint=payload)
+
+
+def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
+    """``{name: "a -> b"}`` for each field (``extra.KEY`` for extra's entries) that differs."""
+    def flat(cfg: TrainConfig) -> dict:
+        fields = cfg.to_dict()
+        extra = fields.pop("extra")
+        return {**fields, **{f"extra.{k}": v for k, v in extra.items()}}
+
+    a, b = flat(old), flat(new)
+    return {k: f"{a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def _train_on(cfg: TrainConfig, env, out: Path, *, progress: bool, checkpoint: dict | None = None) -> dict:

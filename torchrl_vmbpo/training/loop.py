@@ -263,7 +263,7 @@ def train(
         **agent.run_statistics(),
         "commit": commit,
         **({"resumed_at": history["resumed_at"], "commits": history["commits"]} if history["resumed_at"] else {}),
-        "machine": machine_info(cfg.num_threads),
+        "machine": machine_info(cfg.num_threads, device=cfg.extra.get("device")),  # names a GPU used
         "config": cfg.to_dict(),
         # Every algorithm setting as resolved (defaults included): config.extra holds only what was set,
         # and defaults change between commits.
