@@ -1,4 +1,4 @@
-"""benchmarks/report.py: the NaN/inf scan of logged values that issues 4 and 6 bar on."""
+"""benchmarks/report.py: the NaN/inf scan of logged values that issues 4 and 6 bar on, the best mean over seeds."""
 
 import importlib.util
 from pathlib import Path
@@ -24,3 +24,18 @@ def test_non_finite_scan_counts_values_and_names_bad_ones(tmp_path):
     (tmp_path / "logs" / "scalars" / "q_value.csv").write_text("250,1.0\n")
     (tmp_path / "logs" / "scalars" / "exp_td.csv").write_text("250,3.0\n")
     assert report._non_finite(tmp_path) == (6, [])
+
+
+def _row(step, ret):
+    return {"env_steps": step, "eval_return_mean": ret}
+
+
+def test_best_mean_is_over_steps_every_seed_reached():
+    report = _report_module()
+    row = _row
+    a = [row(1, 0.0), row(1000, 100.0), row(2000, 1000.0), row(3000, 73.0)]
+    b = [row(1, 0.0), row(1000, 50.0), row(2000, 900.0), row(3000, 1000.0), row(4000, 2000.0)]
+    assert report._best_mean([a, b]) == "950.0 @2000"  # 4000 is b's alone
+    c = [row(1, 0.0), row(1500, 1000.0)]  # evaluated between a's steps: a's 1000-step value counts at 1500
+    assert report._best_mean([a, c]) == "550.0 @1500"
+    assert report._best_mean([[]]) == "—"
