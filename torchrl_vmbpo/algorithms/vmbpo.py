@@ -58,7 +58,9 @@ class VMBPOSettings(ExtraSettings):
     kl_coef_std: float | None = 100.0
     """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
     acting_policy: str = "pi"
-    """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c"."""
+    """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (the data,
+    and so q_d, follow the policy the critic evaluates; InvertedPendulum-v5's preset, where acting
+    with pi let the critic diverge: benchmarks/tuning/vmbpo-invpendulum)."""
     weight_mix: float = 1.0
     """Mix of the eq.-19 weights with uniform ones (1 = plain MLE, MBPO's model loss)."""
     weight_normaliser: str = "model"
