@@ -62,7 +62,9 @@ class PETSPlanner(MPCPlannerBase):
             one CUDA graph on first use per input shape and replay it afterwards
             (:mod:`~torchrl_vmbpo.planners.cuda_graph`); the sampled numbers differ from the eager
             plan's, the distribution does not. Ignored on the CPU. If the capture fails the planner
-            warns and plans eagerly. Off by default: not yet verified on a GPU.
+            warns and plans eagerly. Off by default here; the ``pets`` preset turns it on with a CUDA
+            device (``extra.cuda_graph``): tests/planners/test_cuda_graph.py passed on an H100, and
+            the Reacher7DoF records planned with it on an H200.
 
     Example:
         >>> from torchrl_vmbpo.envs.real import make_env
