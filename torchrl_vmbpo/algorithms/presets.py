@@ -71,8 +71,9 @@ _PETS_CHEAP = dict(population=200, elites=20, planning_horizon=15, particles=5)
 ALGO_ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     # MBPO, Pendulum-v1: at 500 random steps seed 1 stayed near -1,000 until 2.5k-3k in every run
     # (mean at 3k -304 +- 217); 1,000 random steps (the first model fitted on twice the data) gave
-    # -177 +- 58 at 3k over seeds 0-2; longer rollouts, UTD 20 and target entropy 0 did not
-    # (benchmarks/tuning/mbpo-pendulum-3k).
+    # -177 +- 58 at 3k over seeds 0-2. On seed 1, length-5 rollouts and UTD 20 ended 3k at -521 and
+    # -484, target entropy 0 at -244, 1,000 random steps at -202 (benchmarks/tuning/mbpo-pendulum-3k).
+    # VMBPO keeps 500: at 1,000 it reached -172 +- 49 against its -168 +- 50.
     ("mbpo", "Pendulum-v1"): dict(init_random_steps=1000),
     ("mpo", "InvertedPendulum-v5"): dict(utd=4.0),
     ("vmbpo-mfe", "InvertedPendulum-v5"): dict(utd=4.0, extra=dict(temperature=10.0)),
