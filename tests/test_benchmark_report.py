@@ -1,16 +1,34 @@
-"""benchmarks/report.py: the NaN/inf scan of logged values that issues 4 and 6 bar on, the best mean over seeds."""
+"""benchmarks/report.py: the NaN/inf scan of logged values that issues 4 and 6 bar on, the best mean over seeds;
+benchmarks/sac_update_speed.py's table from a recorded result."""
 
 import importlib.util
+import json
 from pathlib import Path
 
-_REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
+_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+_REPORT = _BENCHMARKS / "report.py"
 
 
-def _report_module():
-    spec = importlib.util.spec_from_file_location("benchmark_report", _REPORT)
+def _benchmark_module(path: Path = _REPORT):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _report_module():
+    return _benchmark_module(_REPORT)
+
+
+def test_sac_update_speed_renders_its_recorded_result_and_older_machine_records():
+    # A renamed machine_info() field once broke the table after a 3-minute measurement: render the
+    # recorded JSON (cpu_count) and one written before the rename (cpus).
+    speed = _benchmark_module(_BENCHMARKS / "sac_update_speed.py")
+    result = json.loads((_BENCHMARKS / "results" / "sac_update_speed.json").read_text())
+    table = speed.render(result)
+    assert f"{result['machine']['cpu_count']} CPUs" in table and "vs SB3: **" in table
+    older = {**result, "machine": {k: v for k, v in result["machine"].items() if k != "cpu_count"} | {"cpus": 7}}
+    assert "7 CPUs" in speed.render(older)
 
 
 def test_non_finite_scan_counts_values_and_names_bad_ones(tmp_path):
