@@ -291,8 +291,9 @@ def main(argv=None) -> dict:
     result["benchmark_seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sac_update_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "sac_update_speed.md").write_text(render(result))
-    print(render(result))
+    table = render(result)
+    (args.out / "sac_update_speed.md").write_text(table)
+    print(table)
     return result
 
 

@@ -9,7 +9,7 @@ _BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 _REPORT = _BENCHMARKS / "report.py"
 
 
-def _benchmark_module(path: Path = _REPORT):
+def _benchmark_module(path: Path):
     spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
