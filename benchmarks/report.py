@@ -25,7 +25,7 @@ def _load_runs(results: Path) -> list[dict]:
     for summary_path in sorted(results.glob("*/*/seed*/summary.json")):
         summary = json.loads(summary_path.read_text())
         with open(summary_path.parent / "metrics.csv", newline="") as f:
-            curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            curve = [{k: float(v) for k, v in row.items() if k != "run_id"} for row in csv.DictReader(f)]
         runs.append({"summary": summary, "curve": curve, "dir": summary_path.parent})
     return runs
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import torchrl_vmbpo
 
 LAYERS = {
-    "keys": 0, "compat": 0,
+    "keys": 0, "compat": 0, "errors": 0,
     "models": 1, "data": 1, "tabular": 1,
     "envs": 2, "objectives": 2,
     "planners": 3,

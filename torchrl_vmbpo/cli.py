@@ -3,6 +3,10 @@
 ``vmbpo train --resume --out DIR [--steps N] [--set extra.device=cuda ...]`` continues a killed run from
 its latest checkpoint (or extends a finished one to N steps) with the config it was started with; --set
 may change only where and how fast it computes (``RESUME_SETTINGS``).
+
+Exit codes: 0 done; 2 bad input (one line naming what is wrong and what is accepted: the library's
+own errors, ``torchrl_vmbpo.errors``); 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint
+(``--resume`` continues). Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +16,13 @@ import json
 import sys
 import warnings
 
+from pathlib import Path
+
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 from torchrl_vmbpo.algorithms.run import RESUME_SETTINGS
+from torchrl_vmbpo.errors import ConfigError, RunInterrupted, VMBPOError
+from torchrl_vmbpo.training.checkpoint import convert_checkpoint, read_checkpoint
+from torchrl_vmbpo.training.results import new_run_id, read_run_id, write_run_manifest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         help="continue the run in --out from its checkpoint.pt with its own config (--steps N extends it; "
         "--set may change only " + ", ".join(RESUME_SETTINGS) + ")",
     )
+    convert = sub.add_parser(
+        "convert-checkpoint", help="rewrite a checkpoint of an earlier version in the safe format (trusted files only)"
+    )
+    convert.add_argument("path", help="checkpoint.pt written by an earlier torchrl_vmbpo; kept as PATH.v1")
     show = sub.add_parser("config", help="print the preset's full config as JSON")
     show.add_argument("--algo", default="mbpo", choices=PRESETS)
     show.add_argument("--env", default="Pendulum-v1")
@@ -47,28 +60,55 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        if args.command == "train" and args.resume:
-            given = [f"--{name}" for name in ("algo", "env", "seed") if getattr(args, name) is not None]
-            if given or args.overwrite:
-                raise ValueError(f"--resume continues the run with the config it was started with; drop "
-                                 f"{', '.join(given + ['--overwrite'] * args.overwrite)} (--steps extends it; "
-                                 f"--set may change only {', '.join(RESUME_SETTINGS)})")
-            summary = resume(args.out, steps=args.steps, progress=not args.no_progress, overrides=args.overrides)
-        else:
-            changes = {"seed": args.seed or 0} if args.command == "train" else {}
-            if args.command == "train" and args.steps is not None:
-                changes["steps"] = args.steps
-            cfg = default_config(args.algo or "mbpo", args.env or "Pendulum-v1", **changes).with_overrides(args.overrides)
-            if args.command == "config":
-                print(json.dumps(cfg.to_dict(), indent=2))
-                return 0
-            summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError, TypeError) as err:
+        return _command(args)
+    except RunInterrupted as stop:
+        print(f"vmbpo: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except VMBPOError as err:
         print(f"vmbpo: error: {err}", file=sys.stderr)
         return 2
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "convert-checkpoint":
+        return _convert(Path(args.path))
+    if args.command == "train" and args.resume:
+        given = [f"--{name}" for name in ("algo", "env", "seed") if getattr(args, name) is not None]
+        if given or args.overwrite:
+            raise ConfigError(f"--resume continues the run with the config it was started with; drop "
+                              f"{', '.join(given + ['--overwrite'] * args.overwrite)} (--steps extends it; "
+                              f"--set may change only {', '.join(RESUME_SETTINGS)})")
+        summary = resume(args.out, steps=args.steps, progress=not args.no_progress, overrides=args.overrides)
+    else:
+        # --seed, --steps and --set change the preset together: one check of the result (steps=300 with
+        # init_random_steps=100 is fine even where the preset waits 1,000 random steps).
+        given = []
+        if args.command == "train":
+            given += [f"seed={json.dumps(args.seed or 0)}"]
+            given += [] if args.steps is None else [f"steps={json.dumps(args.steps)}"]
+        cfg = default_config(args.algo or "mbpo", args.env or "Pendulum-v1").with_overrides(given + args.overrides)
+        if args.command == "config":
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     keys = ["algo", "env", "seed", "env_steps", "final_return", "best_return", "wall_seconds", "updates_per_second"]
     print(json.dumps({k: summary[k] for k in keys}, indent=2))
-    print(f"wrote {args.out}/metrics.csv, summary.json, learning_curve.png, checkpoint.pt")
+    written = [name for name in ("run.json", "metrics.csv", "summary.json", "learning_curve.png", "checkpoint.pt", "logs")
+               if (Path(args.out) / name).exists()]
+    print(f"wrote {args.out}/: {', '.join(written)}")
+    return 0
+
+
+def _convert(path: Path) -> int:
+    """Convert a trusted v1 checkpoint; its folder's run.json (written now for an earlier version's
+    folder) names the run the converted file belongs to, so ``--resume`` accepts it."""
+    run_id = read_run_id(path.parent)
+    new_id = run_id or new_run_id()
+    backup = convert_checkpoint(path, run_id=new_id)
+    if run_id is None:
+        payload = read_checkpoint(path)
+        write_run_manifest(path.parent, new_id, payload["config"])
+    print(f"converted {path} to the safe format (run {new_id}); the original is kept as {backup}")
     return 0
 
 

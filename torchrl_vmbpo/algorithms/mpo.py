@@ -10,7 +10,7 @@ The target actor is MPO's ``pi_old``: the trust regions bound the change since i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
@@ -23,14 +23,12 @@ from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
+from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
 from torchrl_vmbpo.training.optim import optimize
 
 # TrainConfig defaults of the "mpo" preset: model-free (no dynamics, so every batch is real) at one
 # update per env step, as SAC; lr of actor and critic from cfg.actor_lr / cfg.critic_lr (3e-4).
 MPO_DEFAULTS: dict = dict(utd=1.0)
-
-_TARGET_UPDATES = ("hard", "soft")
-
 
 @dataclass(frozen=True)
 class MPOSettings(ExtraSettings):
@@ -41,48 +39,30 @@ class MPOSettings(ExtraSettings):
 
     algorithm: ClassVar[str] = "MPO"
 
-    num_samples: int = 20
+    num_samples: Annotated[int, Range(2)] = 20
     """N actions sampled per state from the target policy (E-step and expected-SARSA target)."""
-    epsilon: float = 0.1
+    epsilon: PositiveFloat = 0.1
     """E-step bound on KL(q || pi_old) (temperature dual)."""
-    epsilon_mean: float = 1e-2
+    epsilon_mean: PositiveFloat = 1e-2
     """M-step bound on the mean's KL, total over action dims (acme: 2.5e-3 ... 1e-2)."""
-    epsilon_std: float = 1e-6
+    epsilon_std: PositiveFloat = 1e-6
     """M-step bound on the std's KL, total over action dims."""
     per_dim_constraining: bool = True
     """One multiplier and bound epsilon_* / D per action dimension (acme)."""
-    temperature_init: float = 10.0
-    alpha_mean_init: float = 10.0
-    alpha_std_init: float = 1000.0
+    temperature_init: PositiveFloat = 10.0
+    alpha_mean_init: PositiveFloat = 10.0
+    alpha_std_init: PositiveFloat = 1000.0
     action_penalty: bool = False
     """MO-MPO penalty on pre-tanh samples beyond 3 (the tanh already bounds actions)."""
-    num_qvalue_nets: int = 1
+    num_qvalue_nets: PositiveInt = 1
     """Critics (acme: 1). With 2, the minimum enters the target and the E-step (clipped double Q, as
     SAC), at twice the cost: the N sampled actions make critic evaluations MPO's main expense."""
-    dual_lr: float = 1e-2
+    dual_lr: PositiveFloat = 1e-2
     """Adam lr of the temperature and KL multipliers (acme: 1e-2)."""
-    target_update: str = "hard"
+    target_update: Literal["hard", "soft"] = "hard"
     """"hard": copy online -> target every target_update_period updates (acme); "soft": Polyak with cfg.tau."""
-    target_update_period: int = 100
+    target_update_period: PositiveInt = 100
     """Updates between hard target copies (acme: 100)."""
-
-    def __post_init__(self):
-        for name in ("epsilon", "epsilon_mean", "epsilon_std", "temperature_init", "alpha_mean_init",
-                     "alpha_std_init", "dual_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"extra.{name} must be a number > 0, got {value!r}")
-            object.__setattr__(self, name, float(value))  # JSON may give ints
-        for name, low in (("num_samples", 2), ("num_qvalue_nets", 1), ("target_update_period", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"extra.{name} must be an int >= {low}, got {value!r}")
-        for name in ("per_dim_constraining", "action_penalty"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"extra.{name} must be true or false, got {getattr(self, name)!r}")
-        if self.target_update not in _TARGET_UPDATES:
-            raise ValueError(f"extra.target_update must be one of {_TARGET_UPDATES}, got {self.target_update!r}")
-
 
 
 class MPOAgent(Agent):

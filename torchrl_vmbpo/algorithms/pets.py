@@ -12,7 +12,7 @@ Which phase runs where:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
@@ -24,13 +24,14 @@ from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
 from torchrl_vmbpo.envs.reacher7dof import reacher7dof_reward
 from torchrl_vmbpo.envs.termination import TerminationFn, inverted_pendulum_done, termination_fn_for
 from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv
+from torchrl_vmbpo.errors import ConfigError, UnknownEnvFunction
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.planners.pets import PETSPlanner
-from torchrl_vmbpo.planners.trajectory_sampling import PROPAGATIONS
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.validation import PositiveInt, Range
 
 # TrainConfig defaults of the "pets" preset. No imagination, no policy updates. Evaluation episodes
 # are planned like training steps (~population x horizon x iterations x particles model rows per
@@ -61,8 +62,6 @@ KNOWN_REWARD_FNS: dict[str, RewardFn] = {
     REACHER7DOF_ID: _reacher7dof_reward,
 }
 
-_REWARDS = ("auto", "known", "model")
-
 
 @dataclass(frozen=True)
 class PETSSettings(ExtraSettings):
@@ -73,19 +72,19 @@ class PETSSettings(ExtraSettings):
 
     algorithm: ClassVar[str] = "PETS"
 
-    planning_horizon: int = 30
+    planning_horizon: PositiveInt = 30
     """Actions per planned sequence."""
-    population: int = 400
+    population: PositiveInt = 400
     """Sequences sampled per CEM iteration."""
-    elites: int = 40
+    elites: PositiveInt = 40
     """Best sequences the CEM distribution is refitted to."""
-    iterations: int = 5
+    iterations: PositiveInt = 5
     """CEM iterations per real step."""
-    particles: int = 20
+    particles: PositiveInt = 20
     """Particles per sequence (its score is their mean return)."""
-    propagation: str = "ts_inf"
+    propagation: Literal["ts_inf", "ts1"] = "ts_inf"
     """"ts_inf": a particle keeps its ensemble member for the whole horizon; "ts1": re-drawn every step."""
-    momentum: float = 0.1
+    momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.1
     """CEM's alpha: weight of the previous mean/variance in each refit."""
     device: str | None = None
     """Where the planner runs ("cuda", "cuda:1", ...): it plans with a copy of q_d there, refreshed after
@@ -98,32 +97,21 @@ class PETSSettings(ExtraSettings):
     action at PETS's published settings on an H100, whose 8 tests/planners/test_cuda_graph.py passed
     there (benchmarks/results/pets_planning_cost_h100_*.md). ``false``: eager planning. No effect on
     the CPU."""
-    reward: str = "auto"
+    reward: Literal["auto", "known", "model"] = "auto"
     """"known": the env's known reward function (KNOWN_REWARD_FNS; PETS plans with known rewards);
     "model": the ensemble's reward head; "auto": known where the env has one, else the model's."""
 
-    def __post_init__(self):
-        for name in ("planning_horizon", "population", "elites", "iterations", "particles"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"extra.{name} must be an int >= 1, got {value!r}")
+    def check(self) -> None:
+        super().check()
         if self.elites > self.population:
-            raise ValueError(f"extra.elites ({self.elites}) must be <= extra.population ({self.population})")
-        if self.propagation not in PROPAGATIONS:
-            raise ValueError(f"extra.propagation must be one of {PROPAGATIONS}, got {self.propagation!r}")
-        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
-            raise ValueError(f"extra.momentum must be a number in [0, 1), got {self.momentum!r}")
-        object.__setattr__(self, "momentum", float(self.momentum))
+            raise ConfigError(f"extra.elites ({self.elites}) must be <= extra.population ({self.population})")
         if self.device is not None:
             try:
                 torch.device(self.device)
             except (RuntimeError, TypeError) as err:
-                raise ValueError(f"extra.device must be a torch device string such as 'cuda', got {self.device!r}") from err
-        if not isinstance(self.cuda_graph, bool):
-            raise ValueError(f"extra.cuda_graph must be true or false, got {self.cuda_graph!r}")
-        if self.reward not in _REWARDS:
-            raise ValueError(f"extra.reward must be one of {_REWARDS}, got {self.reward!r}")
-
+                raise ConfigError(
+                    f"extra.device must be a torch device string such as 'cuda' or 'cuda:1', got {self.device!r}"
+                ) from err
 
 
 def known_reward_fn_for(env_id: str) -> RewardFn:
@@ -131,7 +119,7 @@ def known_reward_fn_for(env_id: str) -> RewardFn:
     try:
         return KNOWN_REWARD_FNS[env_id]
     except KeyError:
-        raise KeyError(
+        raise UnknownEnvFunction(
             f"No known reward function for {env_id!r}; known: {sorted(KNOWN_REWARD_FNS)}. Use extra.reward=model."
         ) from None
 
@@ -168,9 +156,9 @@ class PETSAgent(Agent):
     ):
         super().__init__()
         if cfg.utd != 0:
-            raise ValueError(f"PETS trains no policy: config field utd must be 0, got {cfg.utd}")
+            raise ConfigError(f"PETS trains no policy: config field utd must be 0, got {cfg.utd}")
         if cfg.rollouts_per_step != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"PETS imagines no data: config field rollouts_per_step must be 0, got {cfg.rollouts_per_step}"
             )
         if not isinstance(env.action_spec, Bounded):

@@ -12,7 +12,7 @@ from torchrl.envs import EnvBase
 
 from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, MPOSettings, build_mpo
 from torchrl_vmbpo.algorithms.pets import PETS_DEFAULTS, PETSSettings, build_pets
-from torchrl_vmbpo.algorithms.sac import SACAgent
+from torchrl_vmbpo.algorithms.sac import SACAgent, SACSettings
 from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, STEVESettings, build_steve
 from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
 from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESettings, build_vmbpo_mfe
@@ -21,15 +21,17 @@ from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import termination_fn_for
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig, register_settings, settings_class
 
 # Per-env settings shared by all algorithms (exploration length, entropy target, evaluation cadence).
+# The locomotion tasks' default length is the records' 20k (5k random + 15k learning; TrainConfig's
+# 3,000 would not pass their 5,000 random steps).
 ENV_DEFAULTS: dict[str, dict] = {
     "Pendulum-v1": dict(init_random_steps=500, eval_every=500, target_entropy=-1.0),
     "InvertedPendulum-v5": dict(init_random_steps=500, eval_every=500, target_entropy=-0.05),
-    "Hopper-v5": dict(init_random_steps=5000, eval_every=1000, target_entropy=-1.0),
-    "Walker2d-v5": dict(init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
-    "HalfCheetah-v5": dict(init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
+    "Hopper-v5": dict(steps=20_000, init_random_steps=5000, eval_every=1000, target_entropy=-1.0),
+    "Walker2d-v5": dict(steps=20_000, init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
+    "HalfCheetah-v5": dict(steps=20_000, init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
     "Reacher-v5": dict(init_random_steps=1000, eval_every=1000),
 }
 
@@ -141,20 +143,25 @@ BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {
 }
 PRESETS = tuple(BUILDERS)
 
-# Each preset's settings dataclass, parsed from ``TrainConfig.extra`` (SAC and MBPO have none).
+# Each preset's settings dataclass, parsed from ``TrainConfig.extra`` and checked whenever a
+# TrainConfig is made (an ``extra`` name a preset does not have is an error for every preset).
 SETTINGS: dict[str, type[ExtraSettings]] = {
+    "sac": SACSettings,
+    "mbpo": SACSettings,
     "vmbpo": VMBPOSettings,
     "mpo": MPOSettings,
     "vmbpo-mfe": VMBPOMFESettings,
     "pets": PETSSettings,
     "steve": STEVESettings,
 }
+assert set(SETTINGS) == set(BUILDERS)
+for _algo, _settings in SETTINGS.items():
+    register_settings(_algo, _settings)
 
 
 def default_config(algo: str, env: str, **changes) -> TrainConfig:
     """The preset's config for ``(algo, env)``; ``changes`` override any field (``extra`` entries merge)."""
-    if algo not in BUILDERS:
-        raise ValueError(f"unknown algorithm {algo!r}; available: {sorted(BUILDERS)}")
+    settings_class(algo)  # ConfigError naming the presets for an unknown one
     fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
     if algo in ("mbpo", "vmbpo", "vmbpo-mfe"):  # same model-based schedule as MBPO
         fields.update(MBPO_ENV_DEFAULTS.get(env, {}))
@@ -168,4 +175,7 @@ def default_config(algo: str, env: str, **changes) -> TrainConfig:
 
 
 def build_agent(cfg: TrainConfig, env: EnvBase) -> Agent:
-    return BUILDERS[cfg.algo](cfg, env)
+    settings_class(cfg.algo)  # a TrainConfig made before the presets were registered was not checked
+    agent = BUILDERS[cfg.algo](cfg, env)
+    agent.identity = (cfg.algo, cfg.env)  # checked when a checkpoint is loaded into it
+    return agent

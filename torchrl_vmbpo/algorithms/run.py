@@ -9,19 +9,40 @@ import torch
 
 from torchrl_vmbpo.algorithms.presets import build_agent
 from torchrl_vmbpo.envs.real import make_env
+from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound, ConfigError, RunFolderError
 from torchrl_vmbpo.training.checkpoint import read_checkpoint, restore_checkpoint
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import TrainConfig, settings_class
 from torchrl_vmbpo.training.loop import train
-from torchrl_vmbpo.training.results import check_out_dir
+from torchrl_vmbpo.training.results import (
+    RUN_MANIFEST,
+    new_run_id,
+    prepare_run_folder,
+    read_run_id,
+    write_run_manifest,
+)
 from torchrl_vmbpo.training.seeding import seed_everything
 
 
 def run(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Train ``cfg.algo`` on ``cfg.env``; returns the summary also written to ``out_dir/summary.json``."""
+    """Train ``cfg.algo`` on ``cfg.env``; returns the summary also written to ``out_dir/summary.json``.
+
+    Everything is checked (config, env, agent) before the run folder is touched; a folder that holds a
+    run is refused unless ``overwrite``, which removes that run's files first (``prepare_run_folder``).
+
+    Raises:
+        ConfigError, EnvError, RunFolderError: bad input, before anything is written.
+        RunInterrupted: SIGINT / SIGTERM stopped the run after a checkpoint (resumable).
+    """
     out = Path(out_dir)
-    env = make_env(cfg.env)  # validates the env id and action space before anything is written
-    check_out_dir(out, overwrite=overwrite)
-    return _train_on(cfg, env, out, progress=progress)
+    settings_class(cfg.algo).from_extra(cfg.extra)  # a TrainConfig made before the presets were registered
+    session = _Session.open(cfg)
+    try:
+        prepare_run_folder(out, overwrite=overwrite)
+        run_id = new_run_id()
+        write_run_manifest(out, run_id, cfg.to_dict())
+        return session.train(cfg, out, progress=progress, run_id=run_id)
+    finally:
+        session.close()
 
 
 RESUME_SETTINGS = ("num_threads", "checkpoint_every", "extra.device", "extra.cuda_graph")
@@ -33,30 +54,55 @@ def resume(
     out_dir: str | Path, *, steps: int | None = None, progress: bool = True, overrides: list[str] = ()
 ) -> dict:
     """Continue the run in ``out_dir`` from its ``checkpoint.pt`` (written every ``checkpoint_every`` env
-    steps and at the end), with the config it was started with; ``steps`` raises its length (extends a
-    finished run). Its metrics.csv and logs continue from the checkpoint's env step.
+    steps, at the end and on SIGINT / SIGTERM), with the config it was started with; ``steps`` raises its
+    length (extends a finished run). Its metrics.csv and logs continue from the checkpoint's env step.
 
-    ``overrides`` (``name=value`` as in :meth:`TrainConfig.with_overrides`) may change only
-    :data:`RESUME_SETTINGS`; restating any other setting at its run's value is allowed (so a sweep can
-    pass the same ``--set`` list to a fresh and a resumed run), changing it is a ValueError."""
+    The checkpoint must belong to the folder's current run (``run.json``); one left by another run is
+    refused, naming both. ``overrides`` (``name=value`` as in :meth:`TrainConfig.with_overrides`) may
+    change only :data:`RESUME_SETTINGS`; restating any other setting at its run's value is allowed (so a
+    sweep can pass the same ``--set`` list to a fresh and a resumed run), changing it is a ConfigError."""
     out = Path(out_dir)
-    payload = read_checkpoint(out / "checkpoint.pt")
-    if payload.get("loop_state") is None:
-        raise ValueError(f"{out / 'checkpoint.pt'} holds no loop state (written before resuming existed); "
-                         "it can be loaded with load_checkpoint but not resumed")
+    folder_run = read_run_id(out)
     try:
-        cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items()})
+        payload = read_checkpoint(out / "checkpoint.pt")
+    except CheckpointNotFound:
+        if folder_run is None:
+            raise
+        raise CheckpointNotFound(
+            f"no checkpoint at {out / 'checkpoint.pt'}: run {folder_run} stopped before its first checkpoint "
+            "(checkpoint_every) or ran with checkpoint=false; start it again with --overwrite"
+        ) from None
+    if payload.get("run_id") != folder_run:
+        raise RunFolderError(
+            f"{out / 'checkpoint.pt'} belongs to run {payload.get('run_id')}, but {out} holds run {folder_run} "
+            f"({RUN_MANIFEST}); refusing to mix two runs in one folder"
+        )
+    logs_run = out / "logs" / "run_id"
+    if logs_run.is_file() and logs_run.read_text().strip() != (folder_run or ""):
+        raise RunFolderError(f"{logs_run} names run {logs_run.read_text().strip()}, but {out} holds run {folder_run}")
+    if payload.get("loop_state") is None:
+        raise CheckpointError(f"{out / 'checkpoint.pt'} holds no loop state (written before resuming existed); "
+                              "it can be loaded with load_checkpoint but not resumed")
+    try:
+        cfg = TrainConfig(**payload["config"])
     except TypeError as err:  # a field this version does not know
-        raise ValueError(f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})") from err
+        raise CheckpointError(f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})") from None
     if overrides:
         changed = _changed_settings(cfg, new := cfg.with_overrides(list(overrides)))
         if refused := [name for name in changed if name not in RESUME_SETTINGS]:
-            raise ValueError(f"--resume cannot change {', '.join(f'{n} ({changed[n]})' for n in refused)}: "
-                             f"the run was started with it; a resume may change only {', '.join(RESUME_SETTINGS)}")
+            raise ConfigError(f"--resume cannot change {', '.join(f'{n} ({changed[n]})' for n in refused)}: "
+                              f"the run was started with it; a resume may change only {', '.join(RESUME_SETTINGS)}")
         cfg = new
     if steps is not None:
         cfg = cfg.replace(steps=steps)
-    return _train_on(cfg, make_env(cfg.env), out, progress=progress, checkpoint=payload)
+    if payload["loop_state"]["env_steps"] >= cfg.steps:
+        raise ConfigError(f"the run already has {payload['loop_state']['env_steps']} env steps; resume with more "
+                          f"steps (--steps > {payload['loop_state']['env_steps']})")
+    session = _Session.open(cfg, checkpoint=payload, source=out / "checkpoint.pt")
+    try:
+        return session.train(cfg, out, progress=progress, run_id=folder_run or "")
+    finally:
+        session.close()
 
 
 def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
@@ -70,22 +116,41 @@ def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
     return {k: f"{a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _train_on(cfg: TrainConfig, env, out: Path, *, progress: bool, checkpoint: dict | None = None) -> dict:
-    """The one seeding point, the eval env, the agent (restored from ``checkpoint`` when resuming), the loop."""
-    torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)  # a resumed loop then restores the checkpoint's RNG states
-    # A resumed run's envs are seeded afresh from its env step: a new episode, not the first one's again.
-    offset = 0 if checkpoint is None else checkpoint["loop_state"]["env_steps"]
-    env.set_seed(cfg.seed + offset)
-    eval_env = make_env(cfg.env, seed=cfg.seed + 10_000 + offset)
-    agent = build_agent(cfg, env)
-    if checkpoint is not None:
-        restore_checkpoint(checkpoint, agent, source=out / "checkpoint.pt")
-    try:
+class _Session:
+    """The envs and the agent of one run, made (and a checkpoint restored) before any file is written."""
+
+    def __init__(self, env, eval_env, agent, checkpoint):
+        self.env, self.eval_env, self.agent, self.checkpoint = env, eval_env, agent, checkpoint
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, *, checkpoint: dict | None = None, source: Path | None = None) -> "_Session":
+        """The one seeding point, the envs, the agent (restored from ``checkpoint`` when resuming)."""
+        env = make_env(cfg.env)  # validates the env id and spaces
+        eval_env = None
+        try:
+            torch.set_num_threads(cfg.num_threads)
+            seed_everything(cfg.seed)  # a resumed loop then restores the checkpoint's RNG states
+            # A resumed run's envs are seeded afresh from its env step: a new episode, not the first one's again.
+            offset = 0 if checkpoint is None else checkpoint["loop_state"]["env_steps"]
+            env.set_seed(cfg.seed + offset)
+            eval_env = make_env(cfg.env, seed=cfg.seed + 10_000 + offset)
+            agent = build_agent(cfg, env)
+            if checkpoint is not None:
+                restore_checkpoint(checkpoint, agent, source=source)
+        except BaseException:
+            env.close()
+            if eval_env is not None:
+                eval_env.close()
+            raise
+        return cls(env, eval_env, agent, checkpoint)
+
+    def train(self, cfg: TrainConfig, out: Path, *, progress: bool, run_id: str) -> dict:
         return train(
-            cfg, agent, env, eval_env, out, max_episode_steps=gym.spec(cfg.env).max_episode_steps or 1000,
-            progress=progress, resume=None if checkpoint is None else checkpoint["loop_state"],
+            cfg, self.agent, self.env, self.eval_env, out,
+            max_episode_steps=gym.spec(cfg.env).max_episode_steps or 1000, progress=progress,
+            resume=None if self.checkpoint is None else self.checkpoint["loop_state"], run_id=run_id,
         )
-    finally:
-        env.close()
-        eval_env.close()
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()

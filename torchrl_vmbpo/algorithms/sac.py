@@ -10,6 +10,8 @@ Adam either way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -24,7 +26,7 @@ from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 
@@ -76,13 +78,25 @@ def compile_loss(loss: LossModule) -> Callable[[TensorDictBase], TensorDictBase]
 
     Example:
         >>> from torchrl.data import Bounded
-        >>> from torchrl_vmbpo.training.config import TrainConfig
+        >>> from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
         >>> agent = SACAgent(TrainConfig(hidden=(8,)), 3, Bounded(-1.0, 1.0, shape=(1,)))
         >>> fn = compile_loss(agent.loss)  # nothing is compiled before the first call
         >>> callable(fn) and not isinstance(fn, torch.nn.Module)
         True
     """
     return torch.compile(lambda batch: loss(batch), options={"joint_custom_pre_pass": _RecomputeBoolMasks()})
+
+
+@dataclass(frozen=True)
+class SACSettings(ExtraSettings):
+    """SAC's and MBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.compile=true``)."""
+
+    algorithm: ClassVar[str] = "SAC/MBPO"
+
+    compile: bool = False
+    """Compile the loss forward with :func:`compile_loss`: about 1.6x the eager updates per second at
+    Hopper sizes, 1.3-1.4x SB3's (``benchmarks/results/sac_update_speed.md``), after a one-off compile
+    of 10-30 s, so off by default for short runs and tests."""
 
 
 class SACAgent(Agent):
@@ -93,10 +107,7 @@ class SACAgent(Agent):
     temperature loss, so each ``loss_*`` reaches only its own group and the summed backward equals
     three separate ones at a third of the autograd overhead.
 
-    Settings read from ``cfg.extra``: ``compile`` (bool, default False): compile the loss forward with
-    :func:`compile_loss` (about 1.6x the eager updates per second at Hopper sizes, 1.3-1.4x SB3's: see
-    ``benchmarks/results/sac_update_speed.md``; a one-off compile of 10-30 s, so off by default for short
-    runs and tests).
+    Settings: :class:`SACSettings` from ``cfg.extra``.
 
     Example:
         >>> from tensordict import TensorDict
@@ -149,11 +160,9 @@ class SACAgent(Agent):
             fused=True,
         )
         self.max_grad_norm = cfg.max_grad_norm
-        compile_setting = cfg.extra.get("compile", False)
-        if not isinstance(compile_setting, bool):
-            raise ValueError(f"extra.compile must be true or false, got {compile_setting!r}")
+        self.settings = SACSettings.from_extra(cfg.extra)
         # A plain function attribute (not a submodule): compiling adds no state-dict keys.
-        self._loss_fn = compile_loss(self.loss) if compile_setting else self.loss.__call__
+        self._loss_fn = compile_loss(self.loss) if self.settings.compile else self.loss.__call__
         if dynamics is not None:
             if termination_fn is None:
                 raise ValueError("a model-based SACAgent needs termination_fn")

@@ -24,6 +24,7 @@ from torchrl.objectives import SACLoss, SoftUpdate
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
 from torchrl_vmbpo.envs.world_model import RewardFn
+from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
@@ -32,6 +33,7 @@ from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.validation import NonNegativeInt, PositiveFloat, PositiveInt
 
 # TrainConfig defaults of the "steve" preset: real data only (no imagination; every batch is real),
 # one update per env step as the SAC preset it extends.
@@ -44,29 +46,15 @@ class STEVESettings(ExtraSettings):
 
     algorithm: ClassVar[str] = "STEVE"
 
-    horizon: int = 3
+    horizon: NonNegativeInt = 3
     """H: model steps of the expansion (candidates for horizons 0..H; the STEVE paper uses 3)."""
-    num_qvalue_nets: int = 2
+    num_qvalue_nets: PositiveInt = 2
     """L: Q functions; each is a separate candidate, so their disagreement enters the variance.
     The SAC actor maximises their minimum, as SAC with twin critics."""
     sample_model: bool = True
     """Draw each member's next state from its Gaussian (aleatoric spread counts as uncertainty); False: mean."""
-    variance_floor: float = 1e-8
+    variance_floor: PositiveFloat = 1e-8
     """Floor on each horizon's candidate variance in the inverse-variance weights."""
-
-    def __post_init__(self):
-        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 0:
-            raise ValueError(f"extra.horizon must be an int >= 0, got {self.horizon!r}")
-        nets = self.num_qvalue_nets
-        if isinstance(nets, bool) or not isinstance(nets, int) or nets < 1:
-            raise ValueError(f"extra.num_qvalue_nets must be an int >= 1, got {self.num_qvalue_nets!r}")
-        if not isinstance(self.sample_model, bool):
-            raise ValueError(f"extra.sample_model must be true or false, got {self.sample_model!r}")
-        floor = self.variance_floor
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
-            raise ValueError(f"extra.variance_floor must be a number > 0, got {floor!r}")
-        object.__setattr__(self, "variance_floor", float(floor))
-
 
 
 class STEVEAgent(Agent):
@@ -103,7 +91,7 @@ class STEVEAgent(Agent):
     ):
         super().__init__()
         if cfg.rollouts_per_step != 0 or cfg.real_ratio != 1.0:
-            raise ValueError(
+            raise ConfigError(
                 "STEVE trains on real transitions only: config fields rollouts_per_step must be 0 and real_ratio 1, "
                 f"got {cfg.rollouts_per_step} and {cfg.real_ratio}"
             )

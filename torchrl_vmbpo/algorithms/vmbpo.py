@@ -11,7 +11,7 @@ Which phase runs where (Algorithm 1 as far as the paper fixes it):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
@@ -31,6 +31,14 @@ from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS, VMBPODynamicsLo
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.validation import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+)
 from torchrl_vmbpo.training.optim import optimize, total_loss
 
 
@@ -47,32 +55,32 @@ class VMBPOSettings(ExtraSettings):
 
     algorithm: ClassVar[str] = "VMBPO"
 
-    eta: float = 3.0
+    eta: PositiveFloat = 3.0
     """Temperature of p(O=1|x,a) = exp(eta r). With pi uniform the E-step is SAC with alpha = 1/eta."""
-    m_step_mode: str = "weighted_map"
+    m_step_mode: Literal["copy", "weighted_map"] = "weighted_map"
     """"copy" (pi <- q_c, the paper's experiments) or "weighted_map" (eq. 27 with kl_coef)."""
-    m_step_period: int = 1000
+    m_step_period: PositiveInt = 1000
     """E-step gradient updates between M-steps."""
-    kl_coef: float = 0.1
+    kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
-    kl_coef_std: float | None = 100.0
+    kl_coef_std: NonNegativeFloat | None = 100.0
     """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
-    acting_policy: str = "pi"
+    acting_policy: Literal["pi", "q_c"] = "pi"
     """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (the data,
     and so q_d, follow the policy the critic evaluates; InvertedPendulum-v5's preset, where acting
     with pi let the critic diverge: benchmarks/tuning/vmbpo-invpendulum)."""
-    weight_mix: float = 1.0
+    weight_mix: Fraction = 1.0
     """Mix of the eq.-19 weights with uniform ones (1 = plain MLE, MBPO's model loss)."""
-    weight_normaliser: str = "model"
+    weight_normaliser: Literal["critic", "model"] = "model"
     """Normaliser of the eq.-19 weight: "critic" (Q' - eta r, eq. 19 verbatim) or "model" (a Monte
     Carlo log E[exp(gamma V')] under the model; VMBPODynamicsLoss explains why it matters)."""
-    weight_min_ess: float | None = 0.5
+    weight_min_ess: Annotated[float, Range(0, 1, low_open=True)] | None = 0.5
     """Temper the eq.-19 weights to keep this effective sample size (fraction of a batch); None: no tempering."""
-    max_weight: float | None = 10.0
+    max_weight: Annotated[float, Range(1, low_open=True)] | None = 10.0
     """Clip of the self-normalised weights (mean 1); None: no clip."""
-    weighted_fit_after: int = 1000
+    weighted_fit_after: NonNegativeInt = 1000
     """Updates before the twisted fit starts: earlier fits are plain MLE (V', Q' are untrained)."""
-    uniform_prior_weight: float = 0.0
+    uniform_prior_weight: Fraction = 0.0
     """beta: the E-step regulariser (1 - beta) KL(q_c || pi) + beta KL(q_c || uniform); 0 is the paper's,
     1 is SAC's entropy with alpha = 1/eta (functional_vmbpo.prior_log_prob explains why it matters)."""
     entropy_constraint: bool = False
@@ -81,38 +89,19 @@ class VMBPOSettings(ExtraSettings):
     critic_lr) on top of KL(q_c || pi). Off: the paper's E-step. Why it exists: on Hopper-v5 the
     paper's E-step let q_c saturate while the critic diverged; holding the entropy at -1 did not by
     itself stop that divergence at eta 3, and slowed it at eta 1 (benchmarks/tuning/vmbpo-hopper)."""
-    critic_output_scale: str = "eta"
+    critic_output_scale: Literal["eta", "one"] = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
-    num_qvalue_nets: int = 2
+    num_qvalue_nets: PositiveInt = 2
     """Twin Q with min (a stabiliser the paper does not use; 1 gives eqs. 22-24 verbatim)."""
-    bootstrap: str = "value"
+    bootstrap: Literal["value", "action_value"] = "value"
     """What the Q target bootstraps from at x': "value" (eq. 23: the target V'(x')) or "action_value"
     (SAC-v2's form: min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'); VMBPOCriticLoss)."""
-    log_ratio_bound: float = 0.5
+    log_ratio_bound: PositiveFloat = 0.5
     """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow."""
-    log_ratio_steps: int = 250
+    log_ratio_steps: NonNegativeInt = 250
     """Gradient steps of eq. 21 after each model fit."""
-    log_ratio_lr: float = 3e-4
-
-    def __post_init__(self):
-        if not self.eta > 0:
-            raise ValueError(f"extra.eta must be > 0, got {self.eta}")
-        if self.m_step_mode not in ("copy", "weighted_map"):
-            raise ValueError(f"extra.m_step_mode must be 'copy' or 'weighted_map', got {self.m_step_mode!r}")
-        if self.weight_normaliser not in NORMALISERS:
-            raise ValueError(f"extra.weight_normaliser must be one of {NORMALISERS}, got {self.weight_normaliser!r}")
-        if self.critic_output_scale not in ("eta", "one"):
-            raise ValueError(f"extra.critic_output_scale must be 'eta' or 'one', got {self.critic_output_scale!r}")
-        if self.bootstrap not in BOOTSTRAPS:
-            raise ValueError(f"extra.bootstrap must be one of {BOOTSTRAPS}, got {self.bootstrap!r}")
-        if self.acting_policy not in ("pi", "q_c"):
-            raise ValueError(f"extra.acting_policy must be 'pi' or 'q_c', got {self.acting_policy!r}")
-        if self.m_step_period < 1 or self.log_ratio_steps < 0 or self.weighted_fit_after < 0:
-            raise ValueError("extra.m_step_period must be >= 1; log_ratio_steps, weighted_fit_after >= 0")
-        if not isinstance(self.entropy_constraint, bool):
-            raise ValueError(f"extra.entropy_constraint must be true or false, got {self.entropy_constraint!r}")
-
+    log_ratio_lr: PositiveFloat = 3e-4
 
 
 class VMBPOAgent(Agent):

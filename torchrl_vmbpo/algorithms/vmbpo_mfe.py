@@ -15,7 +15,7 @@ model and the agent is model-free.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -39,6 +39,14 @@ from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.validation import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+)
 
 # TrainConfig defaults of the "vmbpo-mfe" preset. utd 1: the E-step learns from real data only, as
 # SAC does. 100 rollouts per env step instead of MBPO's 400: E feeds only the M-step's states (one
@@ -46,8 +54,6 @@ from torchrl_vmbpo.training.model_fit import make_model_optimizer
 # few times at a quarter of the cost.
 VMBPO_MFE_DEFAULTS: dict = dict(utd=1.0, rollouts_per_step=100)
 
-_M_STEP_MODES = ("weighted_map", "copy")
-_ACTING = ("pi", "q_c")
 
 
 @dataclass(frozen=True)
@@ -64,75 +70,41 @@ class VMBPOMFESettings(ExtraSettings):
 
     algorithm: ClassVar[str] = "VMBPO-MFE"
 
-    eta: float = 3.0
+    eta: PositiveFloat = 3.0
     """Temperature of p(O=1|x,a) = exp(eta r)."""
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Exponential-TD temperature tau: 1 is eq. 9; large tau tends to the mean TD (Borkar 2002). The
     optimism exp() adds to noisy targets is about Var(y) / (2 tau) per step; on a deterministic env
     tau leaves the fixed point unchanged. 10 on InvertedPendulum-v5 (presets.ALGO_ENV_DEFAULTS),
     where tau = 1 diverged on one seed."""
-    max_exponent: float | None = 5.0
+    max_exponent: PositiveFloat | None = 5.0
     """(y - Q) / tau above which exp is continued linearly (overflow guard); None: exact exp."""
-    num_qvalue_nets: int = 2
+    num_qvalue_nets: PositiveInt = 2
     """Twin Q with min (a stabiliser the paper does not use; 1 gives eq. 9 per copy verbatim)."""
-    m_step_mode: str = "weighted_map"
+    m_step_mode: Literal["weighted_map", "copy"] = "weighted_map"
     """"weighted_map" (eq. 27 on model states: the M-step q_d is fitted for) or "copy" (pi <- q_c; then
     no state is needed and no model is fitted)."""
-    m_step_period: int = 1000
+    m_step_period: PositiveInt = 1000
     """E-step updates between M-steps (copy) or between trust-region snapshots pi_old <- pi (weighted_map,
     which takes one gradient step on pi per update, as VMBPO's agent)."""
-    kl_coef: float = 0.1
+    kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
-    kl_coef_std: float | None = 100.0
+    kl_coef_std: NonNegativeFloat | None = 100.0
     """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
-    critic_output_scale: str = "eta"
+    critic_output_scale: Literal["eta", "one"] = "eta"
     """"eta": Q and V output eta x their MLP (models.networks.ScaledOutput; VMBPO's default); "one": plain MLPs."""
     m_step_on_next_states: bool = True
     """M-step states: the model's next states x' ~ q_d of E (True: model states whatever the rollout
     length k) or E's current states (False: with k = 1 those are D's start states, and q_d has no role)."""
-    acting_policy: str = "pi"
+    acting_policy: Literal["pi", "q_c"] = "pi"
     """Which policy acts in the real env: "pi" (the paper: D is sampled with pi) or "q_c"."""
-    weight_mix: float = 1.0
+    weight_mix: Fraction = 1.0
     """Mix of eq. 19's weights with uniform ones for the q_d fit: 1 (default) is plain MLE; < 1 twists q_d
     towards q_d* = p exp(gamma V') / exp(Q' - eta r) (eq. 14), with V', Q' of the exponential-TD critic."""
-    max_weight: float | None = 10.0
+    max_weight: Annotated[float, Range(1, low_open=True)] | None = 10.0
     """Clip of the self-normalised eq.-19 weights (weight_mix < 1 only); None: no clip."""
-    weighted_fit_after: int = 1000
+    weighted_fit_after: NonNegativeInt = 1000
     """Updates before a twisted fit (weight_mix < 1) starts: earlier fits are plain MLE."""
-
-    def __post_init__(self):
-        for name, optional in (("eta", False), ("temperature", False), ("max_exponent", True),
-                               ("kl_coef", False), ("kl_coef_std", True), ("max_weight", True), ("weight_mix", False)):
-            value = getattr(self, name)
-            if value is None and optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"extra.{name} must be a number{' or null' if optional else ''}, got {value!r}")
-            object.__setattr__(self, name, float(value))  # JSON may give ints
-        for name in ("eta", "temperature", "max_exponent"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"extra.{name} must be > 0, got {getattr(self, name)}")
-        if not self.kl_coef >= 0:
-            raise ValueError(f"extra.kl_coef must be >= 0, got {self.kl_coef}")
-        if self.kl_coef_std is not None and not self.kl_coef_std >= 0:
-            raise ValueError(f"extra.kl_coef_std must be null or >= 0, got {self.kl_coef_std}")
-        if self.critic_output_scale not in ("eta", "one"):
-            raise ValueError(f"extra.critic_output_scale must be 'eta' or 'one', got {self.critic_output_scale!r}")
-        if not 0.0 <= self.weight_mix <= 1.0:
-            raise ValueError(f"extra.weight_mix must be in [0, 1], got {self.weight_mix}")
-        if self.max_weight is not None and not self.max_weight > 1.0:
-            raise ValueError(f"extra.max_weight must be null or > 1 (the weights average to one), got {self.max_weight}")
-        for name, low in (("num_qvalue_nets", 1), ("m_step_period", 1), ("weighted_fit_after", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"extra.{name} must be an int >= {low}, got {value!r}")
-        if not isinstance(self.m_step_on_next_states, bool):
-            raise ValueError(f"extra.m_step_on_next_states must be true or false, got {self.m_step_on_next_states!r}")
-        if self.m_step_mode not in _M_STEP_MODES:
-            raise ValueError(f"extra.m_step_mode must be one of {_M_STEP_MODES}, got {self.m_step_mode!r}")
-        if self.acting_policy not in _ACTING:
-            raise ValueError(f"extra.acting_policy must be one of {_ACTING}, got {self.acting_policy!r}")
-
 
     @property
     def model_based(self) -> bool:

@@ -7,6 +7,11 @@ import torch
 from torchrl.data import Bounded
 from torchrl.envs import Compose, DoubleToFloat, EnvBase, GymEnv, InitTracker, RewardSum, StepCounter, TransformedEnv
 
+from torchrl_vmbpo.errors import EnvError
+
+
+SUPPORTED = "Pendulum-v1, InvertedPendulum-v5, Hopper-v5, Walker2d-v5, HalfCheetah-v5, Reacher-v5"
+
 
 def _check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     try:
@@ -14,11 +19,23 @@ def _check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     except gym.error.Error as err:
         close = sorted(k for k in gym.registry if env_id.split("-")[0].lower() in k.lower())[:10]
         hint = f" Similar ids: {close}." if close else ""
-        raise ValueError(
+        raise EnvError(
             f"Unknown env id {env_id!r}: it is not registered in gymnasium.{hint} "
-            "Supported out of the box: Pendulum-v1, InvertedPendulum-v5, Hopper-v5, Walker2d-v5, "
-            "HalfCheetah-v5, Reacher-v5 (any gymnasium env with a Box action space works)."
-        ) from err
+            f"Supported out of the box: {SUPPORTED} (any gymnasium env with a flat Box observation and a "
+            "Box action space works)."
+        ) from None
+
+
+def _open(env_id: str, kwargs: dict) -> GymEnv:
+    try:
+        return GymEnv(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as err:
+        raise EnvError(f"{env_id!r} needs an optional package that is not installed: {_first_line(err)}") from None
+    except ImportError as err:
+        raise EnvError(
+            f"{env_id!r} needs a package that is not installed ({err.name or _first_line(err)}); install it "
+            "(e.g. pip install 'gymnasium[box2d]' for Box2D envs)"
+        ) from None
 
 
 def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | None = None) -> TransformedEnv:
@@ -28,7 +45,8 @@ def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | N
     ``DoubleToFloat`` (MuJoCo observations are float64), ``RewardSum`` (episode return).
 
     Raises:
-        ValueError: unknown env id, or an action space that is not a continuous box.
+        EnvError: unknown env id, a missing optional package, an observation that is not one flat
+            vector (dict or image observations), or an action space that is not a continuous box.
 
     Example:
         >>> env = make_env("Pendulum-v1", seed=0)
@@ -37,12 +55,22 @@ def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | N
     """
     spec = _check_env_id(env_id)
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    base = GymEnv(env_id, **kwargs)
+    base = _open(env_id, kwargs)
     if not isinstance(base.action_spec, Bounded) or base.action_spec.dtype not in (torch.float32, torch.float64):
         base.close()
-        raise ValueError(
+        raise EnvError(
             f"{env_id!r} has a {type(base.action_spec).__name__} action space of dtype {base.action_spec.dtype}; "
             "torchrl_vmbpo supports continuous, bounded (Box) action spaces only."
+        )
+    observation = base.observation_spec.get("observation", None)
+    if observation is None or observation.ndim != 1:
+        keys = sorted(str(k) for k in base.observation_spec.keys(True, True))
+        shapes = {k: tuple(base.observation_spec[k].shape) for k in base.observation_spec.keys(True, True)}
+        base.close()
+        raise EnvError(
+            f"{env_id!r} observes {shapes if len(keys) <= 5 else keys}; torchrl_vmbpo supports one flat Box "
+            "observation vector (the key 'observation'), not dict or image observations (flatten them with a "
+            "gymnasium wrapper such as FlattenObservation)."
         )
     max_steps = max_episode_steps or spec.max_episode_steps
     env = TransformedEnv(
@@ -51,6 +79,11 @@ def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | N
     if seed is not None:
         env.set_seed(seed)
     return env
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def env_dims(env: EnvBase) -> tuple[int, int]:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import torch
 
+from torchrl_vmbpo.errors import UnknownEnvFunction
+
 TerminationFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -58,11 +60,12 @@ KNOWN_TERMINATION_FNS: dict[str, TerminationFn] = {
 
 
 def termination_fn_for(env_id: str) -> TerminationFn:
-    """The known termination function of ``env_id``; a KeyError lists the known ids otherwise."""
+    """The known termination function of ``env_id``; an :class:`UnknownEnvFunction` (a KeyError) lists the
+    known ids otherwise."""
     try:
         return KNOWN_TERMINATION_FNS[env_id]
     except KeyError:
-        raise KeyError(
+        raise UnknownEnvFunction(
             f"No known termination function for {env_id!r}; known: {sorted(KNOWN_TERMINATION_FNS)}. "
             "Pass termination_fn=<callable next_obs -> bool[..., 1]> to use another env."
         ) from None

@@ -43,6 +43,8 @@ class Agent(nn.Module):
         self.model_optimizer = None
         self.termination_fn = None
         self.reward_fn = None
+        # (algo, env id) when a preset built the agent: loading a checkpoint of another pair is refused.
+        self.identity: tuple[str, str] | None = None
 
     @property
     def rollout_policy(self) -> TensorDictModuleBase:

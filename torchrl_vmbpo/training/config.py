@@ -9,7 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from torchrl_vmbpo.errors import ConfigError
+from torchrl_vmbpo.training.validation import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    check_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -17,72 +28,73 @@ class TrainConfig:
     # --- run ---
     algo: str = "mbpo"  #: preset name (see ``torchrl_vmbpo.algorithms.PRESETS``)
     env: str = "Pendulum-v1"  #: Gymnasium env id (continuous Box actions)
-    seed: int = 0  #: the one seeding point: torch, numpy, python, train env (eval env: seed + 10_000)
-    steps: int = 3000  #: real env steps to train for
-    num_threads: int = 1  #: torch intra-op threads; 1 is fastest for these small nets on 2 cores
+    seed: NonNegativeInt = 0  #: the one seeding point: torch, numpy, python, train env (eval env: seed + 10_000)
+    steps: PositiveInt = 3000  #: real env steps to train for (more than init_random_steps)
+    num_threads: PositiveInt = 1  #: torch intra-op threads; 1 is fastest for these small nets on 2 cores
     # --- evaluation and logging ---
-    eval_every: int = 500  #: env steps between deterministic evaluations (also at the end)
-    eval_episodes: int = 5  #: episodes per evaluation, on a separate env
-    log_every: int = 250  #: env steps between training-metric log rows
-    checkpoint: bool = True  #: write DIR/checkpoint.pt at the end of the run (``vmbpo train --resume`` extends it)
-    checkpoint_every: int = 5000
+    eval_every: PositiveInt = 500  #: env steps between deterministic evaluations (also at the end)
+    eval_episodes: PositiveInt = 5  #: episodes per evaluation, on a separate env
+    log_every: PositiveInt = 250  #: env steps between training-metric log rows
+    checkpoint: bool = True
+    """Write DIR/checkpoint.pt every ``checkpoint_every`` steps and at the end (``vmbpo train --resume``
+    continues or extends it). False: none of those; an interrupt (SIGINT, SIGTERM) still writes one."""
+    checkpoint_every: NonNegativeInt = 5000
     """Env steps between checkpoints written DURING the run (0: only at the end), each replacing the
     last: a killed run resumes from the latest with ``vmbpo train --resume --out DIR``."""
     # --- real data ---
-    init_random_steps: int = 1000  #: uniformly random actions before the policy acts
-    collect_steps: int = 1  #: real steps per collector batch (updates follow each batch)
-    buffer_size: int = 1_000_000  #: real replay buffer capacity (transitions)
+    init_random_steps: NonNegativeInt = 1000  #: uniformly random actions before the policy acts
+    collect_steps: PositiveInt = 1  #: real steps per collector batch (updates follow each batch)
+    buffer_size: PositiveInt = 1_000_000  #: real replay buffer capacity (transitions)
     # --- agent updates (SAC-style actor-critic) ---
-    batch_size: int = 256  #: transitions per gradient update
-    utd: float = 1.0  #: gradient updates per real env step
-    gamma: float = 0.99  #: discount
-    tau: float = 0.005  #: Polyak rate of target networks
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4  #: entropy-temperature learning rate
-    alpha_init: float = 1.0  #: initial entropy temperature
+    batch_size: PositiveInt = 256  #: transitions per gradient update
+    utd: NonNegativeFloat = 1.0  #: gradient updates per real env step
+    gamma: Fraction = 0.99  #: discount
+    tau: Fraction = 0.005  #: Polyak rate of target networks
+    actor_lr: PositiveFloat = 3e-4
+    critic_lr: PositiveFloat = 3e-4
+    alpha_lr: PositiveFloat = 3e-4  #: entropy-temperature learning rate
+    alpha_init: PositiveFloat = 1.0  #: initial entropy temperature
     target_entropy: float | None = None  #: None = -action_dim (SAC's "auto")
-    hidden: tuple[int, ...] = (256, 256)  #: actor / critic hidden widths
-    max_grad_norm: float | None = None  #: gradient-norm clip (None: no clipping)
+    hidden: Annotated[tuple[int, ...], Range(1)] = (256, 256)  #: actor / critic hidden widths
+    max_grad_norm: PositiveFloat | None = None  #: gradient-norm clip (None: no clipping)
     # --- learned dynamics (model-based presets) ---
-    num_members: int = 7  #: ensemble size
-    num_elites: int = 5  #: members used in rollouts, chosen by holdout loss
-    model_hidden: tuple[int, ...] = (200, 200, 200, 200)
-    model_lr: float = 1e-3
-    model_weight_decay: float = 5e-5  #: L2 on ensemble weights (MBPO uses 2.5e-5 ... 1e-4 per layer)
-    model_batch_size: int = 256
-    model_holdout: float = 0.2  #: holdout fraction (capped at model_max_holdout)
-    model_max_holdout: int = 5000
-    model_patience: int = 5  #: epochs without > 1% holdout improvement before stopping
-    model_max_epochs: int = 200  #: cap on epochs per fit (bounds the first fit's cost)
-    model_retrain_every: int = 250  #: env steps between model fits (and imagination phases)
-    rollouts_per_step: int = 400  #: model rollouts started per real env step (0: no imagination, as PETS, STEVE)
-    rollout_schedule: tuple[float, float, float, float] = (20, 100, 1, 1)
+    num_members: PositiveInt = 7  #: ensemble size
+    num_elites: PositiveInt = 5  #: members used in rollouts, chosen by holdout loss
+    model_hidden: Annotated[tuple[int, ...], Range(1)] = (200, 200, 200, 200)
+    model_lr: PositiveFloat = 1e-3
+    model_weight_decay: NonNegativeFloat = 5e-5  #: L2 on ensemble weights (MBPO uses 2.5e-5 ... 1e-4 per layer)
+    model_batch_size: PositiveInt = 256
+    model_holdout: Fraction = 0.2  #: holdout fraction (capped at model_max_holdout)
+    model_max_holdout: PositiveInt = 5000
+    model_patience: NonNegativeInt = 5  #: epochs without > 1% holdout improvement before stopping
+    model_max_epochs: PositiveInt = 200  #: cap on epochs per fit (bounds the first fit's cost)
+    model_retrain_every: PositiveInt = 250  #: env steps between model fits (and imagination phases)
+    rollouts_per_step: NonNegativeInt = 400  #: model rollouts started per real env step (0: no imagination, as PETS, STEVE)
+    rollout_schedule: Annotated[tuple[float, float, float, float], Range(0)] = (20, 100, 1, 1)
     """[epoch_a, epoch_b, k_a, k_b]: rollout length k, linear in epoch (1 epoch = 1000 env steps)."""
-    model_retain_epochs: int = 1  #: model-buffer capacity in epochs of imagined data
-    real_ratio: float = 0.05  #: fraction of each update batch drawn from real data
-    # --- algorithm-specific settings, read by the preset that uses them ---
+    model_retain_epochs: PositiveInt = 1  #: model-buffer capacity in epochs of imagined data
+    real_ratio: Fraction = 0.05  #: fraction of each update batch drawn from real data
+    # --- algorithm-specific settings: the preset's settings dataclass (``settings_class(algo)``) checks them ---
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        positive = ["steps", "eval_every", "eval_episodes", "log_every", "collect_steps", "buffer_size", "batch_size",
-                    "num_members", "num_elites", "model_batch_size", "model_max_epochs", "model_retrain_every",
-                    "num_threads", "model_retain_epochs", "model_max_holdout"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"config field {name} must be >= 1, got {getattr(self, name)}")
-        for name in ["init_random_steps", "model_patience", "utd", "rollouts_per_step", "checkpoint_every"]:
-            if getattr(self, name) < 0:
-                raise ValueError(f"config field {name} must be >= 0, got {getattr(self, name)}")
-        for name in ["gamma", "tau", "real_ratio", "model_holdout"]:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"config field {name} must be in [0, 1], got {getattr(self, name)}")
+        check_fields(self)
+        object.__setattr__(self, "extra", dict(self.extra))
+        if _SETTINGS:  # filled when torchrl_vmbpo.algorithms is imported (importing torchrl_vmbpo does it)
+            settings_class(self.algo).from_extra(self.extra)
         if self.num_elites > self.num_members:
-            raise ValueError(f"num_elites ({self.num_elites}) must be <= num_members ({self.num_members})")
-        if len(self.rollout_schedule) != 4:
-            raise ValueError(f"rollout_schedule must be [epoch_a, epoch_b, k_a, k_b], got {self.rollout_schedule}")
+            raise ConfigError(f"num_elites ({self.num_elites}) must be <= num_members ({self.num_members})")
+        if self.steps <= self.init_random_steps:
+            raise ConfigError(
+                f"steps ({self.steps}) must be more than init_random_steps ({self.init_random_steps}): the first "
+                f"{self.init_random_steps} steps act at random, so no learning would happen; raise steps or lower "
+                "init_random_steps"
+            )
 
     def replace(self, **changes) -> "TrainConfig":
+        known = {f.name for f in fields(self)}
+        if unknown := sorted(set(changes) - known):
+            raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -98,7 +110,7 @@ class TrainConfig:
         for item in assignments:
             name, sep, raw = item.partition("=")
             if not sep:
-                raise ValueError(f"--set expects name=value, got {item!r}")
+                raise ConfigError(f"--set expects name=value, got {item!r}")
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
@@ -107,10 +119,8 @@ class TrainConfig:
                 extra[name[len("extra."):]] = value
                 continue
             if name not in known:
-                raise ValueError(f"unknown config field {name!r}; known fields: {sorted(known)} (or extra.KEY)")
-            if isinstance(value, list):
-                value = tuple(value)
-            changes[name] = value
+                raise ConfigError(f"unknown config field {name!r}; known fields: {sorted(known)} (or extra.KEY)")
+            changes[name] = value  # typed and range-checked by __post_init__
         return self.replace(**changes, extra=extra)
 
     def rollout_length(self, env_steps: int) -> int:
@@ -128,22 +138,47 @@ class TrainConfig:
 class ExtraSettings:
     """Base of each preset's frozen settings dataclass, parsed from ``TrainConfig.extra``.
 
-    Subclasses are ``@dataclass(frozen=True)`` with documented fields and set ``algorithm`` (the name
-    used in error messages); unknown keys are refused by name.
+    Subclasses are ``@dataclass(frozen=True)`` with documented, annotated fields (types, ``Literal``
+    choices and ``Range`` bounds of :mod:`torchrl_vmbpo.training.validation`, checked here for every
+    field) and set ``algorithm`` (the name used in error messages); unknown keys are refused by name.
+    A subclass with checks across fields overrides :meth:`check` (calling ``super().check()`` first).
     """
 
     algorithm: ClassVar[str] = "algorithm"
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        check_fields(self, prefix="extra.")
 
     @classmethod
     def from_extra(cls, extra: dict):
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(extra) - known)
         if unknown:
-            raise ValueError(
-                f"unknown {cls.algorithm} setting(s) {unknown}; known: {sorted(known)} (set as extra.NAME=VALUE)"
+            raise ConfigError(
+                f"unknown {cls.algorithm} setting(s) {unknown}; known: {sorted(known) or 'none'} "
+                "(set as extra.NAME=VALUE)"
             )
         return cls(**extra)
 
     def to_json(self) -> dict:
         """Every setting, defaults included, as JSON values (what summary.json records as ``settings``)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+_SETTINGS: dict[str, type[ExtraSettings]] = {}
+
+
+def register_settings(algo: str, settings: type[ExtraSettings]) -> None:
+    """Declare ``algo`` and the settings class its ``extra`` entries are checked against
+    (``torchrl_vmbpo.algorithms.presets`` registers every preset)."""
+    _SETTINGS[algo] = settings
+
+
+def settings_class(algo: str) -> type[ExtraSettings]:
+    """The settings class registered for ``algo``; ConfigError naming the known ones otherwise."""
+    if algo not in _SETTINGS:
+        raise ConfigError(f"unknown algorithm {algo!r}; available: {sorted(_SETTINGS)}")
+    return _SETTINGS[algo]

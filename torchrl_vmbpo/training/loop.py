@@ -6,6 +6,7 @@ Per collector batch of real steps:
             -> update x (utd * steps)                   (target updates happen inside ``agent.update``)
             -> evaluate                                  every ``eval_every`` steps and at the end
             -> checkpoint (resumable)                    every ``checkpoint_every`` steps and at the end
+            -> stop on SIGINT / SIGTERM                  after a checkpoint at the current step
 """
 
 from __future__ import annotations
@@ -18,21 +19,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 from torchrl.record.loggers.csv import CSVLogger
 from tqdm.auto import tqdm
 
 from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
+from torchrl_vmbpo.errors import ConfigError, RunInterrupted
 from torchrl_vmbpo.objectives.functional import assert_finite
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.checkpoint import save_checkpoint
+from torchrl_vmbpo.training.checkpoint import plain_rng_states, save_checkpoint
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.evaluate import evaluate
 from torchrl_vmbpo.training.imagine import imagine
+from torchrl_vmbpo.training.interrupts import stop_on_signals
 from torchrl_vmbpo.training.model_fit import fit_dynamics
 from torchrl_vmbpo.training.results import (
     MetricsCSV,
+    atomic_write_text,
     git_commit,
     machine_info,
     plot_learning_curve,
@@ -75,6 +80,7 @@ def train(
     max_episode_steps: int,
     progress: bool = True,
     resume: dict | None = None,
+    run_id: str = "",
 ) -> dict:
     """Train ``agent`` on ``env`` for ``cfg.steps`` real steps; write metrics, summary, plot, checkpoint.
 
@@ -83,22 +89,33 @@ def train(
     (:func:`torchrl_vmbpo.algorithms.run.resume`): the loop continues from that env step with its
     real data, counters, RNG states and curve. What it does not restore, by design: the real env's
     episode (a fresh one starts), the model buffer (the first step refits q_d and imagines anew).
+
+    ``run_id`` (the folder's ``run.json``) goes into every row of metrics.csv, ``logs/run_id``, the
+    checkpoint and the summary. SIGINT or SIGTERM stops the run after the current collector batch with
+    a checkpoint at that step (whatever ``cfg.checkpoint`` says) and raises :class:`RunInterrupted`.
     """
-    out = Path(out_dir)
+    with stop_on_signals() as stop:
+        return _train(cfg, agent, env, eval_env, Path(out_dir), max_episode_steps=max_episode_steps,
+                      progress=progress, resume=resume, run_id=run_id, stop=stop)
+
+
+def _train(cfg, agent, env, eval_env, out: Path, *, max_episode_steps, progress, resume, run_id, stop) -> dict:
     commit = git_commit()  # the code this run imported, before anyone can commit during the run
     state = resume or {}
     timer = _Timer()
     timer.seconds.update(state.get("phase_seconds", {}))
     env_steps = state.get("env_steps", 0)
     if env_steps >= cfg.steps:
-        raise ValueError(f"the run already has {env_steps} env steps; resume with more steps (--steps > {env_steps})")
+        raise ConfigError(f"the run already has {env_steps} env steps; resume with more steps (--steps > {env_steps})")
     if resume is not None:
         _truncate_scalars(out / "logs", env_steps)  # rows a killed run logged after its checkpoint
     logger = CSVLogger(exp_name="logs", log_dir=str(out))
-    curve = MetricsCSV(out / "metrics.csv", rows=state.get("curve", []))
+    (out / "logs").mkdir(exist_ok=True)
+    atomic_write_text(out / "logs" / "run_id", run_id + "\n")  # which run the scalar logs belong to
+    curve = MetricsCSV(out / "metrics.csv", rows=state.get("curve", []), run_id=run_id)
     real_buffer = make_buffer(cfg.buffer_size)
     if state.get("real_data") is not None:
-        real_buffer.extend(state["real_data"])
+        real_buffer.extend(_tensordict(state["real_data"]))
     model_buffer = None
     model_horizon = 0
     collector = Collector(
@@ -128,11 +145,19 @@ def train(
             "env_steps": env_steps, "updates": updates, "updates_owed": updates_owed, "next_eval": next_eval,
             "next_log": next_log, "next_checkpoint": next_checkpoint, "best": best,
             "train_metrics": train_metrics, "wall_seconds": time.perf_counter() - start,
-            "phase_seconds": dict(timer.seconds), "curve": list(curve.rows),
+            "phase_seconds": dict(timer.seconds),
+            "curve": [{k: v for k, v in row.items() if k != "run_id"} for row in curve.rows],
             # clone: real_buffer[:] is a view, and torch.save writes a view's whole storage (all
-            # buffer_size rows: 128 MB for a 1e6 Hopper buffer holding 5,000 transitions).
-            "real_data": real_buffer[:].clone() if len(real_buffer) else None, "rng": _rng_states(), **history,
+            # buffer_size rows: 128 MB for a 1e6 Hopper buffer holding 5,000 transitions). A plain
+            # dict of tensors: checkpoints load with weights_only=True.
+            "real_data": real_buffer[:].clone().to_dict() if len(real_buffer) else None,
+            "rng": plain_rng_states(_rng_states()), **history,
         }
+
+    def write_checkpoint():
+        with timer("checkpoint"):
+            save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps,
+                            loop_state=loop_state(), run_id=run_id)
 
     def run_eval():
         nonlocal best
@@ -211,6 +236,7 @@ def train(
         ready = learning and (not agent.model_based or last_fit is not None) and len(real_buffer) >= cfg.batch_size
         if ready:
             updates_owed += n_new * cfg.utd
+            metrics = None  # utd < 1: most batches owe no update yet
             with timer("update"):
                 while updates_owed >= 1.0:
                     sample = agent.sample_batch(
@@ -219,7 +245,8 @@ def train(
                     metrics = agent.update(sample)
                     updates += 1
                     updates_owed -= 1.0
-                train_metrics = {k: float(v) for k, v in metrics.items()} if updates else train_metrics
+                if metrics is not None:
+                    train_metrics = {k: float(v) for k, v in metrics.items()}
 
         if env_steps >= next_log and train_metrics:
             next_log += cfg.log_every
@@ -233,9 +260,12 @@ def train(
         if cfg.checkpoint and cfg.checkpoint_every and env_steps >= next_checkpoint and env_steps < cfg.steps:
             while next_checkpoint <= env_steps:
                 next_checkpoint += cfg.checkpoint_every
-            with timer("checkpoint"):
-                save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps,
-                                loop_state=loop_state())
+            write_checkpoint()
+        if stop.requested and env_steps < cfg.steps:
+            write_checkpoint()
+            bar.close()
+            collector.shutdown()
+            raise RunInterrupted(stop.name, env_steps, str(out), stop.exit_code)
     if not curve.rows or curve.rows[-1]["env_steps"] != env_steps:
         run_eval()
     bar.close()
@@ -243,8 +273,7 @@ def train(
 
     wall = time.perf_counter() - start
     if cfg.checkpoint:  # with the loop state: `vmbpo train --resume --steps MORE` extends the run
-        save_checkpoint(out / "checkpoint.pt", agent, config=cfg.to_dict(), env_steps=env_steps,
-                        loop_state=loop_state())
+        write_checkpoint()
     plot_learning_curve(curve.rows, out / "learning_curve.png", f"{cfg.algo} on {cfg.env} (seed {cfg.seed})")
     update_seconds = timer.seconds.get("update", 0.0)
     summary = {
@@ -252,6 +281,7 @@ def train(
         "env": cfg.env,
         "seed": cfg.seed,
         "env_steps": env_steps,
+        "run_id": run_id,
         "final_return": curve.rows[-1]["eval_return_mean"],
         "best_return": best,
         "wall_seconds": round(wall, 2),
@@ -285,8 +315,16 @@ def _rng_states() -> dict:
 
 def _set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    kind, key, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _tensordict(data: dict) -> TensorDict:
+    """The real transitions of a checkpoint (a nested dict of tensors) as a TensorDict."""
+    leaf = next(v for v in TensorDict(data, batch_size=[]).values(True, True))
+    return TensorDict(data, batch_size=[leaf.shape[0]])
 
 
 def _truncate_scalars(log_dir: Path, env_steps: int) -> None:

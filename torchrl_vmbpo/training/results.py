@@ -1,31 +1,92 @@
-"""What a run leaves in its directory: metrics.csv, summary.json, learning_curve.png (with provenance)."""
+"""What a run leaves in its folder (run.json, metrics.csv, summary.json, learning_curve.png, logs/), written durably."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
 import shutil
 import subprocess
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import torch
 
-METRIC_COLUMNS = ["env_steps", "eval_return_mean", "eval_return_std", "wall_seconds", "updates"]
-RUN_FILES = ("metrics.csv", "summary.json", "checkpoint.pt")
+from torchrl_vmbpo.errors import RunFolderError
+
+METRIC_COLUMNS = ["env_steps", "eval_return_mean", "eval_return_std", "wall_seconds", "updates", "run_id"]
+RUN_MANIFEST = "run.json"
+# Everything a run writes in its folder: --overwrite removes exactly these, and only with it.
+RUN_FILES = (RUN_MANIFEST, "metrics.csv", "summary.json", "checkpoint.pt", "checkpoint.pt.tmp", "learning_curve.png",
+             "logs")
 
 
-def check_out_dir(out: Path, *, overwrite: bool) -> None:
-    """Refuse to write over a finished or running run unless ``overwrite``: results are never lost silently."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """``write(f)`` into a temporary file beside ``path``, flush, fsync, then rename over ``path``:
+    a crash or kill leaves either the old file or the new one, never a torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def prepare_run_folder(out: Path, *, overwrite: bool) -> None:
+    """Make ``out`` ready for a new run: refuse a folder that holds a run unless ``overwrite``, which
+    removes every file the previous run wrote (``RUN_FILES``; other files stay) before anything new is
+    written. Results are never lost silently.
+
+    Raises:
+        RunFolderError: the folder holds a run and ``overwrite`` is False, or it cannot be created or
+            written (a path under a regular file, no permission, a read-only disk).
+    """
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds a run ({', '.join(existing)}); choose another --out or pass --overwrite"
+        raise RunFolderError(
+            f"{out} already holds a run ({', '.join(existing)}); choose another --out, --resume it, or pass --overwrite"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # the TorchRL CSV logger appends: start its files afresh
-        shutil.rmtree(out / "logs", ignore_errors=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in existing:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise RunFolderError(f"cannot use {out} as the run folder: {err.strerror or err} ({type(err).__name__})") from None
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def write_run_manifest(out: Path, run_id: str, config: dict) -> None:
+    """``run.json``: the folder's current run; its checkpoint, metrics and logs carry the same id."""
+    manifest = {"run_id": run_id, "algo": config.get("algo"), "env": config.get("env"), "seed": config.get("seed"),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_text(out / RUN_MANIFEST, json.dumps(manifest, indent=2))
+
+
+def read_run_id(out: Path) -> str | None:
+    """The run id ``run.json`` names, or None for a folder without one (written by an earlier version)."""
+    path = out / RUN_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["run_id"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RunFolderError(f"{path} is not a run manifest ({err})") from None
 
 
 def git_commit(*paths: str) -> str:
@@ -79,32 +140,35 @@ def machine_info(num_threads: int | None = None, device: torch.device | None = N
 
 
 class MetricsCSV:
-    """Appends evaluation rows to ``metrics.csv`` as they come (a killed run keeps its curve)."""
+    """Evaluation rows in ``metrics.csv``, rewritten durably at each row (a killed run keeps its curve;
+    the file is a few kB, so the rewrite costs nothing beside an evaluation)."""
 
-    def __init__(self, path: Path, rows: list[dict] = ()):
+    def __init__(self, path: Path, rows: list[dict] = (), *, run_id: str = ""):
         """Start the file afresh with ``rows`` (a resumed run's curve up to its checkpoint)."""
-        self.path = path
-        self.rows: list[dict] = list(rows)
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(METRIC_COLUMNS)
-            writer.writerows([row[c] for c in METRIC_COLUMNS] for row in self.rows)
+        self.path, self.run_id = path, run_id
+        self.rows: list[dict] = [{**row, "run_id": run_id} for row in rows]
+        self._write()
 
     def append(self, row: dict) -> None:
-        self.rows.append(row)
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([row[c] for c in METRIC_COLUMNS])
+        self.rows.append({**row, "run_id": self.run_id})
+        self._write()
+
+    def _write(self) -> None:
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(METRIC_COLUMNS)
+        writer.writerows([row[c] for c in METRIC_COLUMNS] for row in self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """Rows of a metrics.csv as floats (its ``run_id`` column, where present, is left out)."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if k != "run_id"} for row in csv.DictReader(f)]
 
 
 def write_summary(path: Path, summary: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(summary, indent=2, default=str))
 
 
 def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:

@@ -1,0 +1,51 @@
+"""The library's own error classes: what a user did wrong, as opposed to a bug.
+
+The command line turns these (and only these) into one-line messages with exit code 2; any other
+exception keeps its traceback. Each subclasses the built-in a caller would have caught before
+(``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class VMBPOError(Exception):
+    """Base of every error the library raises about its input (settings, envs, run folders, checkpoints)."""
+
+
+class ConfigError(VMBPOError, ValueError):
+    """A setting has the wrong type or range, or settings contradict each other; nothing was written."""
+
+
+class EnvError(VMBPOError, ValueError):
+    """The env cannot be used (unknown id, missing optional package, unsupported spaces)."""
+
+
+class UnknownEnvFunction(EnvError, KeyError):
+    """No known termination or reward function for an env id (a ``KeyError`` too: a lookup failed)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RunFolderError(VMBPOError, ValueError):
+    """The run folder cannot be used as asked (holds another run, not writable, wrong run's checkpoint)."""
+
+
+class CheckpointError(VMBPOError, ValueError):
+    """A checkpoint is unreadable, unsafe to load, or does not match the agent; the agent is unchanged."""
+
+
+class CheckpointNotFound(VMBPOError, FileNotFoundError):
+    """No checkpoint where one was expected."""
+
+
+class RunInterrupted(VMBPOError):
+    """SIGINT or SIGTERM stopped a run after it wrote a checkpoint at ``env_steps`` (resumable);
+    ``exit_code`` is the shell's 128 + signal number (130, 143)."""
+
+    def __init__(self, signal_name: str, env_steps: int, out_dir: str, exit_code: int):
+        self.signal_name, self.env_steps, self.out_dir, self.exit_code = signal_name, env_steps, out_dir, exit_code
+        super().__init__(
+            f"interrupted by {signal_name} at env step {env_steps}; wrote {out_dir}/checkpoint.pt; "
+            f"continue with: vmbpo train --resume --out {out_dir}"
+        )
