@@ -56,7 +56,7 @@ def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, a
 
 def test_existing_run_is_never_overwritten_silently(tmp_path, capsys):
     (tmp_path / "summary.json").write_text('{"keep": true}')
-    code = main(["train", "--steps", "10", "--out", str(tmp_path), "--no-progress"])
+    code = main(["train", "--steps", "10", "--set", "init_random_steps=5", "--out", str(tmp_path), "--no-progress"])
     assert code == 2 and "already holds a run" in capsys.readouterr().err
     assert json.loads((tmp_path / "summary.json").read_text()) == {"keep": True}
 
@@ -72,7 +72,7 @@ def test_existing_run_is_never_overwritten_silently(tmp_path, capsys):
 )
 def test_bad_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "10", "--no-progress", *argv]) == 2
+    assert main(["train", "--out", str(out), "--steps", "10", "--set", "init_random_steps=5", "--no-progress", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (out / "metrics.csv").exists()
 

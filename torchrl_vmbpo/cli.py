@@ -82,11 +82,10 @@ def _command(args: argparse.Namespace) -> int:
     else:
         # --seed, --steps and --set change the preset together: one check of the result (steps=300 with
         # init_random_steps=100 is fine even where the preset waits 1,000 random steps).
-        given = []
-        if args.command == "train":
-            given += [f"seed={json.dumps(args.seed or 0)}"]
-            given += [] if args.steps is None else [f"steps={json.dumps(args.steps)}"]
-        cfg = default_config(args.algo or "mbpo", args.env or "Pendulum-v1").with_overrides(given + args.overrides)
+        changes = {"seed": args.seed or 0} if args.command == "train" else {}
+        if args.command == "train" and args.steps is not None:
+            changes["steps"] = args.steps
+        cfg = default_config(args.algo or "mbpo", args.env or "Pendulum-v1", overrides=args.overrides, **changes)
         if args.command == "config":
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0

@@ -27,6 +27,10 @@ class UnknownEnvFunction(EnvError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class BatchShapeError(VMBPOError, ValueError):
+    """A loss's batch entry has the wrong shape; the message names the entry, its shape and the one expected."""
+
+
 class RunFolderError(VMBPOError, ValueError):
     """The run folder cannot be used as asked (holds another run, not writable, wrong run's checkpoint)."""
 

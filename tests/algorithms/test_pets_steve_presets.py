@@ -32,7 +32,7 @@ def registered(monkeypatch):
 
 
 def _config(algo, *overrides, **changes):
-    return presets.default_config(algo, "Pendulum-v1", **changes).with_overrides(TINY + list(overrides))
+    return presets.default_config(algo, "Pendulum-v1", overrides=TINY + list(overrides), **changes)
 
 
 def _env_steps(out):

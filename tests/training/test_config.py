@@ -5,7 +5,7 @@ from torchrl_vmbpo.training.config import TrainConfig
 
 
 def test_overrides_parse_json_and_tuples():
-    cfg = TrainConfig().with_overrides(["utd=10", "hidden=[64,64]", "max_grad_norm=null", "extra.eta=2.5"])
+    cfg = TrainConfig(algo="vmbpo").with_overrides(["utd=10", "hidden=[64,64]", "max_grad_norm=null", "extra.eta=2.5"])
     assert cfg.utd == 10 and cfg.hidden == (64, 64) and cfg.max_grad_norm is None and cfg.extra == {"eta": 2.5}
 
 
@@ -62,7 +62,7 @@ def test_per_env_extra_settings_merge_with_changes_and_overrides(monkeypatch):
 def test_every_presets_extra_defaults_parse_into_its_settings(env):
     from torchrl_vmbpo.algorithms.presets import PRESETS, SETTINGS
 
-    assert set(SETTINGS) <= set(PRESETS) and {"sac", "mbpo"}.isdisjoint(SETTINGS)
+    assert set(SETTINGS) == set(PRESETS)
     for algo, settings_type in SETTINGS.items():
         settings = settings_type.from_extra(default_config(algo, env).extra)  # raises on an unknown entry
         assert isinstance(settings, settings_type)

@@ -6,7 +6,7 @@ Pendulum-v1 settings (no MBPO config exists) were chosen by measurement: see REA
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torchrl.envs import EnvBase
 
@@ -19,9 +19,16 @@ from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESetti
 from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import termination_fn_for
+from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.training.agent import Agent
-from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig, register_settings, settings_class
+from torchrl_vmbpo.training.config import (
+    ExtraSettings,
+    TrainConfig,
+    parse_assignments,
+    register_settings,
+    settings_class,
+)
 
 # Per-env settings shared by all algorithms (exploration length, entropy target, evaluation cadence).
 # The locomotion tasks' default length is the records' 20k (5k random + 15k learning; TrainConfig's
@@ -159,8 +166,15 @@ for _algo, _settings in SETTINGS.items():
     register_settings(_algo, _settings)
 
 
-def default_config(algo: str, env: str, **changes) -> TrainConfig:
-    """The preset's config for ``(algo, env)``; ``changes`` override any field (``extra`` entries merge)."""
+def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **changes) -> TrainConfig:
+    """The preset's config for ``(algo, env)``; ``changes`` (field=value) and ``overrides`` (``--set``
+    strings, ``"utd=10"``, ``"extra.eta=2"``) override any field, ``extra`` entries merge, and the result
+    is checked once as a whole (so ``steps=300`` with ``init_random_steps=100`` passes together).
+
+    Example:
+        >>> default_config("mbpo", "Pendulum-v1", steps=300, overrides=["init_random_steps=100"]).steps
+        300
+    """
     settings_class(algo)  # ConfigError naming the presets for an unknown one
     fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
     if algo in ("mbpo", "vmbpo", "vmbpo-mfe"):  # same model-based schedule as MBPO
@@ -168,10 +182,18 @@ def default_config(algo: str, env: str, **changes) -> TrainConfig:
     if algo in ("mbpo", "vmbpo") and env in DYNA_UTD:
         fields["utd"] = DYNA_UTD[env]
     fields.update(ALGO_ENV_DEFAULTS.get((algo, env), {}))
+    set_fields, set_extra = parse_assignments(overrides)
     # extra.* entries merge (as ``--set extra.KEY=...`` does): a change keeps the preset's other entries.
-    extra = {**fields.pop("extra", {}), **changes.pop("extra", {})}
+    extra = {**fields.pop("extra", {}), **changes.pop("extra", {}), **set_extra}
+    for name, given in (("algo", algo), ("env", env)):
+        for value in (changes.get(name, given), set_fields.get(name, given)):
+            if value != given:  # the preset's defaults were chosen for (algo, env)
+                raise ConfigError(f"{name} is the preset's ({given!r}); to use {value!r}, choose it with --{name} "
+                                  f"(default_config's {name} argument), not as a setting")
     fields.update(changes)
-    return TrainConfig(algo=algo, env=env, extra=extra, **fields)
+    fields.update(set_fields)
+    fields.update(algo=algo, env=env)
+    return TrainConfig(extra=extra, **fields)
 
 
 def build_agent(cfg: TrainConfig, env: EnvBase) -> Agent:

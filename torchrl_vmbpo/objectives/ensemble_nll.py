@@ -11,7 +11,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
-from torchrl_vmbpo.objectives.functional import assert_finite, gaussian_nll_per_dim
+from torchrl_vmbpo.objectives.functional import assert_finite, check_feature_shape, gaussian_nll_per_dim
 
 
 class GaussianEnsembleNLLLoss(LossModule):
@@ -77,6 +77,8 @@ class GaussianEnsembleNLLLoss(LossModule):
                 f"{type(self).__name__} needs the keys {needed} (change them with set_keys); missing {missing}, "
                 f"the batch has {list(td.keys(True, True))}"
             )
+        for key in needed:
+            check_feature_shape(td, key, type(self).__name__)
         obs, action = td.get(k.observation), td.get(k.action)
         next_obs, reward = td.get(k.next_observation), td.get(k.reward)
         model = self.dynamics_model

@@ -19,7 +19,7 @@ from torch import distributions as D
 from torch import nn
 from torchrl.modules import TanhNormal
 
-from torchrl_vmbpo.objectives.functional import assert_finite, effective_sample_size
+from torchrl_vmbpo.objectives.functional import assert_finite, check_feature_shape, effective_sample_size
 
 
 def q_target(
@@ -338,7 +338,8 @@ def _push_and_score(dist: D.TransformedDistribution, preimage: torch.Tensor) -> 
 def fetch(td: TensorDictBase, named_keys: dict, where: str) -> dict:
     """``{name: td[key]}`` for every ``name: key``; KeyError naming the missing and accepted keys.
 
-    Also raises ValueError if an entry holds NaN or inf (:func:`assert_finite`).
+    Also raises ValueError if an entry holds NaN or inf (:func:`assert_finite`) and BatchShapeError if one
+    lacks its feature dimension (:func:`check_feature_shape`).
 
     Example:
         >>> td = TensorDict({"observation": torch.zeros(2, 3)}, [2])
@@ -352,6 +353,8 @@ def fetch(td: TensorDictBase, named_keys: dict, where: str) -> dict:
             f"set_keys({', '.join(named_keys)}=...)); missing {missing}; the batch has {list(td.keys(True, True))}"
         )
     assert_finite(td, list(named_keys.values()), where)
+    for key in named_keys.values():
+        check_feature_shape(td, key, where)
     return {name: td.get(key) for name, key in named_keys.items()}
 
 

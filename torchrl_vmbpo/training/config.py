@@ -101,27 +101,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def with_overrides(self, assignments: list[str]) -> "TrainConfig":
-        """Apply ``name=value`` strings; values parse as JSON (``hidden=[64,64]``) or fall back to text.
-
-        ``extra.KEY=value`` sets an algorithm-specific entry.
-        """
-        known = {f.name: f for f in fields(self)}
-        changes, extra = {}, dict(self.extra)
-        for item in assignments:
-            name, sep, raw = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set expects name=value, got {item!r}")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            if name.startswith("extra."):
-                extra[name[len("extra."):]] = value
-                continue
-            if name not in known:
-                raise ConfigError(f"unknown config field {name!r}; known fields: {sorted(known)} (or extra.KEY)")
-            changes[name] = value  # typed and range-checked by __post_init__
-        return self.replace(**changes, extra=extra)
+        """Apply ``name=value`` strings; values parse as JSON (``hidden=[64,64]``) or fall back to text,
+        then are checked as one new config. ``extra.KEY=value`` sets an algorithm-specific entry."""
+        changes, extra = parse_assignments(assignments)
+        return self.replace(**changes, extra={**self.extra, **extra})
 
     def rollout_length(self, env_steps: int) -> int:
         """MBPO's schedule: k grows linearly from k_a at epoch_a to k_b at epoch_b."""
@@ -133,6 +116,28 @@ class TrainConfig:
             frac = min((epoch - epoch_a) / (epoch_b - epoch_a), 1.0)
             k = k_a + frac * (k_b - k_a)
         return max(1, int(k))
+
+
+def parse_assignments(assignments) -> tuple[dict, dict]:
+    """``name=value`` strings as (field changes, extra entries); values parse as JSON or stay text.
+    Types and ranges are checked where the config is made (``TrainConfig.__post_init__``)."""
+    known = {f.name for f in fields(TrainConfig)}
+    changes, extra = {}, {}
+    for item in assignments:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects name=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if name.startswith("extra."):
+            extra[name[len("extra."):]] = value
+        elif name in known and name != "extra":
+            changes[name] = value
+        else:
+            raise ConfigError(f"unknown config field {name!r}; known fields: {sorted(known - {'extra'})} (or extra.KEY)")
+    return changes, extra
 
 
 class ExtraSettings:
