@@ -49,7 +49,7 @@ def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, a
     agent = build_agent(cfg, make_env("Pendulum-v1"))
     payload = load_checkpoint(out / "checkpoint.pt", agent)
     assert payload["env_steps"] == 300
-    saved = torch.load(out / "checkpoint.pt", weights_only=False)["agent"]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["agent"]
     for key, value in agent.state_dict().items():
         torch.testing.assert_close(value, saved[key])
 
