@@ -51,7 +51,7 @@ def _assert_checkpoint_restores(cfg, out):
 @pytest.mark.parametrize("propagation", ["ts_inf", "ts1"])
 def test_pets_smoke_run_plans_with_the_fitted_model_and_never_updates_a_policy(tmp_path, registered, propagation):
     cfg = _config("pets", *TINY_PETS, f"extra.propagation={propagation}", steps=300, seed=3)
-    assert cfg.utd == 0 and cfg.rollouts_per_step == 0
+    assert cfg.utd > 0 and cfg.rollouts_per_step > 0  # not read: PETS's capabilities say no updates, no imagination
     summary = run(cfg, tmp_path / "run", progress=False)
     assert _env_steps(tmp_path / "run") == [1, 150, 300]
     assert summary["env_steps"] == 300 and summary["updates"] == 0
@@ -97,8 +97,6 @@ def test_pets_agent_acts_with_its_planner_and_its_settings(registered):
         ("pets", ["extra.bogus=1"], "unknown PETS setting"),
         ("pets", ["extra.propagation=ts2"], "extra.propagation"),
         ("pets", ["extra.elites=500"], "extra.elites"),
-        ("pets", ["utd=1"], "utd must be 0"),
-        ("pets", ["rollouts_per_step=10"], "rollouts_per_step must be 0"),
         ("steve", ["extra.horizon=-1"], "extra.horizon"),
         ("steve", ["extra.typo=1"], "unknown STEVE setting"),
         ("steve", ["real_ratio=0.5"], "real transitions only"),

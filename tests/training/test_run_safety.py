@@ -18,7 +18,7 @@ from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.errors import CheckpointError, EnvError, RunFolderError, RunInterrupted
 from torchrl_vmbpo.training import checkpoint as checkpoint_module
-from torchrl_vmbpo.training import loop
+from torchrl_vmbpo.training import phases
 from torchrl_vmbpo.training.checkpoint import load_checkpoint, read_checkpoint
 
 TINY = [
@@ -242,7 +242,7 @@ def test_dict_or_image_observations_are_refused_by_name(entry_point):
 def test_a_signal_writes_a_checkpoint_at_the_current_step_and_resume_continues(tmp_path, monkeypatch, signum):
     out = tmp_path / "run"
     cfg = default_config("sac", "Pendulum-v1", steps=300, seed=1, overrides=TINY + ["checkpoint_every=0"])
-    evaluate = loop.evaluate
+    evaluate = phases.evaluate
 
     def evaluate_then_signal(env, policy, **kwargs):  # a signal arriving during the evaluation at step 200
         result = evaluate(env, policy, **kwargs)
@@ -250,12 +250,13 @@ def test_a_signal_writes_a_checkpoint_at_the_current_step_and_resume_continues(t
             os.kill(os.getpid(), signum)
         return result
 
-    monkeypatch.setattr(loop, "evaluate", evaluate_then_signal)
+    monkeypatch.setattr(phases, "evaluate", evaluate_then_signal)
+    previous = signal.getsignal(signum)
     with pytest.raises(RunInterrupted) as stop:
         run(cfg, out, progress=False)
     monkeypatch.undo()
     assert stop.value.env_steps == 200 and stop.value.exit_code == 128 + signum
-    assert signal.getsignal(signum) is not None and signal.getsignal(signum) is not loop  # handlers restored
+    assert signal.getsignal(signum) == previous  # the run's handler is gone
     assert read_checkpoint(out / "checkpoint.pt")["env_steps"] == 200
     assert not (out / "summary.json").exists()
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0

@@ -4,8 +4,8 @@ Which phase runs where:
   * loop "collect": the agent's ``policy`` IS the planner (:class:`PETSPlanner`): every real action
     is the first action of a CEM plan scored by trajectory sampling through the ensemble;
   * loop "fit model": q_d by the ensemble NLL (MBPO's fit: holdout, early stopping, elites);
-  * no imagination (``rollouts_per_step=0``) and no gradient updates (``utd=0``): PETS has nothing
-    but the model to train;
+  * no imagination and no gradient updates (``PETSAgent.capabilities``): PETS has nothing but the
+    model to train, so ``utd``, ``real_ratio`` and ``rollouts_per_step`` do not apply to it;
   * loop "evaluate": the same planner in DETERMINISTIC mode (its CEM mean, with its own warm start).
 """
 
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 import torch
-from tensordict import TensorDictBase
 from torchrl.data import Bounded
 from torchrl.envs import EnvBase
 
@@ -28,7 +27,7 @@ from torchrl_vmbpo.errors import ConfigError, UnknownEnvFunction
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.planners.pets import PETSPlanner
-from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.validation import PositiveInt, Range
@@ -36,7 +35,7 @@ from torchrl_vmbpo.training.validation import PositiveInt, Range
 # TrainConfig defaults of the "pets" preset. No imagination, no policy updates. Evaluation episodes
 # are planned like training steps (~population x horizon x iterations x particles model rows per
 # action), so the preset evaluates less often and on fewer episodes than the gradient-based presets.
-PETS_DEFAULTS: dict = dict(utd=0.0, rollouts_per_step=0, eval_every=1000, eval_episodes=3)
+PETS_DEFAULTS: dict = dict(eval_every=1000, eval_episodes=3)
 
 
 def _pendulum_reward(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
@@ -128,7 +127,7 @@ class PETSAgent(Agent):
     """The ensemble q_d, its NLL fit, and the planner that acts with it (``policy``).
 
     Args:
-        cfg: the run's config (model sizes and optimiser; ``utd`` and ``rollouts_per_step`` must be 0).
+        cfg: the run's config (model sizes and optimiser).
         env: the real env (specs for the planner's world-model env).
         settings: :class:`PETSSettings`.
         termination_fn: known termination of model states (rewards after it are masked).
@@ -137,7 +136,7 @@ class PETSAgent(Agent):
     Example:
         >>> from torchrl_vmbpo.envs.real import make_env
         >>> from torchrl_vmbpo.envs.termination import never_done
-        >>> cfg = TrainConfig(model_hidden=(16,), utd=0.0, rollouts_per_step=0)
+        >>> cfg = TrainConfig(algo="pets", model_hidden=(16,))
         >>> agent = PETSAgent(cfg, make_env("Pendulum-v1"), PETSSettings(planning_horizon=5, population=20,
         ...                   elites=4, iterations=2, particles=5), termination_fn=never_done)
         >>> env = make_env("Pendulum-v1", seed=0)
@@ -155,16 +154,12 @@ class PETSAgent(Agent):
         reward_fn: RewardFn | None = None,
     ):
         super().__init__()
-        if cfg.utd != 0:
-            raise ConfigError(f"PETS trains no policy: config field utd must be 0, got {cfg.utd}")
-        if cfg.rollouts_per_step != 0:
-            raise ConfigError(
-                f"PETS imagines no data: config field rollouts_per_step must be 0, got {cfg.rollouts_per_step}"
-            )
         if not isinstance(env.action_spec, Bounded):
             raise TypeError(f"PETS needs a bounded action spec, got {type(env.action_spec).__name__}")
         self.settings = s = settings
         obs_dim, act_dim = env_dims(env)
+        # No policy to train and nothing imagined: the planner acts with q_d.
+        self.capabilities = Capabilities(updates=False, model_fit=True, planning=True, device=s.device or "cpu")
         self.dynamics = DynamicsModel(
             obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
         )
@@ -195,9 +190,6 @@ class PETSAgent(Agent):
         n, seconds = self.policy.planned_actions, self.policy.planning_seconds
         return {"planned_actions": n, "planning_seconds": round(seconds, 2),
                 "seconds_per_planned_action": round(seconds / n, 4) if n else None}
-
-    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        raise RuntimeError("PETS has no gradient updates besides the model fit (run it with utd=0)")
 
 
 def build_pets(cfg: TrainConfig, env: EnvBase) -> Agent:

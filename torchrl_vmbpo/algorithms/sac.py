@@ -25,7 +25,7 @@ from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
-from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
@@ -167,6 +167,7 @@ class SACAgent(Agent):
             if termination_fn is None:
                 raise ValueError("a model-based SACAgent needs termination_fn")
             self.dynamics = dynamics
+            self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
             self.model_loss = GaussianEnsembleNLLLoss(dynamics)
             self.model_optimizer = make_model_optimizer(dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
             self.termination_fn = termination_fn

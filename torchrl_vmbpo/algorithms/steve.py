@@ -29,7 +29,7 @@ from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.steve import STEVEEstimator
-from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
@@ -109,6 +109,8 @@ class STEVEAgent(Agent):
             action_spec=action_spec,
         )
         _ = self.loss.target_entropy  # materialise the lazy buffer (checkpoint keys, as SACAgent)
+        # The model enters the critic's target only: real batches, nothing imagined.
+        self.capabilities = Capabilities(model_fit=True, real_ratio=1.0)
         self.dynamics = DynamicsModel(
             obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
         )

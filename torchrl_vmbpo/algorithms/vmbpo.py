@@ -28,7 +28,7 @@ from torchrl_vmbpo.objectives.m_step import MStepLoss
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import BOOTSTRAPS, VMBPOCriticLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS, VMBPODynamicsLoss
-from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.validation import (
@@ -121,6 +121,7 @@ class VMBPOAgent(Agent):
         self.pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         self.q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         self.q_c.load_state_dict(self.pi.state_dict())  # start the EM from q_c = pi
+        self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
         self.q_d = self.dynamics = DynamicsModel(
             obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
         )

@@ -36,7 +36,7 @@ from torchrl_vmbpo.objectives.exponential_td import ExponentialTDLoss
 from torchrl_vmbpo.objectives.m_step import MStepLoss
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
-from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.validation import (
@@ -175,6 +175,8 @@ class VMBPOMFEAgent(Agent):
         if s.model_based:
             if termination_fn is None:
                 raise ValueError("VMBPO-MFE with m_step_mode='weighted_map' fits q_d and needs termination_fn")
+            # Real E-step batches; the M-step reads model states from E (sample_batch).
+            self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=1.0)
             self.q_d = self.dynamics = DynamicsModel(
                 obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
             )

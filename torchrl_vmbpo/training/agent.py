@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -15,6 +17,28 @@ from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an agent uses of the loop; the agent declares it (its algorithm knows), the loop asks.
+
+    Example: MBPO is ``Capabilities(model_fit=True, imagination=True, real_ratio=0.05)``; PETS is
+    ``Capabilities(updates=False, model_fit=True, planning=True)``.
+    """
+
+    updates: bool = True
+    """Gradient updates (``utd`` per env step) on batches from :meth:`Agent.sample_batch`."""
+    model_fit: bool = False
+    """Fit ``agent.dynamics`` every ``model_retrain_every`` env steps (then :meth:`Agent.after_model_fit`)."""
+    imagination: bool = False
+    """After each fit, roll q_d out with ``agent.rollout_policy`` into the model buffer E."""
+    planning: bool = False
+    """The acting policy plans with q_d (PETS); the loop treats it as any policy."""
+    real_ratio: float = 1.0
+    """Fraction of each update batch drawn from the real buffer D (the rest from E)."""
+    device: str = "cpu"
+    """Where the agent computes (recorded in the summary; a CUDA device names its GPU there)."""
+
+
 class Agent(nn.Module):
     """The components of one algorithm, as the loop sees them.
 
@@ -23,7 +47,9 @@ class Agent(nn.Module):
       * ``rollout_policy``: acts in the world model (defaults to ``policy``);
       * for model-based agents, ``dynamics``, ``model_loss`` (a LossModule whose ``loss_dynamics``
         fits q_d), ``model_optimizer``, ``termination_fn`` and optionally ``reward_fn``;
-    and implement :meth:`update` (one gradient update on a batch, target networks included).
+      * ``capabilities``: the loop phases it uses (:class:`Capabilities`; default: model-free updates);
+    and implement :meth:`update` (one gradient update on a batch, target networks included) when
+    ``capabilities.updates``.
     Every ``nn.Module`` attribute is saved in checkpoints through ``state_dict``.
     """
 
@@ -45,6 +71,7 @@ class Agent(nn.Module):
         self.reward_fn = None
         # (algo, env id) when a preset built the agent: loading a checkpoint of another pair is refused.
         self.identity: tuple[str, str] | None = None
+        self.capabilities = Capabilities()
 
     @property
     def rollout_policy(self) -> TensorDictModuleBase:
@@ -52,7 +79,8 @@ class Agent(nn.Module):
 
     @property
     def model_based(self) -> bool:
-        return self.dynamics is not None
+        """Fits a dynamics model (``capabilities.model_fit``)."""
+        return self.capabilities.model_fit
 
     def dynamics_loss(self) -> LossModule:
         """The loss the "fit model" phase minimises now (VMBPO switches from MLE to eq. 19)."""
@@ -63,7 +91,7 @@ class Agent(nn.Module):
     ) -> TensorDictBase:
         """The batch of one :meth:`update`: ``real_ratio`` of ``batch_size`` real rows, the rest model rows.
 
-        The loop passes ``real_ratio = 1`` to model-free agents. Override when an update needs its real
+        The loop passes ``capabilities.real_ratio``. Override when an update needs its real
         and model data apart (VMBPO-MFE: E-step on real transitions, M-step on model states).
         """
         return sample_mixed(real_buffer, model_buffer, batch_size, real_ratio)

@@ -22,6 +22,7 @@ from tensordict import TensorDictBase
 
 from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound
 from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.loop_state import plain_rng_states
 from torchrl_vmbpo.training.results import atomic_write
 
 _FORMAT = "torchrl_vmbpo.checkpoint.v2"
@@ -172,17 +173,6 @@ def convert_checkpoint(path: str | Path, *, run_id: str | None = None) -> Path:
     }
     atomic_write(path, lambda f: torch.save(payload, f))
     return backup
-
-
-def plain_rng_states(states: dict) -> dict:
-    """RNG states as tensors and plain containers (numpy's key array as an int64 tensor)."""
-    kind, key, pos, has_gauss, cached = states["numpy"]
-    return {
-        "torch": states["torch"],
-        "numpy": (str(kind), torch.as_tensor(key.astype("int64")) if hasattr(key, "astype") else key,
-                  int(pos), int(has_gauss), float(cached)),
-        "python": states["python"],
-    }
 
 
 def _mismatches(payload: dict, agent: Agent) -> list[str]:
