@@ -99,7 +99,6 @@ def test_pets_agent_acts_with_its_planner_and_its_settings(registered):
         ("pets", ["extra.elites=500"], "extra.elites"),
         ("steve", ["extra.horizon=-1"], "extra.horizon"),
         ("steve", ["extra.typo=1"], "unknown STEVE setting"),
-        ("steve", ["real_ratio=0.5"], "real transitions only"),
     ],
 )
 def test_bad_settings_give_clear_errors(registered, algo, overrides, message):

@@ -3,7 +3,7 @@
 Which phase runs where:
   * loop "collect": the SAC actor acts in the real env into D;
   * loop "fit model": q_d by the ensemble NLL (MBPO's fit), the same as MBPO;
-  * no imagination (``rollouts_per_step=0``): STEVE trains on REAL transitions only; the model enters
+  * no imagination (``STEVEAgent.capabilities``): STEVE trains on REAL transitions only; the model enters
     through the critic's target, computed at each update by :class:`STEVEEstimator` (H-step rollouts
     from every real ``s'`` through each elite, candidates from each Q function, inverse-variance blend);
   * loop "update" (:meth:`STEVEAgent.update`): TorchRL's ``SACLoss`` (actor, critics, temperature)
@@ -24,7 +24,6 @@ from torchrl.objectives import SACLoss, SoftUpdate
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
 from torchrl_vmbpo.envs.world_model import RewardFn
-from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
@@ -37,7 +36,7 @@ from torchrl_vmbpo.training.validation import NonNegativeInt, PositiveFloat, Pos
 
 # TrainConfig defaults of the "steve" preset: real data only (no imagination; every batch is real),
 # one update per env step as the SAC preset it extends.
-STEVE_DEFAULTS: dict = dict(utd=1.0, real_ratio=1.0, rollouts_per_step=0)
+STEVE_DEFAULTS: dict = dict(utd=1.0)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class STEVEAgent(Agent):
 
     Example:
         >>> from torchrl_vmbpo.envs.termination import never_done
-        >>> cfg = TrainConfig(hidden=(8,), model_hidden=(8,), rollouts_per_step=0, real_ratio=1.0)
+        >>> cfg = TrainConfig(algo="steve", hidden=(8,), model_hidden=(8,))
         >>> agent = STEVEAgent(cfg, 3, Bounded(-2.0, 2.0, shape=(1,)), STEVESettings(horizon=2),
         ...                    termination_fn=never_done)
         >>> from tensordict import TensorDict
@@ -90,11 +89,6 @@ class STEVEAgent(Agent):
         reward_fn: RewardFn | None = None,
     ):
         super().__init__()
-        if cfg.rollouts_per_step != 0 or cfg.real_ratio != 1.0:
-            raise ConfigError(
-                "STEVE trains on real transitions only: config fields rollouts_per_step must be 0 and real_ratio 1, "
-                f"got {cfg.rollouts_per_step} and {cfg.real_ratio}"
-            )
         s = self.settings = settings
         act_dim = action_spec.shape[-1]
         self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
