@@ -12,7 +12,7 @@ LAYERS = {
     "planners": 3,
     "training": 4,
     "algorithms": 5,
-    "cli": 6,
+    "cli": 6, "api": 6,
 }
 ROOT = Path(torchrl_vmbpo.__file__).parent
 

@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one algorithm on one env")
     train.add_argument("--algo", default=None, choices=PRESETS, help="preset (default: mbpo)")
-    train.add_argument("--env", default=None, help="Gymnasium env id (default: Pendulum-v1)")
+    train.add_argument("--env", default=None, help="Gymnasium env id or module:EnvId (default: Pendulum-v1)")
     train.add_argument("--steps", type=int, default=None, help="real env steps (default: the preset's)")
     train.add_argument("--seed", type=int, default=None, help="(default: 0)")
     train.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")

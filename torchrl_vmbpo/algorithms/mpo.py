@@ -18,6 +18,7 @@ from torchrl.data import Bounded
 from torchrl.envs import EnvBase
 from torchrl.objectives import HardUpdate, SoftUpdate
 
+from torchrl_vmbpo.envs.functions import EnvFunctions
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
@@ -131,7 +132,7 @@ class MPOAgent(Agent):
         return {**super().optimizers(), "mpo": self.optimizer}
 
 
-def build_mpo(cfg: TrainConfig, env: EnvBase) -> Agent:
+def build_mpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:
     """The ``mpo`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
     obs_dim, _ = env_dims(env)
     return MPOAgent(cfg, obs_dim, env.action_spec, MPOSettings.from_extra(cfg.extra))

@@ -21,7 +21,8 @@ from torchrl.envs import EnvBase
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
 from torchrl_vmbpo.envs.reacher7dof import reacher7dof_reward
-from torchrl_vmbpo.envs.termination import TerminationFn, inverted_pendulum_done, termination_fn_for
+from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.termination import TerminationFn, inverted_pendulum_done
 from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv
 from torchrl_vmbpo.errors import ConfigError, UnknownEnvFunction
 from torchrl_vmbpo.models.dynamics import DynamicsModel
@@ -192,9 +193,12 @@ class PETSAgent(Agent):
                 "seconds_per_planned_action": round(seconds / n, 4) if n else None}
 
 
-def build_pets(cfg: TrainConfig, env: EnvBase) -> Agent:
-    """The ``pets`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
+def build_pets(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:
+    """The ``pets`` preset's agent for ``env`` (settings from ``cfg.extra``); a reward function given or
+    registered for the env counts as known."""
+    fns = fns or env_functions_for(cfg.env)
     settings = PETSSettings.from_extra(cfg.extra)
-    known = settings.reward == "known" or (settings.reward == "auto" and cfg.env in KNOWN_REWARD_FNS)
-    reward_fn = known_reward_fn_for(cfg.env) if known else None
-    return PETSAgent(cfg, env, settings, termination_fn=termination_fn_for(cfg.env), reward_fn=reward_fn)
+    given = fns.reward_fn
+    known = settings.reward == "known" or (settings.reward == "auto" and (given or cfg.env in KNOWN_REWARD_FNS))
+    reward_fn = (given or known_reward_fn_for(cfg.env)) if known else None
+    return PETSAgent(cfg, env, settings, termination_fn=fns.termination(), reward_fn=reward_fn)

@@ -18,7 +18,9 @@ from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
 from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESettings, build_vmbpo_mfe
 from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
 from torchrl_vmbpo.envs.real import env_dims
-from torchrl_vmbpo.envs.termination import termination_fn_for
+from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.termination import TerminationFn
+from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.training.agent import Agent
@@ -121,25 +123,28 @@ ALGO_DEFAULTS: dict[str, dict] = {
 }
 
 
-def _sac(cfg: TrainConfig, env: EnvBase) -> Agent:
+def _sac(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     obs_dim, _ = env_dims(env)
     return SACAgent(cfg, obs_dim, env.action_spec)
 
 
-def _mbpo(cfg: TrainConfig, env: EnvBase) -> Agent:
+def _mbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     obs_dim, act_dim = env_dims(env)
     dynamics = DynamicsModel(
         obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
     )
-    return SACAgent(cfg, obs_dim, env.action_spec, dynamics=dynamics, termination_fn=termination_fn_for(cfg.env))
+    return SACAgent(cfg, obs_dim, env.action_spec, dynamics=dynamics, termination_fn=fns.termination(),
+                    reward_fn=fns.reward_fn)
 
 
-def _vmbpo(cfg: TrainConfig, env: EnvBase) -> Agent:
+def _vmbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     obs_dim, _ = env_dims(env)
-    return VMBPOAgent(cfg, obs_dim, env.action_spec, termination_fn=termination_fn_for(cfg.env))
+    return VMBPOAgent(cfg, obs_dim, env.action_spec, termination_fn=fns.termination(), reward_fn=fns.reward_fn)
 
 
-BUILDERS: dict[str, Callable[[TrainConfig, EnvBase], Agent]] = {
+# Each builds the algorithm's agent for an env from the run config and the env's termination and
+# reward functions (EnvFunctions: given, registered or known).
+BUILDERS: dict[str, Callable[[TrainConfig, EnvBase, EnvFunctions], Agent]] = {
     "sac": _sac,
     "mbpo": _mbpo,
     "vmbpo": _vmbpo,
@@ -196,8 +201,12 @@ def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **chan
     return TrainConfig(extra=extra, **fields)
 
 
-def build_agent(cfg: TrainConfig, env: EnvBase) -> Agent:
+def build_agent(
+    cfg: TrainConfig, env: EnvBase, *, termination_fn: TerminationFn | None = None, reward_fn: RewardFn | None = None
+) -> Agent:
+    """The preset's agent for ``env``; ``termination_fn`` / ``reward_fn`` for an env the library does not
+    know (else those registered with ``register_env_functions``, else the library's known ones)."""
     settings_class(cfg.algo)  # a TrainConfig made before the presets were registered was not checked
-    agent = BUILDERS[cfg.algo](cfg, env)
+    agent = BUILDERS[cfg.algo](cfg, env, env_functions_for(cfg.env, termination_fn, reward_fn))
     agent.identity = (cfg.algo, cfg.env)  # checked when a checkpoint is loaded into it
     return agent

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium as gym
 import torch
+from torchrl.envs import EnvBase
 
 from torchrl_vmbpo.algorithms.presets import build_agent
-from torchrl_vmbpo.envs.real import make_env
+from torchrl_vmbpo.envs.real import env_spec, make_env, wrap_env
+from torchrl_vmbpo.envs.termination import TerminationFn
+from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound, ConfigError, RunFolderError
 from torchrl_vmbpo.training.checkpoint import read_checkpoint, restore_checkpoint
 from torchrl_vmbpo.training.config import TrainConfig, settings_class
@@ -23,11 +27,20 @@ from torchrl_vmbpo.training.results import (
 from torchrl_vmbpo.training.seeding import seed_everything
 
 
-def run(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+def run(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    env_fns: EnvSource | None = None,
+) -> dict:
     """Train ``cfg.algo`` on ``cfg.env``; returns the summary also written to ``out_dir/summary.json``.
 
     Everything is checked (config, env, agent) before the run folder is touched; a folder that holds a
     run is refused unless ``overwrite``, which removes that run's files first (``prepare_run_folder``).
+    ``env_fns`` supplies what the library may not know of the env (its termination and reward
+    functions, or a TorchRL env factory): :class:`EnvSource`.
 
     Raises:
         ConfigError, EnvError, RunFolderError: bad input, before anything is written.
@@ -35,7 +48,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, *, overwrite: bool = False, progr
     """
     out = Path(out_dir)
     settings_class(cfg.algo).from_extra(cfg.extra)  # a TrainConfig made before the presets were registered
-    session = _Session.open(cfg)
+    session = _Session.open(cfg, env_fns or EnvSource())
     try:
         prepare_run_folder(out, overwrite=overwrite)
         run_id = new_run_id()
@@ -51,7 +64,12 @@ started on a CPU can go on planning on a GPU). Any other change would make one r
 
 
 def resume(
-    out_dir: str | Path, *, steps: int | None = None, progress: bool = True, overrides: list[str] = ()
+    out_dir: str | Path,
+    *,
+    steps: int | None = None,
+    progress: bool = True,
+    overrides: list[str] = (),
+    env_fns: EnvSource | None = None,
 ) -> dict:
     """Continue the run in ``out_dir`` from its ``checkpoint.pt`` (written every ``checkpoint_every`` env
     steps, at the end and on SIGINT / SIGTERM), with the config it was started with; ``steps`` raises its
@@ -60,7 +78,8 @@ def resume(
     The checkpoint must belong to the folder's current run (``run.json``); one left by another run is
     refused, naming both. ``overrides`` (``name=value`` as in :meth:`TrainConfig.with_overrides`) may
     change only :data:`RESUME_SETTINGS`; restating any other setting at its run's value is allowed (so a
-    sweep can pass the same ``--set`` list to a fresh and a resumed run), changing it is a ConfigError."""
+    sweep can pass the same ``--set`` list to a fresh and a resumed run), changing it is a ConfigError.
+    ``env_fns``: as for :func:`run` (give the same as the run started with)."""
     out = Path(out_dir)
     folder_run = read_run_id(out)
     try:
@@ -98,7 +117,7 @@ def resume(
     if payload["loop_state"]["env_steps"] >= cfg.steps:
         raise ConfigError(f"the run already has {payload['loop_state']['env_steps']} env steps; resume with more "
                           f"steps (--steps > {payload['loop_state']['env_steps']})")
-    session = _Session.open(cfg, checkpoint=payload, source=out / "checkpoint.pt")
+    session = _Session.open(cfg, env_fns or EnvSource(), checkpoint=payload, source=out / "checkpoint.pt")
     try:
         return session.train(cfg, out, progress=progress, run_id=folder_run or "")
     finally:
@@ -116,16 +135,50 @@ def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
     return {k: f"{a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+@dataclass(frozen=True)
+class EnvSource:
+    """How a run gets its env and what it may not know of it.
+
+    ``termination_fn`` / ``reward_fn``: for a model-based algorithm on an env without known ones
+    (else those registered with ``register_env_functions``, else the library's). ``make_env``: a
+    factory of a TorchRL env (one flat ``"observation"``, a bounded continuous action spec), called
+    for the training and the evaluation env, instead of ``gymnasium.make(cfg.env)``; it needs
+    ``max_episode_steps``.
+    """
+
+    termination_fn: TerminationFn | None = None
+    reward_fn: RewardFn | None = None
+    make_env: Callable[[], EnvBase] | None = None
+    max_episode_steps: int | None = None
+
+    def __post_init__(self):
+        if self.make_env is not None and (self.max_episode_steps is None or self.max_episode_steps < 1):
+            raise ConfigError("a TorchRL env factory (make_env) needs max_episode_steps >= 1")
+
+    def make(self, env_id: str) -> EnvBase:
+        if self.make_env is None:
+            return make_env(env_id)
+        return wrap_env(self.make_env(), name=env_id, max_episode_steps=self.max_episode_steps)
+
+    def episode_steps(self, env_id: str) -> int:
+        if self.max_episode_steps is not None:
+            return self.max_episode_steps
+        return env_spec(env_id).max_episode_steps or 1000
+
+
 class _Session:
     """The envs and the agent of one run, made (and a checkpoint restored) before any file is written."""
 
-    def __init__(self, env, eval_env, agent, checkpoint):
+    def __init__(self, env, eval_env, agent, checkpoint, max_episode_steps):
         self.env, self.eval_env, self.agent, self.checkpoint = env, eval_env, agent, checkpoint
+        self.max_episode_steps = max_episode_steps
 
     @classmethod
-    def open(cls, cfg: TrainConfig, *, checkpoint: dict | None = None, source: Path | None = None) -> "_Session":
+    def open(
+        cls, cfg: TrainConfig, source_fns: EnvSource, *, checkpoint: dict | None = None, source: Path | None = None
+    ) -> "_Session":
         """The one seeding point, the envs, the agent (restored from ``checkpoint`` when resuming)."""
-        env = make_env(cfg.env)  # validates the env id and spaces
+        env = source_fns.make(cfg.env)  # validates the env id and spaces
         eval_env = None
         try:
             torch.set_num_threads(cfg.num_threads)
@@ -133,8 +186,9 @@ class _Session:
             # A resumed run's envs are seeded afresh from its env step: a new episode, not the first one's again.
             offset = 0 if checkpoint is None else checkpoint["loop_state"]["env_steps"]
             env.set_seed(cfg.seed + offset)
-            eval_env = make_env(cfg.env, seed=cfg.seed + 10_000 + offset)
-            agent = build_agent(cfg, env)
+            eval_env = source_fns.make(cfg.env)
+            eval_env.set_seed(cfg.seed + 10_000 + offset)
+            agent = build_agent(cfg, env, termination_fn=source_fns.termination_fn, reward_fn=source_fns.reward_fn)
             if checkpoint is not None:
                 restore_checkpoint(checkpoint, agent, source=source)
         except BaseException:
@@ -142,12 +196,12 @@ class _Session:
             if eval_env is not None:
                 eval_env.close()
             raise
-        return cls(env, eval_env, agent, checkpoint)
+        return cls(env, eval_env, agent, checkpoint, source_fns.episode_steps(cfg.env))
 
     def train(self, cfg: TrainConfig, out: Path, *, progress: bool, run_id: str) -> dict:
         return train(
             cfg, self.agent, self.env, self.eval_env, out,
-            max_episode_steps=gym.spec(cfg.env).max_episode_steps or 1000, progress=progress,
+            max_episode_steps=self.max_episode_steps, progress=progress,
             resume=None if self.checkpoint is None else self.checkpoint["loop_state"], run_id=run_id,
         )
 

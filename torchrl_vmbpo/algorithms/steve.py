@@ -22,7 +22,8 @@ from torchrl.envs import EnvBase
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from torchrl_vmbpo.envs.real import env_dims
-from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
+from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
@@ -140,9 +141,11 @@ class STEVEAgent(Agent):
         return {**super().optimizers(), "sac": self.optimizer}
 
 
-def build_steve(cfg: TrainConfig, env: EnvBase) -> Agent:
+def build_steve(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:
     """The ``steve`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
+    fns = fns or env_functions_for(cfg.env)
     obs_dim, _ = env_dims(env)
     return STEVEAgent(
-        cfg, obs_dim, env.action_spec, STEVESettings.from_extra(cfg.extra), termination_fn=termination_fn_for(cfg.env)
+        cfg, obs_dim, env.action_spec, STEVESettings.from_extra(cfg.extra),
+        termination_fn=fns.termination(), reward_fn=fns.reward_fn,
     )

@@ -27,7 +27,8 @@ from torchrl_vmbpo import keys
 from torchrl_vmbpo.algorithms.vmbpo import e_step_update, m_step_update
 from torchrl_vmbpo.data.buffers import sample_mixed
 from torchrl_vmbpo.envs.real import env_dims
-from torchrl_vmbpo.envs.termination import TerminationFn, termination_fn_for
+from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
@@ -221,9 +222,11 @@ class VMBPOMFEAgent(Agent):
         return {**super().optimizers(), "e_step": self.e_step_optimizer, "pi": self.pi_optimizer}
 
 
-def build_vmbpo_mfe(cfg: TrainConfig, env: EnvBase) -> Agent:
+def build_vmbpo_mfe(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:
     """The ``vmbpo-mfe`` preset's agent for ``env`` (settings from ``cfg.extra``)."""
     obs_dim, _ = env_dims(env)
     settings = VMBPOMFESettings.from_extra(cfg.extra)
-    termination_fn = termination_fn_for(cfg.env) if settings.model_based else None
-    return VMBPOMFEAgent(cfg, obs_dim, env.action_spec, settings, termination_fn=termination_fn)
+    fns = fns or env_functions_for(cfg.env)
+    termination_fn = fns.termination() if settings.model_based else None
+    return VMBPOMFEAgent(cfg, obs_dim, env.action_spec, settings, termination_fn=termination_fn,
+                         reward_fn=fns.reward_fn)

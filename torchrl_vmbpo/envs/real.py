@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 import torch
 from torchrl.data import Bounded
@@ -11,6 +13,28 @@ from torchrl_vmbpo.errors import EnvError
 
 
 SUPPORTED = "Pendulum-v1, InvertedPendulum-v5, Hopper-v5, Walker2d-v5, HalfCheetah-v5, Reacher-v5"
+
+
+def split_env_id(env_id: str) -> tuple[str | None, str]:
+    """``"module:EnvId"`` -> ``("module", "EnvId")`` (gymnasium's convention); a plain id -> ``(None, id)``."""
+    module, sep, name = env_id.rpartition(":")
+    return (module, name) if sep else (None, env_id)
+
+
+def import_env_module(env_id: str) -> None:
+    """Import the module of a ``module:EnvId`` id (it registers the env, and maybe its functions)."""
+    module = split_env_id(env_id)[0]
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise EnvError(f"cannot import module {module!r} of env id {env_id!r}: {err}") from None
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The gymnasium spec of a registered id or of a ``module:EnvId`` id (its module imported first)."""
+    import_env_module(env_id)
+    return _check_env_id(split_env_id(env_id)[1])
 
 
 def _check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -44,8 +68,11 @@ def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | N
     Transforms: ``InitTracker`` (collectors need it), ``StepCounter`` (episode length),
     ``DoubleToFloat`` (MuJoCo observations are float64), ``RewardSum`` (episode return).
 
+    ``env_id`` is a registered gymnasium id or ``module:EnvId`` (the module is imported first, as
+    ``gymnasium.make`` does).
+
     Raises:
-        EnvError: unknown env id, a missing optional package, an observation that is not one flat
+        EnvError: unknown env id or module, a missing optional package, an observation that is not one flat
             vector (dict or image observations), or an action space that is not a continuous box.
 
     Example:
@@ -53,13 +80,25 @@ def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | N
         >>> env.rollout(3)["next", "episode_reward"].shape
         torch.Size([3, 1])
     """
-    spec = _check_env_id(env_id)
+    spec = env_spec(env_id)
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    base = _open(env_id, kwargs)
+    env = wrap_env(_open(spec.id, kwargs), name=env_id, max_episode_steps=max_episode_steps or spec.max_episode_steps)
+    if seed is not None:
+        env.set_seed(seed)
+    return env
+
+
+def wrap_env(base: EnvBase, *, name: str, max_episode_steps: int | None) -> TransformedEnv:
+    """Validate a TorchRL env's spaces (one flat observation, a continuous box of actions) and add the
+    transforms :func:`make_env` adds; ``name`` is used in messages. ``base`` is closed when refused.
+
+    Raises:
+        EnvError: dict or image observations, or an action space that is not a continuous box.
+    """
     if not isinstance(base.action_spec, Bounded) or base.action_spec.dtype not in (torch.float32, torch.float64):
         base.close()
         raise EnvError(
-            f"{env_id!r} has a {type(base.action_spec).__name__} action space of dtype {base.action_spec.dtype}; "
+            f"{name!r} has a {type(base.action_spec).__name__} action space of dtype {base.action_spec.dtype}; "
             "torchrl_vmbpo supports continuous, bounded (Box) action spaces only."
         )
     observation = base.observation_spec.get("observation", None)
@@ -68,17 +107,11 @@ def make_env(env_id: str, *, seed: int | None = None, max_episode_steps: int | N
         shapes = {k: tuple(base.observation_spec[k].shape) for k in base.observation_spec.keys(True, True)}
         base.close()
         raise EnvError(
-            f"{env_id!r} observes {shapes if len(keys) <= 5 else keys}; torchrl_vmbpo supports one flat Box "
+            f"{name!r} observes {shapes if len(keys) <= 5 else keys}; torchrl_vmbpo supports one flat Box "
             "observation vector (the key 'observation'), not dict or image observations (flatten them with a "
             "gymnasium wrapper such as FlattenObservation)."
         )
-    max_steps = max_episode_steps or spec.max_episode_steps
-    env = TransformedEnv(
-        base, Compose(InitTracker(), StepCounter(max_steps), DoubleToFloat(), RewardSum())
-    )
-    if seed is not None:
-        env.set_seed(seed)
-    return env
+    return TransformedEnv(base, Compose(InitTracker(), StepCounter(max_episode_steps), DoubleToFloat(), RewardSum()))
 
 
 def _first_line(err: BaseException) -> str:
