@@ -22,7 +22,9 @@ from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 from torchrl_vmbpo.algorithms.run import RESUME_SETTINGS
 from torchrl_vmbpo.errors import ConfigError, RunInterrupted, VMBPOError
 from torchrl_vmbpo.training.checkpoint import convert_checkpoint, read_checkpoint
+from torchrl_vmbpo.training.config import settings_class
 from torchrl_vmbpo.training.results import new_run_id, read_run_id, write_run_manifest
+from torchrl_vmbpo.training.validation import describe_fields
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,10 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         "convert-checkpoint", help="rewrite a checkpoint of an earlier version in the safe format (trusted files only)"
     )
     convert.add_argument("path", help="checkpoint.pt written by an earlier torchrl_vmbpo; kept as PATH.v1")
-    show = sub.add_parser("config", help="print the preset's full config as JSON")
+    show = sub.add_parser("config", help="print every setting of the preset with its value, what it accepts and what it does")
     show.add_argument("--algo", default="mbpo", choices=PRESETS)
     show.add_argument("--env", default="Pendulum-v1")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+    show.add_argument("--json", action="store_true", help="print the config as JSON instead")
     return parser
 
 
@@ -87,7 +90,7 @@ def _command(args: argparse.Namespace) -> int:
             changes["steps"] = args.steps
         cfg = default_config(args.algo or "mbpo", args.env or "Pendulum-v1", overrides=args.overrides, **changes)
         if args.command == "config":
-            print(json.dumps(cfg.to_dict(), indent=2))
+            print(json.dumps(cfg.to_dict(), indent=2) if args.json else _settings_table(cfg))
             return 0
         summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     keys = ["algo", "env", "seed", "env_steps", "final_return", "best_return", "wall_seconds", "updates_per_second"]
@@ -96,6 +99,17 @@ def _command(args: argparse.Namespace) -> int:
                if (Path(args.out) / name).exists()]
     print(f"wrote {args.out}/: {', '.join(written)}")
     return 0
+
+
+def _settings_table(cfg) -> str:
+    """Every run field and algorithm setting: ``name = value`` then what it accepts and what it does."""
+    settings = settings_class(cfg.algo).from_extra(cfg.extra)
+    rows = [r for r in describe_fields(cfg) if r[0] != "extra"] + describe_fields(settings, prefix="extra.")
+    lines = [f"# {cfg.algo} on {cfg.env} (chosen with --algo, --env); change any other line with --set NAME=VALUE"]
+    for name, value, accepted, doc in rows:
+        lines.append(f"{name} = {json.dumps(value)}")
+        lines.append(f"    {accepted}. {doc}" if doc else f"    {accepted}.")
+    return "\n".join(lines)
 
 
 def _convert(path: Path) -> int:

@@ -1,6 +1,7 @@
 """Settings are checked for type and range when made, from --set and from Python alike (issue 19, item 7)."""
 
 import dataclasses
+import json
 import typing
 from typing import Literal
 
@@ -120,3 +121,19 @@ def test_literal_choices_match_the_constants_the_losses_accept():
     assert set(typing.get_args(hints["bootstrap"])) == set(BOOTSTRAPS)
     assert set(typing.get_args(hints["weight_normaliser"])) == set(NORMALISERS)
     assert set(typing.get_args(typing.get_type_hints(PETSSettings)["propagation"])) == set(PROPAGATIONS)
+
+
+def test_every_setting_is_documented_and_vmbpo_config_shows_each_with_its_value_and_range(capsys):
+    from torchrl_vmbpo.training.validation import field_docs
+
+    for settings in {*SETTINGS.values(), TrainConfig}:
+        docs = field_docs(settings)
+        undocumented = [f.name for f in dataclasses.fields(settings) if not docs.get(f.name)]
+        assert not undocumented, f"{settings.__name__}: {undocumented}"
+    assert main(["config", "--algo", "vmbpo", "--env", "Hopper-v5", "--set", "extra.eta=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "extra.eta = 2.0" in lines
+    assert lines[lines.index("extra.eta = 2.0") + 1].startswith("    a number > 0. Temperature of p(O=1|x,a)")
+    assert "steps = 20000" in lines and "extra.entropy_constraint = true" in lines  # the preset's entry
+    assert main(["config", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["algo"] == "mbpo"

@@ -51,8 +51,11 @@ class MPOSettings(ExtraSettings):
     per_dim_constraining: bool = True
     """One multiplier and bound epsilon_* / D per action dimension (acme)."""
     temperature_init: PositiveFloat = 10.0
+    """Initial E-step temperature (the dual of the epsilon bound; acme: 10)."""
     alpha_mean_init: PositiveFloat = 10.0
+    """Initial multiplier of the mean's KL bound (acme: 10)."""
     alpha_std_init: PositiveFloat = 1000.0
+    """Initial multiplier of the std's KL bound (acme: 1000)."""
     action_penalty: bool = False
     """MO-MPO penalty on pre-tanh samples beyond 3 (the tanh already bounds actions)."""
     num_qvalue_nets: PositiveInt = 1

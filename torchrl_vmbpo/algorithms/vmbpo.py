@@ -102,6 +102,7 @@ class VMBPOSettings(ExtraSettings):
     log_ratio_steps: NonNegativeInt = 250
     """Gradient steps of eq. 21 after each model fit."""
     log_ratio_lr: PositiveFloat = 3e-4
+    """Adam learning rate of nu."""
 
 
 class VMBPOAgent(Agent):

@@ -50,8 +50,8 @@ class TrainConfig:
     utd: NonNegativeFloat = 1.0  #: gradient updates per real env step
     gamma: Fraction = 0.99  #: discount
     tau: Fraction = 0.005  #: Polyak rate of target networks
-    actor_lr: PositiveFloat = 3e-4
-    critic_lr: PositiveFloat = 3e-4
+    actor_lr: PositiveFloat = 3e-4  #: Adam learning rate of the policy
+    critic_lr: PositiveFloat = 3e-4  #: Adam learning rate of the critics (value functions)
     alpha_lr: PositiveFloat = 3e-4  #: entropy-temperature learning rate
     alpha_init: PositiveFloat = 1.0  #: initial entropy temperature
     target_entropy: float | None = None  #: None = -action_dim (SAC's "auto")
@@ -60,12 +60,12 @@ class TrainConfig:
     # --- learned dynamics (model-based presets) ---
     num_members: PositiveInt = 7  #: ensemble size
     num_elites: PositiveInt = 5  #: members used in rollouts, chosen by holdout loss
-    model_hidden: Annotated[tuple[int, ...], Range(1)] = (200, 200, 200, 200)
-    model_lr: PositiveFloat = 1e-3
+    model_hidden: Annotated[tuple[int, ...], Range(1)] = (200, 200, 200, 200)  #: hidden widths of each ensemble member
+    model_lr: PositiveFloat = 1e-3  #: Adam learning rate of the dynamics ensemble
     model_weight_decay: NonNegativeFloat = 5e-5  #: L2 on ensemble weights (MBPO uses 2.5e-5 ... 1e-4 per layer)
-    model_batch_size: PositiveInt = 256
+    model_batch_size: PositiveInt = 256  #: transitions per gradient step of the model fit (per member)
     model_holdout: Fraction = 0.2  #: holdout fraction (capped at model_max_holdout)
-    model_max_holdout: PositiveInt = 5000
+    model_max_holdout: PositiveInt = 5000  #: cap on holdout transitions (MBPO: 5000)
     model_patience: NonNegativeInt = 5  #: epochs without > 1% holdout improvement before stopping
     model_max_epochs: PositiveInt = 200  #: cap on epochs per fit (bounds the first fit's cost)
     model_retrain_every: PositiveInt = 250  #: env steps between model fits (and imagination phases)
@@ -74,8 +74,10 @@ class TrainConfig:
     """[epoch_a, epoch_b, k_a, k_b]: rollout length k, linear in epoch (1 epoch = 1000 env steps)."""
     model_retain_epochs: PositiveInt = 1  #: model-buffer capacity in epochs of imagined data
     real_ratio: Fraction = 0.05  #: fraction of each update batch drawn from real data
-    # --- algorithm-specific settings: the preset's settings dataclass (``settings_class(algo)``) checks them ---
+    # --- algorithm-specific settings ---
     extra: dict = field(default_factory=dict)
+    """The algorithm's own settings that differ from its defaults (``--set extra.NAME=VALUE``), checked
+    by its settings dataclass (``settings_class(algo)``; ``vmbpo config`` lists them)."""
 
     def __post_init__(self):
         check_fields(self)

@@ -24,8 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import math
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -172,3 +175,32 @@ def _num(x: float) -> str:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each dataclass field's documentation, from the source: the string literal after the field or
+    its trailing ``#:`` comment (the forms Sphinx reads), inherited fields included."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        lines = source.splitlines()
+        body = ast.parse(source).body[0].body
+        for node, after in zip(body, [*body[1:], None]):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+            elif "#:" in lines[node.end_lineno - 1]:
+                docs[node.target.id] = lines[node.end_lineno - 1].split("#:", 1)[1].strip()
+    return docs
+
+
+def describe_fields(obj: Any, *, prefix: str = "") -> list[tuple[str, Any, str, str]]:
+    """``(name, value, what is accepted, documentation)`` for every field of the dataclass ``obj``."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    docs = field_docs(type(obj))
+    return [(prefix + f.name, getattr(obj, f.name), describe(hints[f.name]), docs.get(f.name, ""))
+            for f in dataclasses.fields(obj) if f.init]
