@@ -23,12 +23,9 @@ TINY_PETS = ["extra.planning_horizon=5", "extra.population=16", "extra.elites=4"
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The two presets as presets.py will register them (harmless once they are registered there)."""
-    monkeypatch.setitem(presets.BUILDERS, "pets", build_pets)
-    monkeypatch.setitem(presets.BUILDERS, "steve", build_steve)
-    monkeypatch.setitem(presets.ALGO_DEFAULTS, "pets", PETS_DEFAULTS)
-    monkeypatch.setitem(presets.ALGO_DEFAULTS, "steve", STEVE_DEFAULTS)
+def registered():
+    """The two presets are records of presets.ALGORITHMS."""
+    assert {"pets", "steve"} <= set(presets.ALGORITHMS)
 
 
 def _config(algo, *overrides, **changes):
@@ -51,7 +48,7 @@ def _assert_checkpoint_restores(cfg, out):
 @pytest.mark.parametrize("propagation", ["ts_inf", "ts1"])
 def test_pets_smoke_run_plans_with_the_fitted_model_and_never_updates_a_policy(tmp_path, registered, propagation):
     cfg = _config("pets", *TINY_PETS, f"extra.propagation={propagation}", steps=300, seed=3)
-    assert cfg.utd > 0 and cfg.rollouts_per_step > 0  # not read: PETS's capabilities say no updates, no imagination
+    assert cfg.utd == 0 and cfg.rollouts_per_step == 0  # descriptive: the loop asks PETS's capabilities
     summary = run(cfg, tmp_path / "run", progress=False)
     assert _env_steps(tmp_path / "run") == [1, 150, 300]
     assert summary["env_steps"] == 300 and summary["updates"] == 0

@@ -51,7 +51,8 @@ def test_per_algorithm_env_defaults_override_the_presets_and_yield_to_changes():
 def test_per_env_extra_settings_merge_with_changes_and_overrides(monkeypatch):
     from torchrl_vmbpo.algorithms import presets
 
-    monkeypatch.setitem(presets.ALGO_ENV_DEFAULTS, ("mpo", "Pendulum-v1"), dict(utd=2.0, extra=dict(num_samples=8)))
+    entry = dict(algo="mpo", env="Pendulum-v1", settings=dict(utd=2.0), extra=dict(num_samples=8), reason="", record="")
+    monkeypatch.setitem(presets.ENV_DEFAULTS.overrides, ("mpo", "Pendulum-v1"), entry)
     cfg = default_config("mpo", "Pendulum-v1", extra=dict(epsilon=0.2))
     assert cfg.utd == 2 and cfg.extra == {"num_samples": 8, "epsilon": 0.2}  # the preset's entry kept
     assert cfg.with_overrides(["extra.num_samples=4"]).extra == {"num_samples": 4, "epsilon": 0.2}
@@ -60,9 +61,33 @@ def test_per_env_extra_settings_merge_with_changes_and_overrides(monkeypatch):
 
 @pytest.mark.parametrize("env", ["Pendulum-v1", "InvertedPendulum-v5", "Hopper-v5", "HalfCheetah-v5"])
 def test_every_presets_extra_defaults_parse_into_its_settings(env):
-    from torchrl_vmbpo.algorithms.presets import PRESETS, SETTINGS
+    from torchrl_vmbpo.algorithms.presets import ALGORITHMS
 
-    assert set(SETTINGS) == set(PRESETS)
-    for algo, settings_type in SETTINGS.items():
+    for algo, settings_type in {name: a.settings for name, a in ALGORITHMS.items()}.items():
         settings = settings_type.from_extra(default_config(algo, env).extra)  # raises on an unknown entry
         assert isinstance(settings, settings_type)
+
+
+def test_every_override_in_the_presets_file_says_why_and_links_an_existing_record():
+    from pathlib import Path
+
+    from torchrl_vmbpo.algorithms import presets
+
+    root = Path(presets.__file__).parents[2]
+    assert presets.ENV_DEFAULTS.overrides
+    for (algo, env), entry in presets.ENV_DEFAULTS.overrides.items():
+        assert entry["reason"].strip() and "\n" not in entry["reason"], (algo, env)
+        assert (root / entry["record"]).is_dir(), entry["record"]
+        default_config(algo, env)  # each override is a valid config
+
+
+def test_a_malformed_presets_file_is_named(tmp_path):
+    from torchrl_vmbpo.algorithms.presets import EnvDefaults
+    from torchrl_vmbpo.errors import ConfigError
+
+    (tmp_path / "bad.toml").write_text('[[override]]\nalgo = "mbpo"\nenv = "Pendulum-v1"\n')
+    with pytest.raises(ConfigError, match="lacks \\['reason', 'record'\\]"):
+        EnvDefaults.load(tmp_path / "bad.toml")
+    (tmp_path / "broken.toml").write_text("[env\n")
+    with pytest.raises(ConfigError, match="not a readable presets file"):
+        EnvDefaults.load(tmp_path / "broken.toml")

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config
-from torchrl_vmbpo.algorithms.presets import SETTINGS
+from torchrl_vmbpo.algorithms.presets import ALGORITHMS
 from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.objectives.vmbpo_critic import BOOTSTRAPS
@@ -104,8 +104,8 @@ def test_vmbpo_config_refuses_a_bad_setting_too(capsys):
 
 
 def test_every_preset_registers_settings_and_every_field_is_annotated_with_a_checked_type():
-    assert set(SETTINGS) == set(PRESETS)
-    for settings in {*SETTINGS.values(), TrainConfig}:
+    assert set(ALGORITHMS) == set(PRESETS)
+    for settings in {*(a.settings for a in ALGORITHMS.values()), TrainConfig}:
         hints = typing.get_type_hints(settings, include_extras=True)
         for field in dataclasses.fields(settings):
             assert hints[field.name] not in (typing.Any, object), f"{settings.__name__}.{field.name}"
@@ -126,7 +126,7 @@ def test_literal_choices_match_the_constants_the_losses_accept():
 def test_every_setting_is_documented_and_vmbpo_config_shows_each_with_its_value_and_range(capsys):
     from torchrl_vmbpo.training.validation import field_docs
 
-    for settings in {*SETTINGS.values(), TrainConfig}:
+    for settings in {*(a.settings for a in ALGORITHMS.values()), TrainConfig}:
         docs = field_docs(settings)
         undocumented = [f.name for f in dataclasses.fields(settings) if not docs.get(f.name)]
         assert not undocumented, f"{settings.__name__}: {undocumented}"

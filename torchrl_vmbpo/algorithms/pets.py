@@ -36,7 +36,9 @@ from torchrl_vmbpo.training.validation import PositiveInt, Range
 # TrainConfig defaults of the "pets" preset. No imagination, no policy updates. Evaluation episodes
 # are planned like training steps (~population x horizon x iterations x particles model rows per
 # action), so the preset evaluates less often and on fewer episodes than the gradient-based presets.
-PETS_DEFAULTS: dict = dict(eval_every=1000, eval_episodes=3)
+# utd 0 and rollouts_per_step 0 describe PETS in its run records; the loop reads neither for it (its
+# capabilities: no updates, no imagination).
+PETS_DEFAULTS: dict = dict(utd=0.0, rollouts_per_step=0, eval_every=1000, eval_episodes=3)
 
 
 def _pendulum_reward(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,14 @@
-"""Presets: per (algorithm, env) defaults over :class:`TrainConfig`, and the agent builders.
-
-Model-based defaults follow MBPO's public configs (reference facts) where they exist; the
-Pendulum-v1 settings (no MBPO config exists) were chosen by measurement: see README, "Benchmarks".
+"""Presets: one record per algorithm (builder, settings class, defaults) and the per-env defaults of
+``presets.toml`` (MBPO's public configs where they exist; each per-(algorithm, env) choice made by
+measurement with its reason and the record that chose it).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from torchrl.envs import EnvBase
 
@@ -16,9 +18,8 @@ from torchrl_vmbpo.algorithms.sac import SACAgent, SACSettings
 from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, STEVESettings, build_steve
 from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
 from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESettings, build_vmbpo_mfe
-from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
-from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import ConfigError
@@ -32,95 +33,12 @@ from torchrl_vmbpo.training.config import (
     settings_class,
 )
 
-# Per-env settings shared by all algorithms (exploration length, entropy target, evaluation cadence).
-# The locomotion tasks' default length is the records' 20k (5k random + 15k learning; TrainConfig's
-# 3,000 would not pass their 5,000 random steps).
-ENV_DEFAULTS: dict[str, dict] = {
-    "Pendulum-v1": dict(init_random_steps=500, eval_every=500, target_entropy=-1.0),
-    "InvertedPendulum-v5": dict(init_random_steps=500, eval_every=500, target_entropy=-0.05),
-    "Hopper-v5": dict(steps=20_000, init_random_steps=5000, eval_every=1000, target_entropy=-1.0),
-    "Walker2d-v5": dict(steps=20_000, init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
-    "HalfCheetah-v5": dict(steps=20_000, init_random_steps=5000, eval_every=1000, target_entropy=-3.0),
-    "Reacher-v5": dict(init_random_steps=1000, eval_every=1000),
-}
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
-# MBPO (Janner et al. 2019): UTD 20, 5% real data, rollout-length schedules of its configs.
-MBPO_ENV_DEFAULTS: dict[str, dict] = {
-    "Pendulum-v1": dict(rollout_schedule=(1, 10, 1, 5)),
-    "InvertedPendulum-v5": dict(rollout_schedule=(1, 15, 1, 1)),
-    "Hopper-v5": dict(rollout_schedule=(20, 150, 1, 15)),
-    "Walker2d-v5": dict(rollout_schedule=(20, 150, 1, 1)),
-    "HalfCheetah-v5": dict(rollout_schedule=(20, 150, 1, 1)),
-}
-
-# Updates per env step of the Dyna-style presets (MBPO, VMBPO) where they differ from 20.
-# HalfCheetah: MBPO's config. Pendulum (no MBPO config): 10, half the update cost that dominates
-# wall time on 2 CPU cores; UTD 20 is timed separately (README, "Benchmarks").
-DYNA_UTD: dict[str, float] = {"HalfCheetah-v5": 40.0, "Pendulum-v1": 10.0}
-
-# Per-(algorithm, env) settings chosen by measurement; they override the two tables above.
-# InvertedPendulum-v5 at UTD 1 (the model-free presets' default): MPO stayed near 100 until 10k
-# steps on 2 of 3 seeds, VMBPO-MFE on 1 of 1; at UTD 4 MPO reached 1000 at 4000-4500 steps on 3 of 3
-# seeds and VMBPO-MFE at 5000 on seed 0 (benchmarks/tuning/mpo-invpendulum, tuning/vmbpo-mfe).
-# VMBPO-MFE's exponential TD at temperature 1 then diverged on seed 1 (Q 14,700 against a bound
-# near eta / (1 - gamma) = 300; return 3): exp() turns the targets' approximation noise into an
-# optimistic bias that compounds through gamma V'. Temperature 10 divides that bias by 10 and, the
-# env being deterministic, leaves eq. 9's fixed point unchanged (tuning/vmbpo-mfe/README.md).
-#
-# PETS: PETS's published planner (population 400, horizon 30, 20 particles; the pets preset's
-# default) scores 240,000 model rows per action, 0.12 s per action on an H200 and 3-7 s on one CPU
-# thread. On Pendulum-v1 a 16x cheaper planner (population 200, horizon 15, 5 particles, 20 elites)
-# reached -130 from 1,000 to 3,000 steps on one CPU thread (benchmarks/tuning/pets-cpu), better than
-# the published one's -191 at 1,000 (tuning/pets-gpu); it is the default on the short-episode tasks.
-# Reacher7DoF keeps population 400 / 40 elites for its 7-dimensional actions. One evaluation episode
-# on InvertedPendulum (up to 1,000 planned actions each); Reacher7DoF evaluates every 2,000 steps.
-# InvertedPendulum plans PETS's horizon 30: its reward is flat (1 while alive), so a 15-step (0.6 s)
-# plan cannot see a fall coming early enough: 89 / 142 / 194 at 1k / 2k / 3k, against 1,000 at 2k
-# with horizon 30 (seed 0; tuning/pets-cpu). Pendulum-v1 at 3 seeds kept horizon 15 (-148 at 2k,
-# -328 at 3k from single failed swing-ups: open).
-_PETS_CHEAP = dict(population=200, elites=20, planning_horizon=15, particles=5)
-ALGO_ENV_DEFAULTS: dict[tuple[str, str], dict] = {
-    # MBPO, Pendulum-v1: at 500 random steps seed 1 stayed near -1,000 until 2.5k-3k in every run
-    # (mean at 3k -304 +- 217); 1,000 random steps (the first model fitted on twice the data) gave
-    # -177 +- 58 at 3k over seeds 0-2. On seed 1, length-5 rollouts and UTD 20 ended 3k at -521 and
-    # -484, target entropy 0 at -244, 1,000 random steps at -202 (benchmarks/tuning/mbpo-pendulum-3k).
-    # VMBPO keeps 500: at 1,000 it reached -172 +- 49 against its -168 +- 50.
-    ("mbpo", "Pendulum-v1"): dict(init_random_steps=1000),
-    ("mpo", "InvertedPendulum-v5"): dict(utd=4.0),
-    ("vmbpo-mfe", "InvertedPendulum-v5"): dict(utd=4.0, extra=dict(temperature=10.0)),
-    # Hopper-v5 (provisional, seed 0): the paper's E-step as on Pendulum let Q run away from the first
-    # learning step (Q/eta 743 at 6k, 1,900 at 7.5k; return 14 at 10k). Holding q_c's entropy at the
-    # env's target (-1), bootstrapping y_Q from min Q'(x', a') (SAC-v2) and 5% real rows held Q/eta at
-    # 295-319 from 6.5k to 7.5k, MBPO's scale (benchmarks/tuning/vmbpo-hopper); each alone did not, nor
-    # SAC-v2 + real rows, nor the entropy floor + real rows.
-    ("vmbpo", "Hopper-v5"): dict(real_ratio=0.05, extra=dict(entropy_constraint=True, bootstrap="action_value")),
-    # InvertedPendulum-v5: at the paper's E-step Q/eta ran past its bound (~117) on seeds 1 and 2
-    # (455 at 3.5k, 426 at 5k) and both fell at 5k (64, 59); Hopper's three stabilisers alone still
-    # diverged (205 at 3k, 144 at 3.75k). With q_c also acting in the real env (the data, and so q_d,
-    # follow the policy the critic evaluates, as in MBPO; the paper's M-step sets pi = q_c anyway)
-    # Q/eta stayed under the bound and both seeds held 1,000 from 2k to 5k (tuning/vmbpo-invpendulum).
-    # q_c acting alone (the paper's E-step otherwise) also held Q/eta to 5k but reached 1,000 only
-    # from 3.5k, so the preset keeps all four.
-    ("vmbpo", "InvertedPendulum-v5"): dict(
-        real_ratio=0.05, extra=dict(entropy_constraint=True, bootstrap="action_value", acting_policy="q_c")
-    ),
-    ("pets", "Pendulum-v1"): dict(extra=_PETS_CHEAP),
-    ("pets", "InvertedPendulum-v5"): dict(eval_episodes=1, extra={**_PETS_CHEAP, "planning_horizon": 30}),
-    ("pets", REACHER7DOF_ID): dict(
-        eval_every=2000, extra=dict(population=400, elites=40, planning_horizon=15, particles=5)
-    ),
-}
-
-ALGO_DEFAULTS: dict[str, dict] = {
-    "sac": dict(utd=1.0),
-    "mbpo": dict(utd=20.0, real_ratio=0.05),
-    # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
-    "vmbpo": dict(utd=20.0, real_ratio=0.0),
-    "mpo": MPO_DEFAULTS,
-    "vmbpo-mfe": VMBPO_MFE_DEFAULTS,
-    "pets": PETS_DEFAULTS,
-    "steve": STEVE_DEFAULTS,
-}
+PRESETS_FILE = Path(__file__).with_name("presets.toml")
 
 
 def _sac(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
@@ -142,33 +60,78 @@ def _vmbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     return VMBPOAgent(cfg, obs_dim, env.action_spec, termination_fn=fns.termination(), reward_fn=fns.reward_fn)
 
 
-# Each builds the algorithm's agent for an env from the run config and the env's termination and
-# reward functions (EnvFunctions: given, registered or known).
-BUILDERS: dict[str, Callable[[TrainConfig, EnvBase, EnvFunctions], Agent]] = {
-    "sac": _sac,
-    "mbpo": _mbpo,
-    "vmbpo": _vmbpo,
-    "mpo": build_mpo,
-    "vmbpo-mfe": build_vmbpo_mfe,
-    "pets": build_pets,
-    "steve": build_steve,
-}
-PRESETS = tuple(BUILDERS)
+@dataclass(frozen=True)
+class Algorithm:
+    """One algorithm: how its agent is built, which settings class checks its ``extra`` entries, and
+    its defaults over :class:`TrainConfig` (per-env ones are in ``presets.toml``)."""
 
-# Each preset's settings dataclass, parsed from ``TrainConfig.extra`` and checked whenever a
-# TrainConfig is made (an ``extra`` name a preset does not have is an error for every preset).
-SETTINGS: dict[str, type[ExtraSettings]] = {
-    "sac": SACSettings,
-    "mbpo": SACSettings,
-    "vmbpo": VMBPOSettings,
-    "mpo": MPOSettings,
-    "vmbpo-mfe": VMBPOMFESettings,
-    "pets": PETSSettings,
-    "steve": STEVESettings,
-}
-assert set(SETTINGS) == set(BUILDERS)
-for _algo, _settings in SETTINGS.items():
-    register_settings(_algo, _settings)
+    name: str
+    build: Callable[[TrainConfig, EnvBase, EnvFunctions], Agent]
+    """The agent for an env, from the run config and the env's termination / reward functions."""
+    settings: type[ExtraSettings]
+    defaults: dict
+    """TrainConfig fields for every env."""
+    model_schedule: bool = False
+    """Takes MBPO's per-env rollout schedule (``[model_schedule.ENV]``)."""
+    dyna_utd: bool = False
+    """Takes MBPO's per-env updates per env step (``[dyna_utd]``)."""
+
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
+    Algorithm("sac", _sac, SACSettings, dict(utd=1.0)),
+    # MBPO (Janner et al. 2019): UTD 20, 5% real data.
+    Algorithm("mbpo", _mbpo, SACSettings, dict(utd=20.0, real_ratio=0.05), model_schedule=True, dyna_utd=True),
+    # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
+    Algorithm("vmbpo", _vmbpo, VMBPOSettings, dict(utd=20.0, real_ratio=0.0), model_schedule=True, dyna_utd=True),
+    Algorithm("mpo", build_mpo, MPOSettings, MPO_DEFAULTS),
+    Algorithm("vmbpo-mfe", build_vmbpo_mfe, VMBPOMFESettings, VMBPO_MFE_DEFAULTS, model_schedule=True),
+    Algorithm("pets", build_pets, PETSSettings, PETS_DEFAULTS),
+    Algorithm("steve", build_steve, STEVESettings, STEVE_DEFAULTS),
+)}
+PRESETS = tuple(ALGORITHMS)
+for _algorithm in ALGORITHMS.values():  # a TrainConfig then checks its algo and extra when made
+    register_settings(_algorithm.name, _algorithm.settings)
+
+
+@dataclass(frozen=True)
+class EnvDefaults:
+    """``presets.toml``: per-env defaults, MBPO's model schedules and UTDs, per-(algo, env) overrides."""
+
+    env: dict[str, dict]
+    model_schedule: dict[str, dict]
+    dyna_utd: dict[str, float]
+    overrides: dict[tuple[str, str], dict]
+    """(algo, env) -> {"settings": {...}, "extra": {...}, "reason": str, "record": str}."""
+
+    @classmethod
+    def load(cls, path: Path = PRESETS_FILE) -> "EnvDefaults":
+        try:
+            data = tomllib.loads(path.read_text())
+            overrides = {}
+            for entry in data.get("override", []):
+                unknown = set(entry) - {"algo", "env", "settings", "extra", "reason", "record"}
+                missing = {"algo", "env", "reason", "record"} - set(entry)
+                if unknown or missing or entry["algo"] not in ALGORITHMS:
+                    raise ConfigError(f"{path}: override {entry} has unknown keys {sorted(unknown)}, lacks "
+                                      f"{sorted(missing)} or names an unknown algorithm")
+                overrides[(entry["algo"], entry["env"])] = entry
+            return cls(data.get("env", {}), data.get("model_schedule", {}), data.get("dyna_utd", {}), overrides)
+        except (tomllib.TOMLDecodeError, OSError) as err:
+            raise ConfigError(f"{path} is not a readable presets file ({err})") from None
+
+    def fields(self, algorithm: Algorithm, env: str) -> tuple[dict, dict]:
+        """(TrainConfig fields, extra entries) of the preset for ``(algorithm, env)``."""
+        fields = {**self.env.get(env, {}), **algorithm.defaults}
+        if algorithm.model_schedule:
+            fields.update(self.model_schedule.get(env, {}))
+        if algorithm.dyna_utd and env in self.dyna_utd:
+            fields["utd"] = self.dyna_utd[env]
+        override = self.overrides.get((algorithm.name, env), {})
+        fields.update(override.get("settings", {}))
+        return fields, dict(override.get("extra", {}))
+
+
+ENV_DEFAULTS = EnvDefaults.load()
 
 
 def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **changes) -> TrainConfig:
@@ -181,15 +144,10 @@ def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **chan
         300
     """
     settings_class(algo)  # ConfigError naming the presets for an unknown one
-    fields = {**ENV_DEFAULTS.get(env, {}), **ALGO_DEFAULTS.get(algo, {})}
-    if algo in ("mbpo", "vmbpo", "vmbpo-mfe"):  # same model-based schedule as MBPO
-        fields.update(MBPO_ENV_DEFAULTS.get(env, {}))
-    if algo in ("mbpo", "vmbpo") and env in DYNA_UTD:
-        fields["utd"] = DYNA_UTD[env]
-    fields.update(ALGO_ENV_DEFAULTS.get((algo, env), {}))
+    fields, preset_extra = ENV_DEFAULTS.fields(ALGORITHMS[algo], env)
     set_fields, set_extra = parse_assignments(overrides)
     # extra.* entries merge (as ``--set extra.KEY=...`` does): a change keeps the preset's other entries.
-    extra = {**fields.pop("extra", {}), **changes.pop("extra", {}), **set_extra}
+    extra = {**preset_extra, **changes.pop("extra", {}), **set_extra}
     for name, given in (("algo", algo), ("env", env)):
         for value in (changes.get(name, given), set_fields.get(name, given)):
             if value != given:  # the preset's defaults were chosen for (algo, env)
@@ -207,6 +165,6 @@ def build_agent(
     """The preset's agent for ``env``; ``termination_fn`` / ``reward_fn`` for an env the library does not
     know (else those registered with ``register_env_functions``, else the library's known ones)."""
     settings_class(cfg.algo)  # a TrainConfig made before the presets were registered was not checked
-    agent = BUILDERS[cfg.algo](cfg, env, env_functions_for(cfg.env, termination_fn, reward_fn))
+    agent = ALGORITHMS[cfg.algo].build(cfg, env, env_functions_for(cfg.env, termination_fn, reward_fn))
     agent.identity = (cfg.algo, cfg.env)  # checked when a checkpoint is loaded into it
     return agent

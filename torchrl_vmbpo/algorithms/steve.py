@@ -37,7 +37,9 @@ from torchrl_vmbpo.training.validation import NonNegativeInt, PositiveFloat, Pos
 
 # TrainConfig defaults of the "steve" preset: real data only (no imagination; every batch is real),
 # one update per env step as the SAC preset it extends.
-STEVE_DEFAULTS: dict = dict(utd=1.0)
+# real_ratio 1 and rollouts_per_step 0 describe STEVE in its run records; the loop reads neither for it
+# (its capabilities: real batches only, no imagination).
+STEVE_DEFAULTS: dict = dict(utd=1.0, real_ratio=1.0, rollouts_per_step=0)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class VMBPOMFESettings(ExtraSettings):
     temperature: PositiveFloat = 1.0
     """Exponential-TD temperature tau: 1 is eq. 9; large tau tends to the mean TD (Borkar 2002). The
     optimism exp() adds to noisy targets is about Var(y) / (2 tau) per step; on a deterministic env
-    tau leaves the fixed point unchanged. 10 on InvertedPendulum-v5 (presets.ALGO_ENV_DEFAULTS),
+    tau leaves the fixed point unchanged. 10 on InvertedPendulum-v5 (algorithms/presets.toml),
     where tau = 1 diverged on one seed."""
     max_exponent: PositiveFloat | None = 5.0
     """(y - Q) / tau above which exp is continued linearly (overflow guard); None: exact exp."""
