@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import warnings
-
 from pathlib import Path
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run

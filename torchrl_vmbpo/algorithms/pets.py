@@ -18,19 +18,17 @@ import torch
 from torchrl.data import Bounded
 from torchrl.envs import EnvBase
 
-from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
 from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF_ID
 from torchrl_vmbpo.envs.reacher7dof import reacher7dof_reward
-from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn, inverted_pendulum_done
 from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv
 from torchrl_vmbpo.errors import ConfigError, UnknownEnvFunction
-from torchrl_vmbpo.models.dynamics import DynamicsModel
-from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.model_fit import make_dynamics
 from torchrl_vmbpo.training.validation import PositiveInt, Range
 
 # TrainConfig defaults of the "pets" preset. No imagination, no policy updates. Evaluation episodes
@@ -163,12 +161,7 @@ class PETSAgent(Agent):
         obs_dim, act_dim = env_dims(env)
         # No policy to train and nothing imagined: the planner acts with q_d.
         self.capabilities = Capabilities(updates=False, model_fit=True, planning=True, device=s.device or "cpu")
-        self.dynamics = DynamicsModel(
-            obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
-        )
-        self.model_loss = GaussianEnsembleNLLLoss(self.dynamics)
-        self.model_optimizer = make_model_optimizer(self.dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
-        self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        self.attach_dynamics(make_dynamics(cfg, obs_dim, act_dim), cfg, termination_fn=termination_fn, reward_fn=reward_fn)
         model_env = WorldModelEnv(self.dynamics, env, termination_fn=termination_fn, reward_fn=reward_fn)
         self.policy = PETSPlanner(
             model_env, planning_horizon=s.planning_horizon, population=s.population, elites=s.elites,

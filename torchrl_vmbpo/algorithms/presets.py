@@ -23,7 +23,6 @@ from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import ConfigError
-from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import (
     ExtraSettings,
@@ -32,6 +31,7 @@ from torchrl_vmbpo.training.config import (
     register_settings,
     settings_class,
 )
+from torchrl_vmbpo.training.model_fit import make_dynamics
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,10 +48,8 @@ def _sac(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
 
 def _mbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     obs_dim, act_dim = env_dims(env)
-    dynamics = DynamicsModel(
-        obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
-    )
-    return SACAgent(cfg, obs_dim, env.action_spec, dynamics=dynamics, termination_fn=fns.termination(),
+    return SACAgent(cfg, obs_dim, env.action_spec, dynamics=make_dynamics(cfg, obs_dim, act_dim),
+                    termination_fn=fns.termination(),
                     reward_fn=fns.reward_fn)
 
 

@@ -24,10 +24,8 @@ from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
-from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-from torchrl_vmbpo.training.model_fit import make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 
 
@@ -130,19 +128,20 @@ class SACAgent(Agent):
         dynamics: DynamicsModel | None = None,
         termination_fn: TerminationFn | None = None,
         reward_fn: RewardFn | None = None,
+        num_qvalue_nets: int = 2,
+        settings: SACSettings | None = None,
     ):
         super().__init__()
         act_dim = action_spec.shape[-1]
         self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         qvalue = make_q_value(obs_dim, act_dim, hidden=cfg.hidden)
-        target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(act_dim)
         self.loss = SACLoss(
             self.policy,
             qvalue,
-            num_qvalue_nets=2,
+            num_qvalue_nets=num_qvalue_nets,
             loss_function="l2",
             alpha_init=cfg.alpha_init,
-            target_entropy=target_entropy,
+            target_entropy=cfg.target_entropy_for(act_dim),
             action_spec=action_spec,
         )
         self.loss.make_value_estimator(gamma=cfg.gamma)
@@ -160,18 +159,12 @@ class SACAgent(Agent):
             fused=True,
         )
         self.max_grad_norm = cfg.max_grad_norm
-        self.settings = SACSettings.from_extra(cfg.extra)
+        self.settings = SACSettings.from_extra(cfg.extra) if settings is None else settings
         # A plain function attribute (not a submodule): compiling adds no state-dict keys.
         self._loss_fn = compile_loss(self.loss) if self.settings.compile else self.loss.__call__
-        if dynamics is not None:
-            if termination_fn is None:
-                raise ValueError("a model-based SACAgent needs termination_fn")
-            self.dynamics = dynamics
+        if dynamics is not None:  # MBPO: SAC on real and imagined rows
+            self.attach_dynamics(dynamics, cfg, termination_fn=termination_fn, reward_fn=reward_fn)
             self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
-            self.model_loss = GaussianEnsembleNLLLoss(dynamics)
-            self.model_optimizer = make_model_optimizer(dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
-            self.termination_fn = termination_fn
-            self.reward_fn = reward_fn
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         losses = self._loss_fn(batch)

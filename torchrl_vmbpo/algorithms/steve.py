@@ -19,20 +19,16 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded
 from torchrl.envs import EnvBase
-from torchrl.objectives import SACLoss, SoftUpdate
 
-from torchrl_vmbpo.envs.real import env_dims
+from torchrl_vmbpo.algorithms.sac import SACAgent, SACSettings
 from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
-from torchrl_vmbpo.models.dynamics import DynamicsModel
-from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
-from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.steve import STEVEEstimator
 from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-from torchrl_vmbpo.training.model_fit import make_model_optimizer
-from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.model_fit import make_dynamics
 from torchrl_vmbpo.training.validation import NonNegativeInt, PositiveFloat, PositiveInt
 
 # TrainConfig defaults of the "steve" preset: real data only (no imagination; every batch is real),
@@ -59,12 +55,12 @@ class STEVESettings(ExtraSettings):
     """Floor on each horizon's candidate variance in the inverse-variance weights."""
 
 
-class STEVEAgent(Agent):
+class STEVEAgent(SACAgent):
     """SAC (actor, ``L`` critics, automatic temperature) with the STEVE critic target, and q_d.
 
-    One Adam with three groups (actor, critics, log-alpha) and ONE backward per update, as
-    :class:`~torchrl_vmbpo.algorithms.sac.SACAgent`: ``SACLoss`` keeps the three ``loss_*`` apart.
-    The STEVE target is computed without gradients, so no gradient reaches q_d from the critic.
+    :class:`~torchrl_vmbpo.algorithms.sac.SACAgent` (one fused Adam with three groups, ONE backward per
+    update) whose ``SACLoss`` takes :class:`STEVEEstimator` as its value estimator. The STEVE target
+    is computed without gradients, so no gradient reaches q_d from the critic.
 
     Example:
         >>> from torchrl_vmbpo.envs.termination import never_done
@@ -91,56 +87,24 @@ class STEVEAgent(Agent):
         termination_fn: TerminationFn,
         reward_fn: RewardFn | None = None,
     ):
-        super().__init__()
-        s = self.settings = settings
-        act_dim = action_spec.shape[-1]
-        self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(act_dim)
-        self.loss = SACLoss(
-            self.policy,
-            make_q_value(obs_dim, act_dim, hidden=cfg.hidden),
-            num_qvalue_nets=s.num_qvalue_nets,
-            loss_function="l2",
-            alpha_init=cfg.alpha_init,
-            target_entropy=target_entropy,
-            action_spec=action_spec,
-        )
-        _ = self.loss.target_entropy  # materialise the lazy buffer (checkpoint keys, as SACAgent)
+        super().__init__(cfg, obs_dim, action_spec, num_qvalue_nets=settings.num_qvalue_nets, settings=SACSettings())
+        self.settings = s = settings
+        self.attach_dynamics(make_dynamics(cfg, obs_dim, action_spec.shape[-1]), cfg, termination_fn=termination_fn,
+                             reward_fn=reward_fn)
         # The model enters the critic's target only: real batches, nothing imagined.
         self.capabilities = Capabilities(model_fit=True, real_ratio=1.0)
-        self.dynamics = DynamicsModel(
-            obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
-        )
-        self.model_loss = GaussianEnsembleNLLLoss(self.dynamics)
-        self.model_optimizer = make_model_optimizer(self.dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
-        self.termination_fn, self.reward_fn = termination_fn, reward_fn
-        # The updater first: the estimator holds the target Q params, and TorchRL warns when they are
-        # read before an updater is associated with the loss.
-        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
+        # SACAgent made the target updater first: the estimator holds the target Q params, and TorchRL
+        # warns when they are read before an updater is associated with the loss.
         self.loss.make_value_estimator(STEVEEstimator.from_sac_loss(
             self.loss, gamma=cfg.gamma, horizon=s.horizon, dynamics=self.dynamics, termination_fn=termination_fn,
             reward_fn=reward_fn, sample_model=s.sample_model, eps=s.variance_floor,
         ))
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": list(self.loss.actor_network_params.values(True, True)), "lr": cfg.actor_lr},
-                {"params": list(self.loss.qvalue_network_params.values(True, True)), "lr": cfg.critic_lr},
-                {"params": [self.loss.log_alpha], "lr": cfg.alpha_lr},
-            ]
-        )
-        self.max_grad_norm = cfg.max_grad_norm
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        losses = self.loss(batch)
-        optimize(losses, self.optimizer, max_grad_norm=self.max_grad_norm)
-        self.target_updater.step()
-        metrics = {k: v.detach() for k, v in losses.items()}
+        metrics = super().update(batch)
         weights = self.loss.value_estimator.last_horizon_weights
         metrics.update({f"steve_weight_h{i}": w for i, w in enumerate(weights)})
         return metrics
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {**super().optimizers(), "sac": self.optimizer}
 
 
 def build_steve(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:

@@ -11,7 +11,6 @@ from torchrl.envs import Compose, DoubleToFloat, EnvBase, GymEnv, InitTracker, R
 
 from torchrl_vmbpo.errors import EnvError
 
-
 SUPPORTED = "Pendulum-v1, InvertedPendulum-v5, Hopper-v5, Walker2d-v5, HalfCheetah-v5, Reacher-v5"
 
 

@@ -15,6 +15,8 @@ from torchrl_vmbpo.data.buffers import sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.training.model_fit import make_model_optimizer
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,18 @@ class Agent(nn.Module):
     def model_based(self) -> bool:
         """Fits a dynamics model (``capabilities.model_fit``)."""
         return self.capabilities.model_fit
+
+    def attach_dynamics(
+        self, dynamics: DynamicsModel, cfg, *, termination_fn: TerminationFn, reward_fn: RewardFn | None = None
+    ) -> None:
+        """Make ``dynamics`` this agent's q_d with MBPO's fit: its NLL loss, Adam with L2 on the weight
+        matrices (``model_lr``, ``model_weight_decay``), and the env's termination / reward functions."""
+        if termination_fn is None:
+            raise ValueError(f"a model-based {type(self).__name__} needs termination_fn")
+        self.dynamics = dynamics
+        self.model_loss = GaussianEnsembleNLLLoss(dynamics)
+        self.model_optimizer = make_model_optimizer(dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+        self.termination_fn, self.reward_fn = termination_fn, reward_fn
 
     def dynamics_loss(self) -> LossModule:
         """The loss the "fit model" phase minimises now (VMBPO switches from MLE to eq. 19)."""

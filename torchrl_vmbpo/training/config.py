@@ -93,6 +93,10 @@ class TrainConfig:
                 "init_random_steps"
             )
 
+    def target_entropy_for(self, action_dim: int) -> float:
+        """``target_entropy``, or SAC's "auto" ``-action_dim`` when it is None."""
+        return -float(action_dim) if self.target_entropy is None else self.target_entropy
+
     def replace(self, **changes) -> "TrainConfig":
         known = {f.name for f in fields(self)}
         if unknown := sorted(set(changes) - known):

@@ -15,7 +15,6 @@ from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv, buffer_start
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 
 
-
 @torch.no_grad()
 def imagine(
     dynamics: DynamicsModel,

@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase
 from torchrl.record.loggers.csv import CSVLogger
 from tqdm.auto import tqdm
 
+from torchrl_vmbpo.compat import tensordict_find_spec_cached
 from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.errors import ConfigError, RunInterrupted
 from torchrl_vmbpo.training.agent import Agent
@@ -72,7 +73,7 @@ def train(
     checkpoint and the summary. SIGINT or SIGTERM stops the run after the current collector batch with
     a checkpoint at that step (whatever ``cfg.checkpoint`` says) and raises :class:`RunInterrupted`.
     """
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop, tensordict_find_spec_cached():
         return _Loop(cfg, agent, env, eval_env, Path(out_dir), max_episode_steps, progress, resume, run_id).run(stop)
 
 

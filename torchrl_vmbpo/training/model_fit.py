@@ -11,6 +11,11 @@ from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.training.optim import optimize
 
 
+def make_dynamics(cfg, obs_dim: int, act_dim: int) -> DynamicsModel:
+    """The ensemble q_d of a run config (``num_members``, ``num_elites``, ``model_hidden``)."""
+    return DynamicsModel(obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden)
+
+
 def make_model_optimizer(model: DynamicsModel, *, lr: float, weight_decay: float) -> torch.optim.Adam:
     """Adam with L2 decay on the ensemble's weight matrices only (not biases or log-variance bounds)."""
     decay = [m.weight for m in model.ensemble.modules() if hasattr(m, "weight") and m.weight.ndim == 3]
