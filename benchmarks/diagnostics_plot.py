@@ -12,8 +12,9 @@ Usage: python benchmarks/diagnostics_plot.py RUN_DIR [RUN_DIR ...] --out diagnos
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
+
+from torchrl_vmbpo.training.results import read_scalars
 
 PANELS = [
     ("weight_ess", "eq. 19 weights: ESS / batch"),
@@ -30,12 +31,8 @@ PANELS = [
 
 
 def _series(run: Path, name: str) -> tuple[list[float], list[float]]:
-    path = run / "logs" / "scalars" / f"{name}.csv"
-    if not path.exists():
-        return [], []
-    with open(path, newline="") as f:
-        rows = [(float(r[0]), float(r[1])) for r in csv.reader(f) if r]
-    return [r[0] for r in rows], [r[1] for r in rows]
+    points = read_scalars(run).get(name, [])
+    return [p[0] for p in points], [p[1] for p in points]
 
 
 def plot(runs: list[Path], out: Path) -> Path:

@@ -17,6 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from torchrl_vmbpo.training.results import read_scalars
+
 CHECKPOINT_STEPS = (3000, 5000, 10000, 20000)
 
 
@@ -31,22 +33,23 @@ def _load_runs(results: Path) -> list[dict]:
 
 
 def _non_finite(run_dir: Path) -> tuple[int, list[str]]:
-    """Count the run's logged numbers (metrics.csv and every logs/scalars/*.csv) and name the
-    non-finite ones as ``file@step`` (issues 4 and 6: no NaN or inf in any logged quantity)."""
+    """Count the run's logged numbers (metrics.csv and every training scalar) and name the non-finite
+    ones as ``name@step`` (issues 4 and 6: no NaN or inf in any logged quantity)."""
     count, bad = 0, []
-    for path in [run_dir / "metrics.csv", *sorted((run_dir / "logs" / "scalars").glob("*.csv"))]:
-        if not path.exists():
-            continue
-        with open(path, newline="") as f:
+    if (run_dir / "metrics.csv").exists():
+        with open(run_dir / "metrics.csv", newline="") as f:
             for row in csv.reader(f):
-                for cell in row if path.name == "metrics.csv" else row[1:2]:  # scalars: step,value
+                for cell in row:
                     try:
                         value = float(cell)
                     except ValueError:
-                        continue  # a header
+                        continue  # the header, the run id
                     count += 1
                     if not math.isfinite(value):
-                        bad.append(f"{path.name}@{row[0]}")
+                        bad.append(f"metrics.csv@{row[0]}")
+    for name, points in sorted(read_scalars(run_dir).items()):
+        count += len(points)
+        bad += [f"{name}@{step:g}" for step, value in points if not math.isfinite(value)]
     return count, bad
 
 
@@ -83,11 +86,11 @@ _MISSING = object()
 def _extra_defaults(algo: str, env: str) -> dict:
     """Today's ``extra`` settings of the preset for ``(algo, env)`` (JSON values), or {} if it has none."""
     from torchrl_vmbpo.algorithms import default_config
-    from torchrl_vmbpo.algorithms.presets import SETTINGS
+    from torchrl_vmbpo.algorithms.presets import ALGORITHMS
 
-    if algo not in SETTINGS:
+    if algo not in ALGORITHMS:
         return {}
-    return SETTINGS[algo].from_extra(default_config(algo, env).extra).to_json()
+    return ALGORITHMS[algo].settings.from_extra(default_config(algo, env).extra).to_json()
 
 
 def _settings(summary: dict) -> str:

@@ -38,9 +38,13 @@ def test_non_finite_scan_counts_values_and_names_bad_ones(tmp_path):
     (tmp_path / "logs" / "scalars" / "q_value.csv").write_text("250,1.0\n500,nan\n")
     (tmp_path / "logs" / "scalars" / "exp_td.csv").write_text("250,inf\n")
     count, bad = report._non_finite(tmp_path)
-    assert count == 4 + 2 + 1 and bad == ["exp_td.csv@250", "q_value.csv@500"]
-    (tmp_path / "logs" / "scalars" / "q_value.csv").write_text("250,1.0\n")
-    (tmp_path / "logs" / "scalars" / "exp_td.csv").write_text("250,3.0\n")
+    assert count == 4 + 2 + 1 and bad == ["exp_td@250", "q_value@500"]
+    # The packed form of committed records holds the same rows and gives the same answer.
+    from torchrl_vmbpo.training.results import pack_scalars
+
+    assert pack_scalars(tmp_path) and not (tmp_path / "logs").exists()
+    assert report._non_finite(tmp_path) == (count, bad)
+    (tmp_path / "scalars.csv").write_text("name,step,value\nq_value,250,1.0\nexp_td,250,3.0\n")
     assert report._non_finite(tmp_path) == (6, [])
 
 
@@ -57,3 +61,14 @@ def test_best_mean_is_over_steps_every_seed_reached():
     c = [row(1, 0.0), row(1500, 1000.0)]  # evaluated between a's steps: a's 1000-step value counts at 1500
     assert report._best_mean([a, c]) == "550.0 @1500"
     assert report._best_mean([[]]) == "—"
+
+
+def test_every_committed_record_still_renders(tmp_path):
+    import shutil
+
+    report = _report_module()
+    results = tmp_path / "results"
+    shutil.copytree(_BENCHMARKS / "results", results)
+    written = report.write_report(results)
+    assert written.read_text() == (_BENCHMARKS / "results" / "RESULTS.md").read_text()
+    assert not list((_BENCHMARKS / "results").rglob("logs/scalars/*.csv"))  # committed records are packed

@@ -23,7 +23,7 @@ METRIC_COLUMNS = ["env_steps", "eval_return_mean", "eval_return_std", "wall_seco
 RUN_MANIFEST = "run.json"
 # Everything a run writes in its folder: --overwrite removes exactly these, and only with it.
 RUN_FILES = (RUN_MANIFEST, "metrics.csv", "summary.json", "checkpoint.pt", "checkpoint.pt.tmp", "learning_curve.png",
-             "logs")
+             "logs", "scalars.csv")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -169,6 +169,43 @@ def read_metrics(path: Path) -> list[dict]:
 
 def write_summary(path: Path, summary: dict) -> None:
     atomic_write_text(path, json.dumps(summary, indent=2, default=str))
+
+
+SCALARS_FILE = "scalars.csv"
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Every training scalar of a run as ``{name: [(env_step, value), ...]}``, from its packed
+    ``scalars.csv`` (``name,step,value``; committed records) or TorchRL's ``logs/scalars/NAME.csv``."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    packed = run_dir / SCALARS_FILE
+    if packed.is_file():
+        with open(packed, newline="") as f:
+            for row in csv.DictReader(f):
+                series.setdefault(row["name"], []).append((float(row["step"]), float(row["value"])))
+        return series
+    for path in sorted((run_dir / "logs" / "scalars").glob("*.csv")):
+        with open(path, newline="") as f:
+            series[path.stem] = [(float(r[0]), float(r[1])) for r in csv.reader(f) if r]
+    return series
+
+
+def pack_scalars(run_dir: Path) -> bool:
+    """Replace a finished run's ``logs/scalars/*.csv`` (one file per metric) by one ``scalars.csv``
+    holding the same text of every row, written durably before the old files go; False if there was
+    nothing to pack."""
+    paths = sorted((run_dir / "logs" / "scalars").glob("*.csv"))
+    if not paths:
+        return False
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["name", "step", "value"])
+    for path in paths:
+        with open(path, newline="") as f:
+            writer.writerows([path.stem, *row[:2]] for row in csv.reader(f) if row)
+    atomic_write_text(run_dir / SCALARS_FILE, buffer.getvalue())
+    shutil.rmtree(run_dir / "logs")
+    return True
 
 
 def plot_learning_curve(rows: list[dict], path: Path, title: str) -> None:
