@@ -61,7 +61,7 @@ def test_preset_smoke_run_trains_evaluates_and_checkpoints(tmp_path, registered,
     else:
         assert {"loss_qvalue", "loss_value", "actor_loss_actor", "exp_td", "exp_td_max", "q_target_std"} <= set(metrics)
         assert ("m_step_loss_policy" in metrics) == model_based  # weighted-MAP M-step on model states
-    # Every setting as resolved, defaults included (config.extra holds only what was set).
+    # Every setting as resolved, defaults included (as config.extra is now; older records held only what was set).
     settings_cls = MPOSettings if algo == "mpo" else VMBPOMFESettings
     assert set(summary["settings"]) == {f.name for f in dataclasses.fields(settings_cls)}
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["settings"] == summary["settings"]

@@ -1,12 +1,14 @@
 import pytest
 
 from torchrl_vmbpo.algorithms import default_config
+from torchrl_vmbpo.algorithms.mpo import MPOSettings
+from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPOMFESettings
 from torchrl_vmbpo.training.config import TrainConfig
 
 
 def test_overrides_parse_json_and_tuples():
     cfg = TrainConfig(algo="vmbpo").with_overrides(["utd=10", "hidden=[64,64]", "max_grad_norm=null", "extra.eta=2.5"])
-    assert cfg.utd == 10 and cfg.hidden == (64, 64) and cfg.max_grad_norm is None and cfg.extra == {"eta": 2.5}
+    assert cfg.utd == 10 and cfg.hidden == (64, 64) and cfg.max_grad_norm is None and cfg.extra.eta == 2.5
 
 
 def test_unknown_field_and_bad_values_are_named():
@@ -40,8 +42,8 @@ def test_per_algorithm_env_defaults_override_the_presets_and_yield_to_changes():
     assert default_config("mpo", "InvertedPendulum-v5").utd == 4 == default_config("vmbpo-mfe", "InvertedPendulum-v5").utd
     assert default_config("mpo", "Pendulum-v1").utd == 1 and default_config("sac", "InvertedPendulum-v5").utd == 1
     assert default_config("mpo", "InvertedPendulum-v5", utd=2.0).utd == 2
-    assert default_config("vmbpo-mfe", "InvertedPendulum-v5").extra == {"temperature": 10.0}
-    assert default_config("vmbpo-mfe", "Pendulum-v1").extra == {}
+    assert default_config("vmbpo-mfe", "InvertedPendulum-v5").extra.temperature == 10.0
+    assert default_config("vmbpo-mfe", "Pendulum-v1").extra == VMBPOMFESettings()  # the class's defaults
     # Only MBPO's Pendulum row waits 1,000 random steps; the env's 500 holds for everyone else.
     assert default_config("mbpo", "Pendulum-v1").init_random_steps == 1000
     assert default_config("vmbpo", "Pendulum-v1").init_random_steps == 500 == default_config("sac", "Pendulum-v1").init_random_steps
@@ -54,9 +56,9 @@ def test_per_env_extra_settings_merge_with_changes_and_overrides(monkeypatch):
     entry = dict(algo="mpo", env="Pendulum-v1", settings=dict(utd=2.0), extra=dict(num_samples=8), reason="", record="")
     monkeypatch.setitem(presets.ENV_DEFAULTS.overrides, ("mpo", "Pendulum-v1"), entry)
     cfg = default_config("mpo", "Pendulum-v1", extra=dict(epsilon=0.2))
-    assert cfg.utd == 2 and cfg.extra == {"num_samples": 8, "epsilon": 0.2}  # the preset's entry kept
-    assert cfg.with_overrides(["extra.num_samples=4"]).extra == {"num_samples": 4, "epsilon": 0.2}
-    assert default_config("mpo", "Pendulum-v1", extra=dict(num_samples=16)).extra == {"num_samples": 16}
+    assert cfg.utd == 2 and cfg.extra == MPOSettings(num_samples=8, epsilon=0.2)  # the preset's entry kept
+    assert cfg.with_overrides(["extra.num_samples=4"]).extra == MPOSettings(num_samples=4, epsilon=0.2)
+    assert default_config("mpo", "Pendulum-v1", extra=dict(num_samples=16)).extra == MPOSettings(num_samples=16)
 
 
 @pytest.mark.parametrize("env", ["Pendulum-v1", "InvertedPendulum-v5", "Hopper-v5", "HalfCheetah-v5"])
@@ -91,3 +93,17 @@ def test_a_malformed_presets_file_is_named(tmp_path):
     (tmp_path / "broken.toml").write_text("[env\n")
     with pytest.raises(ConfigError, match="not a readable presets file"):
         EnvDefaults.load(tmp_path / "broken.toml")
+
+
+def test_extra_is_the_algorithms_typed_settings_and_round_trips_through_json():
+    import json
+
+    from torchrl_vmbpo.algorithms.vmbpo import VMBPOSettings
+    from torchrl_vmbpo.errors import ConfigError
+
+    cfg = default_config("vmbpo", "Hopper-v5", overrides=["extra.eta=2"])
+    assert isinstance(cfg.extra, VMBPOSettings) and cfg.extra.eta == 2.0 and cfg.extra.bootstrap == "action_value"
+    assert TrainConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig(algo="vmbpo", extra=VMBPOSettings(eta=4.0)).extra.eta == 4.0
+    with pytest.raises(ConfigError, match="extra holds VMBPOSettings, but MPO takes MPOSettings"):
+        cfg.replace(algo="mpo")

@@ -75,15 +75,17 @@ class TrainConfig:
     model_retain_epochs: PositiveInt = 1  #: model-buffer capacity in epochs of imagined data
     real_ratio: Fraction = 0.05  #: fraction of each update batch drawn from real data
     # --- algorithm-specific settings ---
-    extra: dict = field(default_factory=dict)
-    """The algorithm's own settings that differ from its defaults (``--set extra.NAME=VALUE``), checked
-    by its settings dataclass (``settings_class(algo)``; ``vmbpo config`` lists them)."""
+    extra: ExtraSettings | dict = field(default_factory=dict)
+    """The algorithm's own settings: an instance of its typed settings dataclass (``settings_class(algo)``;
+    ``--set extra.NAME=VALUE``); a dict of entries is taken and made into one (unset entries keep the
+    class's defaults). ``vmbpo config`` lists every entry."""
 
     def __post_init__(self):
         check_fields(self)
-        object.__setattr__(self, "extra", dict(self.extra))
         if _SETTINGS:  # filled when torchrl_vmbpo.algorithms is imported (importing torchrl_vmbpo does it)
-            settings_class(self.algo).from_extra(self.extra)
+            object.__setattr__(self, "extra", settings_class(self.algo).from_extra(self.extra))
+        else:
+            object.__setattr__(self, "extra", dict(self.extra) if isinstance(self.extra, dict) else self.extra)
         if self.num_elites > self.num_members:
             raise ConfigError(f"num_elites ({self.num_elites}) must be <= num_members ({self.num_members})")
         if self.steps <= self.init_random_steps:
@@ -110,7 +112,8 @@ class TrainConfig:
         """Apply ``name=value`` strings; values parse as JSON (``hidden=[64,64]``) or fall back to text,
         then are checked as one new config. ``extra.KEY=value`` sets an algorithm-specific entry."""
         changes, extra = parse_assignments(assignments)
-        return self.replace(**changes, extra={**self.extra, **extra})
+        current = self.extra if isinstance(self.extra, dict) else dataclasses.asdict(self.extra)
+        return self.replace(**changes, extra={**current, **extra})
 
     def rollout_length(self, env_steps: int) -> int:
         """MBPO's schedule: k grows linearly from k_a at epoch_a to k_b at epoch_b."""
@@ -164,7 +167,13 @@ class ExtraSettings:
         check_fields(self, prefix="extra.")
 
     @classmethod
-    def from_extra(cls, extra: dict):
+    def from_extra(cls, extra: "dict | ExtraSettings"):
+        """The settings from a dict of entries (unknown names refused), or ``extra`` itself if it
+        already is this class's instance."""
+        if isinstance(extra, cls):
+            return extra
+        if isinstance(extra, ExtraSettings):
+            raise ConfigError(f"extra holds {type(extra).__name__}, but {cls.algorithm} takes {cls.__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(extra) - known)
         if unknown:

@@ -231,8 +231,8 @@ class _Loop:
             **({"resumed_at": state.resumed_at, "commits": state.commits} if state.resumed_at else {}),
             "machine": machine_info(cfg.num_threads, device=self.caps.device),  # names a GPU used
             "config": cfg.to_dict(),
-            # Every algorithm setting as resolved (defaults included): config.extra holds only what was set,
-            # and defaults change between commits.
+            # Every algorithm setting as the agent resolved it (config.extra of older records held only
+            # what was set, and defaults change between commits).
             "settings": _resolved_settings(self.agent),
         }
         write_summary(out / "summary.json", summary)
