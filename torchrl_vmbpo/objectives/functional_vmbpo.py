@@ -349,8 +349,8 @@ def fetch(td: TensorDictBase, named_keys: dict, where: str) -> dict:
     missing = [key for key in named_keys.values() if td.get(key, None) is None]
     if missing:
         raise KeyError(
-            f"{where} needs the batch entries {list(named_keys.values())} (rename them with "
-            f"set_keys({', '.join(named_keys)}=...)); missing {missing}; the batch has {list(td.keys(True, True))}"
+            f"{where} needs the batch entries {named_keys} (rename them with the loss's set_keys; next-step "
+            f"entries are read under 'next'); missing {missing}; the batch has {list(td.keys(True, True))}"
         )
     assert_finite(td, list(named_keys.values()), where)
     for key in named_keys.values():
