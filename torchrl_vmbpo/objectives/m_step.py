@@ -147,6 +147,18 @@ class MStepLoss(KeyedLoss):
         """``pi_old <- pi``: the trust-region centre for the next M-step (eq. 27)."""
         self.old_policy_params.data.update_(TensorDict.from_module(self.baseline_policy).data)
 
+    def on_update(self, num_updates: int) -> bool:
+        """The schedule: after E-step update ``num_updates``, every ``period`` updates copy pi <- q_c
+        (copy mode) or snapshot pi_old <- pi (weighted-MAP, whose gradient steps then follow, one per
+        update in the presets). Returns True when it acted."""
+        if num_updates % self.period != 0:
+            return False
+        if self.mode == "copy":
+            self.copy_q_c_into_pi()
+        else:
+            self.snapshot_old_policy()
+        return True
+
     @torch.no_grad()
     def copy_q_c_into_pi(self) -> None:
         """``pi <- q_c`` in place (parameters and buffers), then ``pi_old <- pi``."""

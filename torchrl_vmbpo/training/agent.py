@@ -15,6 +15,14 @@ from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 
 
+def borrow(module: nn.Module, **references) -> None:
+    """Set attributes that refer to modules owned elsewhere (e.g. inside the agent's loss) without
+    registering them: ``state_dict``, ``parameters()`` and ``.to`` see each tensor once, through its owner."""
+    for name, value in references.items():
+        module._modules.pop(name, None)
+        module.__dict__[name] = value
+
+
 class Agent(nn.Module):
     """The components of one algorithm, as the loop sees them.
 
