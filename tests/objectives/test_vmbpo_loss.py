@@ -27,9 +27,9 @@ def vmbpo_loss(**kwargs):
                      eta=1.0, gamma=0.99, mix=0.5, **kwargs)
 
 
-def mfe_loss():
+def mfe_loss(**kwargs):
     pi, q_c, q, v = _networks()
-    return VMBPOMFELoss(pi, q_c, q, v, DynamicsModel(3, 1, hidden=(8,)), eta=1.0, gamma=0.99, mix=0.5)
+    return VMBPOMFELoss(pi, q_c, q, v, DynamicsModel(3, 1, hidden=(8,)), eta=1.0, gamma=0.99, mix=0.5, **kwargs)
 
 
 def batch(n=6, dtype=torch.float32, obs="observation", reward="reward"):

@@ -231,13 +231,15 @@ class VMBPOCriticLoss(KeyedLoss):
     # --- values, readable by the other VMBPO losses (parameters detached) -----------------------
 
     def _qvalues(self, obs: torch.Tensor, action: torch.Tensor, params: TensorDictBase) -> torch.Tensor:
-        """All Q copies under ``params``: ``[*B, D], [*B, A] -> [K, *B]``."""
-        net, out_key = self.qvalue_network, self.qvalue_network.out_keys[0]
-        values = []
-        for k in range(self.num_qvalue_nets):
-            with params[k].to_module(net, preserve_module_state=False):
-                values.append(net(fv.module_input(net, obs, action)).get(out_key).squeeze(-1))
-        return torch.stack(values)
+        """All Q copies under ``params`` (``[K]``-batched), evaluated at once with ``vmap``: ``[*B, D], [*B, A] -> [K, *B]``."""
+        net = self.qvalue_network
+
+        def one_copy(copy_params: TensorDictBase, td: TensorDictBase) -> TensorDictBase:
+            with copy_params.to_module(net, preserve_module_state=False):
+                return net(td)
+
+        out = torch.vmap(one_copy, (0, None), randomness="error")(params, fv.module_input(net, obs, action))
+        return out.get(net.out_keys[0]).squeeze(-1)
 
     def _value(self, obs: torch.Tensor, params: TensorDictBase) -> torch.Tensor:
         net = self.value_network
