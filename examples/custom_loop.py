@@ -4,7 +4,7 @@ VMBPOLoss's objectives each with its optimizer. No library loop, no presets.
 
     python examples/custom_loop.py --steps 3000      # VMBPO on Pendulum-v1
 
-Switching to MBPO or MPO replaces the block between ">>> algorithm" and "<<< algorithm" with one
+Switching to MBPO or MPO replaces the 7-line block between ">>> algorithm" and "<<< algorithm" with one
 of the blocks at the end of this file (at most 10 changed lines; tests/test_custom_loop.py runs all
 three).
 """
