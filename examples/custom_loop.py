@@ -44,7 +44,7 @@ def train(steps=3000, seed=0, hidden=(64, 64), init_random=500, frames_per_batch
     obs_dim, act_dim, spec = 3, 1, env.action_spec
     pi = make_tanh_gaussian_actor(obs_dim, spec, hidden=hidden)  # acts in the real env
     q_d = DynamicsModel(obs_dim, act_dim, hidden=hidden)
-    nll = GaussianEnsembleNLLLoss(q_d)  # MBPO's and MPO's model loss
+    nll = GaussianEnsembleNLLLoss(q_d)  # noqa: F841 (MBPO's and MPO's model loss, in their blocks)
     # >>> algorithm: VMBPO
     q_c = make_tanh_gaussian_actor(obs_dim, spec, hidden=hidden)
     q_c.load_state_dict(pi.state_dict())  # the EM starts from q_c = pi

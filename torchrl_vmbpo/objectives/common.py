@@ -8,13 +8,27 @@ a loss read ``"obs"``, ``("next", "obs")`` and ``("next", "rew")``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators
+
+from torchrl_vmbpo import keys
 
 
 def next_key(key):
     """The entry of ``key`` at the next step: ``"reward" -> ("next", "reward")``, ``("a", "b") -> ("next", "a", "b")``."""
     return ("next", key) if isinstance(key, str) else ("next", *key)
+
+
+@dataclass
+class TransitionKeys:
+    """The entries of a transition (``set_keys`` names): x, a, and under "next" x', reward and terminated."""
+
+    observation: str = keys.OBSERVATION
+    action: str = keys.ACTION
+    reward: str = "reward"
+    terminated: str = "terminated"
 
 
 class KeyedLoss(LossModule):

@@ -9,17 +9,13 @@ covers the algorithm, and a checkpoint holds each tensor once. The five objectiv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.objectives import LossModule
 
-from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
-from torchrl_vmbpo.objectives.common import KeyedLoss
+from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.exponential_td import ExponentialTDLoss
 from torchrl_vmbpo.objectives.log_ratio import LogRatioLoss
@@ -43,15 +39,7 @@ LOSS_GROUPS = {
 class _EMLoss(KeyedLoss):
     """What VMBPO and VMBPO-MFE share: the critic, the actor, the M-step, the dynamics fit and its warm-up."""
 
-    @dataclass
-    class _AcceptedKeys:
-        """Shared by every objective (``SACLoss``'s contract: reward and terminated under "next")."""
-
-        observation: str = keys.OBSERVATION
-        action: str = keys.ACTION
-        reward: str = "reward"
-        terminated: str = "terminated"
-
+    _AcceptedKeys = TransitionKeys  # shared by every objective (SACLoss's contract)
     default_keys = _AcceptedKeys
     critic: VMBPOCriticLoss
     actor: VMBPOActorLoss
@@ -200,6 +188,7 @@ class VMBPOLoss(_EMLoss):
     ``action``, ``reward``, ``terminated`` (the last two read under ``"next"``, as is x').
 
     Example:
+        >>> import torch
         >>> from torchrl.data import Bounded
         >>> from torchrl_vmbpo.models import (make_log_ratio_network, make_q_value, make_state_value,
         ...                                   make_tanh_gaussian_actor)

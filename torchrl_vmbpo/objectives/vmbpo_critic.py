@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -12,10 +11,9 @@ from torch import nn
 from tensordict.nn import TensorDictModule
 from torchrl.objectives.utils import ValueEstimators, distance_loss
 
-from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.log_ratio import log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
-from torchrl_vmbpo.objectives.common import KeyedLoss, next_key
+from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 
 _LOSS_FUNCTIONS = ("l2", "l1", "smooth_l1")
 BOOTSTRAPS = ("value", "action_value")
@@ -114,15 +112,7 @@ class VMBPOCriticLoss(KeyedLoss):
         >>> target_updater.step()
     """
 
-    @dataclass
-    class _AcceptedKeys:
-        """Batch entries read by the critic (model transitions); reward and terminated under "next"."""
-
-        observation: str = keys.OBSERVATION
-        action: str = keys.ACTION
-        reward: str = "reward"
-        terminated: str = "terminated"
-
+    _AcceptedKeys = TransitionKeys  # model transitions; reward and terminated under "next"
     default_keys = _AcceptedKeys
     _out_keys_ = ("loss_qvalue", "loss_value", "q_value", "q_target", "td_error", "log_ratio", "value",
                   "value_target", "policy_log_ratio")

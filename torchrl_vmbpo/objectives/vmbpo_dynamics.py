@@ -10,7 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
-from torchrl_vmbpo.objectives.common import KeyedLoss, next_key
+from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.functional import effective_sample_size
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
@@ -106,13 +106,9 @@ class VMBPODynamicsLoss(KeyedLoss):
     """
 
     @dataclass
-    class _AcceptedKeys:
+    class _AcceptedKeys(TransitionKeys):
         """Batch entries read (real transitions) and the weight entry written for the NLL loss."""
 
-        observation: str = keys.OBSERVATION
-        action: str = keys.ACTION
-        reward: str = "reward"
-        terminated: str = "terminated"
         weight: tuple = keys.WEIGHT
 
     default_keys = _AcceptedKeys
