@@ -165,12 +165,15 @@ def test_the_loss_owns_only_the_dynamics_model():
 
 def test_set_keys_reaches_the_inner_nll_loss():
     critic, _ = make_critic(1.0, 0.0, [0.0, 0.0], 0.0)
-    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, hidden=(8,)), critic)
-    td = real_batch(torch.randn(8, 1)).rename_key_(("next", "observation"), "x_next")
-    with pytest.raises(KeyError, match="next_observation"):
+    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, hidden=(8,)), critic, mix=0.5)
+    td = real_batch(torch.randn(8, 1))
+    td.rename_key_("observation", "x").rename_key_(("next", "observation"), ("next", "x"))
+    with pytest.raises(KeyError, match="observation"):
         loss(td)
-    loss.set_keys(next_observation="x_next", weight="w")
-    assert loss.nll_loss.tensor_keys.next_observation == "x_next"
+    loss.set_keys(observation="x", weight="w")  # SACLoss's contract: x' is read at ("next", "x")
+    critic.set_keys(observation="x")
+    assert loss.nll_loss.tensor_keys.next_observation == ("next", "x")
+    assert ("next", "x") in loss.in_keys
     assert torch.isfinite(loss(td)["loss_dynamics"])
 
 

@@ -90,7 +90,7 @@ def test_the_vmbpo_setting_builds_the_constraint_at_the_env_target_and_trains_it
     agent = build_agent(cfg, make_env("Pendulum-v1"))
     assert agent.critic.target_entropy == cfg.target_entropy == -1.0
     assert agent.critic.entropy_weight.item() == pytest.approx(VMBPOSettings().eta * cfg.alpha_init)
-    assert "critic.log_entropy_weight" in agent.state_dict()
+    assert "loss.critic.log_entropy_weight" in agent.state_dict()  # the agent's VMBPOLoss owns it
     before = agent.critic.log_entropy_weight.detach().clone()
     batch = TensorDict({"observation": torch.randn(8, 3), "action": torch.rand(8, 1) * 4 - 2,
                         ("next", "observation"): torch.randn(8, 3), ("next", "reward"): -torch.rand(8, 1),

@@ -19,18 +19,12 @@ from torchrl.data import Bounded, ReplayBuffer
 from torchrl.objectives import LossModule, SoftUpdate
 
 from torchrl_vmbpo.envs.termination import TerminationFn
-from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
-from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
-from torchrl_vmbpo.objectives.log_ratio import LogRatioLoss
-from torchrl_vmbpo.objectives.m_step import MStepLoss
-from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
-from torchrl_vmbpo.objectives.vmbpo_critic import BOOTSTRAPS, VMBPOCriticLoss
-from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS, VMBPODynamicsLoss
-from torchrl_vmbpo.training.agent import Agent, Capabilities
+from torchrl_vmbpo.objectives.vmbpo import VMBPOLoss
+from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.model_fit import make_dynamics, make_model_optimizer
 from torchrl_vmbpo.training.validation import (
     Fraction,
     NonNegativeFloat,
@@ -108,9 +102,12 @@ class VMBPOSettings(ExtraSettings):
 class VMBPOAgent(Agent):
     """The eight networks of VMBPO and the five losses that train them.
 
-    Attributes: ``pi`` (baseline policy), ``q_c`` (variational policy), ``q_d`` (dynamics
-    ensemble), ``nu`` (log-ratio network), and ``critic`` holding ``V``, ``Q``, ``V_target``,
-    ``Q_target`` (also exposed as properties). All are saved by ``state_dict``.
+    ``loss`` (:class:`~torchrl_vmbpo.objectives.VMBPOLoss`) owns every network; the agent's other
+    attributes are references into it, not registered again: ``pi`` (baseline policy), ``q_c``
+    (variational policy), ``q_d`` (dynamics ensemble), ``nu`` (log-ratio network), the objectives
+    ``critic`` (holding ``V``, ``Q``, ``V_target``, ``Q_target``, also exposed as properties),
+    ``actor_loss``, ``ratio_loss``, ``m_step``, ``model_loss``, ``plain_model_loss``. ``state_dict``
+    saves each tensor once.
     """
 
     def __init__(
@@ -119,35 +116,32 @@ class VMBPOAgent(Agent):
         super().__init__()
         s = self.settings = VMBPOSettings.from_extra(cfg.extra)
         act_dim = action_spec.shape[-1]
-        self.pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        self.q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        self.q_c.load_state_dict(self.pi.state_dict())  # start the EM from q_c = pi
-        self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
-        self.q_d = self.dynamics = DynamicsModel(
-            obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
-        )
-        self.nu = make_log_ratio_network(obs_dim, act_dim, hidden=cfg.hidden, bound=s.log_ratio_bound)
+        pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        q_c.load_state_dict(pi.state_dict())  # start the EM from q_c = pi
+        q_d = make_dynamics(cfg, obs_dim, act_dim)
+        nu = make_log_ratio_network(obs_dim, act_dim, hidden=cfg.hidden, bound=s.log_ratio_bound)
         scale = s.eta if s.critic_output_scale == "eta" else 1.0
-        self.critic = VMBPOCriticLoss(
+        # The one owner of every network (pi, q_c, q_d, nu, V, Q, V', Q', pi_old): the agent's
+        # state_dict holds each tensor once, under "loss.".
+        self.loss = VMBPOLoss(
+            pi, q_c,
             make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale),
             make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
-            self.q_c, self.pi, self.nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
+            q_d, nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
             uniform_prior_weight=s.uniform_prior_weight,
-            target_entropy=(cfg.target_entropy if cfg.target_entropy is not None else -float(act_dim))
-            if s.entropy_constraint else None,
+            target_entropy=cfg.target_entropy_for(act_dim) if s.entropy_constraint else None,
             entropy_weight_init=s.eta * cfg.alpha_init, bootstrap=s.bootstrap,
+            max_weight=s.max_weight, mix=s.weight_mix, min_ess=s.weight_min_ess, normaliser=s.weight_normaliser,
+            m_step_mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std, m_step_period=s.m_step_period,
+            weighted_fit_after=s.weighted_fit_after,
         )
-        self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
-        self.ratio_loss = LogRatioLoss(self.nu, self.q_d)
-        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
-                                period=s.m_step_period)
-        self.model_loss = VMBPODynamicsLoss(
-            self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix, min_ess=s.weight_min_ess,
-            normaliser=s.weight_normaliser
-        )
-        self.plain_model_loss = GaussianEnsembleNLLLoss(self.q_d)
+        borrow(self, pi=pi, q_c=q_c, q_d=q_d, dynamics=q_d, nu=nu, critic=self.loss.critic,
+               actor_loss=self.loss.actor, ratio_loss=self.loss.log_ratio, m_step=self.loss.m_step,
+               model_loss=self.loss.dynamics, plain_model_loss=self.loss.mle_dynamics)
         self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
         self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
         # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
         # Adam with two groups and one backward per update equals two separate steps.
@@ -160,7 +154,7 @@ class VMBPOAgent(Agent):
         self.ratio_batch_size = cfg.batch_size
         self.max_grad_norm = cfg.max_grad_norm
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        self.policy = self.pi if s.acting_policy == "pi" else self.q_c
+        borrow(self, policy=pi if s.acting_policy == "pi" else q_c)
 
     # --- the eight networks, by the paper's names ---
     @property
@@ -185,9 +179,7 @@ class VMBPOAgent(Agent):
 
     def dynamics_loss(self) -> LossModule:
         """Eq. 19 once the critic has trained ``weighted_fit_after`` updates; plain MLE before."""
-        if int(self.num_updates) < self.settings.weighted_fit_after:
-            return self.plain_model_loss
-        return self.model_loss
+        return self.loss.dynamics_objective(int(self.num_updates))
 
     def after_model_fit(self, real_buffer: ReplayBuffer) -> dict[str, float]:
         """Eq. 21: ν against the freshly fitted q_d, on real (x, a, x') from D."""
@@ -231,11 +223,7 @@ def m_step_update(agent, states: TensorDictBase | None) -> dict[str, torch.Tenso
     """The M-step (eq. 27): every ``period`` updates copy pi <- q_c or snapshot pi_old; in weighted-MAP
     mode one gradient step per update on ``states`` towards the snapshot's trust region."""
     m_step = agent.m_step
-    if int(agent.num_updates) % m_step.period == 0:
-        if m_step.mode == "copy":
-            m_step.copy_q_c_into_pi()
-        else:
-            m_step.snapshot_old_policy()
+    m_step.on_update(int(agent.num_updates))
     if m_step.mode != "weighted_map":
         return {}
     if states is None:

@@ -30,16 +30,11 @@ from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
-from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
-from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
-from torchrl_vmbpo.objectives.exponential_td import ExponentialTDLoss
-from torchrl_vmbpo.objectives.m_step import MStepLoss
-from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
-from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
-from torchrl_vmbpo.training.agent import Agent, Capabilities
+from torchrl_vmbpo.objectives.vmbpo import VMBPOMFELoss
+from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.model_fit import make_dynamics, make_model_optimizer
 from torchrl_vmbpo.training.validation import (
     Fraction,
     NonNegativeFloat,
@@ -118,8 +113,9 @@ class VMBPOMFEAgent(Agent):
 
     Attributes by the paper's names: ``pi`` (baseline policy), ``q_c`` (variational policy),
     ``critic`` (:class:`ExponentialTDLoss`, owner of V, Q, V', Q'), ``q_d`` (dynamics ensemble, or
-    ``None`` in copy mode). ``q_c`` starts equal to ``pi`` (the E-step starts from q = (pi, p)).
-    Each :meth:`update` takes ``{"real": [B] from D, "model": [B] from E}`` (:meth:`sample_batch`).
+    ``None`` in copy mode): references into ``loss`` (:class:`~torchrl_vmbpo.objectives.VMBPOMFELoss`),
+    the one owner of every network, so ``state_dict`` saves each tensor once. ``q_c`` starts equal to
+    ``pi`` (the E-step starts from q = (pi, p)). Each :meth:`update` takes ``{"real": [B] from D, "model": [B] from E}`` (:meth:`sample_batch`).
 
     Example:
         >>> from torchrl_vmbpo.training.config import TrainConfig
@@ -149,21 +145,29 @@ class VMBPOMFEAgent(Agent):
         super().__init__()
         s = self.settings = settings
         act_dim = action_spec.shape[-1]
-        self.pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        self.q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        self.q_c.load_state_dict(self.pi.state_dict())
+        pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
+        q_c.load_state_dict(pi.state_dict())
         scale = s.eta if s.critic_output_scale == "eta" else 1.0
-        self.critic = ExponentialTDLoss(
-            make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale),
-            make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
-            self.q_c, self.pi, eta=s.eta, gamma=cfg.gamma, temperature=s.temperature,
-            max_exponent=s.max_exponent, num_qvalue_nets=s.num_qvalue_nets,
+        qvalue = make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale)
+        value = make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale)
+        q_d = None
+        if s.model_based:
+            if termination_fn is None:
+                raise ValueError("VMBPO-MFE with m_step_mode='weighted_map' fits q_d and needs termination_fn")
+            q_d = make_dynamics(cfg, obs_dim, act_dim)
+        # The one owner of every network (pi, q_c, V, Q, V', Q', pi_old, q_d): state_dict holds each once.
+        self.loss = VMBPOMFELoss(
+            pi, q_c, qvalue, value, q_d, eta=s.eta, gamma=cfg.gamma, temperature=s.temperature,
+            max_exponent=s.max_exponent, num_qvalue_nets=s.num_qvalue_nets, max_weight=s.max_weight,
+            mix=s.weight_mix, m_step_mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
+            m_step_period=s.m_step_period,
+            weighted_fit_after=s.weighted_fit_after,
         )
-        self.actor_loss = VMBPOActorLoss(self.q_c, self.critic, self.pi)
-        self.m_step = MStepLoss(self.pi, self.q_c, mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
-                                period=s.m_step_period)
         if s.m_step_on_next_states:
-            self.m_step.set_keys(observation=keys.NEXT_OBSERVATION)
+            self.loss.m_step.set_keys(observation=keys.NEXT_OBSERVATION)
+        borrow(self, pi=pi, q_c=q_c, q_d=q_d, critic=self.loss.critic, actor_loss=self.loss.actor,
+               m_step=self.loss.m_step)
         self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
         # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
         # Adam with two groups and one backward per update equals two separate steps.
@@ -172,23 +176,16 @@ class VMBPOMFEAgent(Agent):
              {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
         )
         self.pi_optimizer = torch.optim.Adam(self.pi.parameters(), lr=cfg.actor_lr)
-        self.q_d = None
-        if s.model_based:
-            if termination_fn is None:
-                raise ValueError("VMBPO-MFE with m_step_mode='weighted_map' fits q_d and needs termination_fn")
+        if q_d is not None:
+            borrow(self, dynamics=q_d, model_loss=self.loss.dynamics, plain_model_loss=self.loss.mle_dynamics)
+            self.model_optimizer = make_model_optimizer(q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+            self.termination_fn, self.reward_fn = termination_fn, reward_fn
             # Real E-step batches; the M-step reads model states from E (sample_batch).
             self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=1.0)
-            self.q_d = self.dynamics = DynamicsModel(
-                obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
-            )
-            self.model_loss = VMBPODynamicsLoss(self.q_d, self.critic, max_weight=s.max_weight, mix=s.weight_mix)
-            self.plain_model_loss = GaussianEnsembleNLLLoss(self.q_d)
-            self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
-            self.termination_fn, self.reward_fn = termination_fn, reward_fn
         self.batch_size = cfg.batch_size
         self.max_grad_norm = cfg.max_grad_norm
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        self.policy = self.pi if s.acting_policy == "pi" else self.q_c
+        borrow(self, policy=pi if s.acting_policy == "pi" else q_c)
 
     @property
     def rollout_policy(self):
@@ -196,9 +193,9 @@ class VMBPOMFEAgent(Agent):
 
     def dynamics_loss(self) -> LossModule:
         """Plain MLE, or eq. 19 (``weight_mix < 1``) once the critic has trained ``weighted_fit_after`` updates."""
-        if self.settings.weight_mix == 1.0 or int(self.num_updates) < self.settings.weighted_fit_after:
+        if self.settings.weight_mix == 1.0:
             return self.plain_model_loss
-        return self.model_loss
+        return self.loss.dynamics_objective(int(self.num_updates))
 
     def sample_batch(
         self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float

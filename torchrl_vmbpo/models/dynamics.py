@@ -99,7 +99,8 @@ class DynamicsModel(nn.Module):
         if not deterministic:
             noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             mean = mean + noise * (0.5 * logvar).exp()
-        real = slots < n
-        out = torch.empty(n, mean.shape[-1], dtype=mean.dtype, device=mean.device)
-        out[slots[real]] = mean.reshape(per * k, -1)[real]
+        # Scatter every slot back to its row and drop the padding (no boolean mask: compiles without breaks).
+        out = torch.empty(per * k, mean.shape[-1], dtype=mean.dtype, device=mean.device)
+        out[slots] = mean.reshape(per * k, -1)
+        out = out[:n]
         return (obs + out[:, :-1]).reshape(*batch, -1), out[:, -1:].reshape(*batch, 1)

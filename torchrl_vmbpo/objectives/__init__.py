@@ -11,6 +11,8 @@ eq. 27 (M-step) / copy     :class:`MStepLoss`                      pi
 MBPO model loss            :class:`GaussianEnsembleNLLLoss`        q_d
 eq. 9 exponential TD (MFE) :class:`ExponentialTDLoss`              Q, V
 MPO                        :class:`MPOLoss`                        pi, Q, duals
+all of VMBPO's five        :class:`VMBPOLoss`                      owns pi, q_c, q_d, nu, V, Q, V', Q'
+VMBPO-MFE's                :class:`VMBPOMFELoss`                   owns pi, q_c, V, Q, V', Q' (q_d)
 =========================  ======================================  ==============================
 """
 
@@ -19,6 +21,7 @@ from torchrl_vmbpo.objectives.exponential_td import ExponentialTDLoss
 from torchrl_vmbpo.objectives.log_ratio import LogRatioLoss
 from torchrl_vmbpo.objectives.m_step import MStepLoss
 from torchrl_vmbpo.objectives.mpo import MPOLoss
+from torchrl_vmbpo.objectives.vmbpo import VMBPOLoss, VMBPOMFELoss
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
@@ -32,4 +35,6 @@ __all__ = [
     "VMBPOActorLoss",
     "VMBPOCriticLoss",
     "VMBPODynamicsLoss",
+    "VMBPOLoss",
+    "VMBPOMFELoss",
 ]

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
-from torchrl.objectives import LossModule
+from torchrl_vmbpo.objectives.common import KeyedLoss
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives.functional import assert_finite, check_feature_shape, gaussian_nll_per_dim
 
 
-class GaussianEnsembleNLLLoss(LossModule):
+class GaussianEnsembleNLLLoss(KeyedLoss):
     """NLL of ``(x' - x, r)`` under every member of a :class:`DynamicsModel`, optionally weighted.
 
     Per member ``e`` and sample ``i`` the NLL is averaged over target dimensions (PETS/MBPO); the loss
@@ -53,6 +53,7 @@ class GaussianEnsembleNLLLoss(LossModule):
 
     default_keys = _AcceptedKeys
     dynamics_model: DynamicsModel
+    _out_keys_ = ("loss_dynamics", "model_nll", "model_mse")
 
     def __init__(self, dynamics_model: DynamicsModel, *, logvar_penalty: float = 0.01):
         super().__init__()
@@ -63,11 +64,12 @@ class GaussianEnsembleNLLLoss(LossModule):
         self.dynamics_model = dynamics_model
         self.logvar_penalty = logvar_penalty
 
-    def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
+    def _read_keys(self) -> dict:
+        k = self.tensor_keys
+        return {"observation": k.observation, "action": k.action, "next_observation": k.next_observation,
+                "reward": k.reward}
 
-    def per_sample_nll(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (next-state NLL, reward NLL, squared error), each ``[*B, E]`` (mean over dims)."""
+    def _check_batch(self, td: TensorDictBase) -> None:
         k = self.tensor_keys
         assert_finite(td, [k.observation, k.action, k.next_observation, k.reward], type(self).__name__)
         needed = [k.observation, k.action, k.next_observation, k.reward]
@@ -79,6 +81,12 @@ class GaussianEnsembleNLLLoss(LossModule):
             )
         for key in needed:
             check_feature_shape(td, key, type(self).__name__)
+
+    def per_sample_nll(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (next-state NLL, reward NLL, squared error), each ``[*B, E]`` (mean over dims)."""
+        k = self.tensor_keys
+        if not torch.compiler.is_compiling():  # the checks branch on data; an eager call has made them
+            self._check_batch(td)
         obs, action = td.get(k.observation), td.get(k.action)
         next_obs, reward = td.get(k.next_observation), td.get(k.reward)
         model = self.dynamics_model

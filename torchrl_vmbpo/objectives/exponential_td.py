@@ -50,8 +50,8 @@ class ExponentialTDLoss(VMBPOCriticLoss):
         num_qvalue_nets: number of Q copies (>= 1; default 2).
         value_loss_function: distance of the V regression, ``"l2"`` (default), ``"l1"`` or ``"smooth_l1"``.
 
-    Keys read (``set_keys``): as :class:`VMBPOCriticLoss`: ``observation``, ``action``, ``reward``,
-    ``next_observation``, ``terminated``.
+    Keys read (``set_keys``): as :class:`VMBPOCriticLoss` (``SACLoss``'s contract): ``observation``
+    (x, and x' under ``"next"``), ``action``, ``reward`` and ``terminated`` (under ``"next"``).
 
     Returns ``loss_qvalue`` (steps Q, ``qvalue_network_params``), ``loss_value`` (steps V,
     ``value_network_params``) and detached diagnostics ``q_value``, ``q_target``, ``td_error``
@@ -112,6 +112,9 @@ class ExponentialTDLoss(VMBPOCriticLoss):
             loss_function=value_loss_function,
         )
         self.temperature = float(temperature)
+        self._out_keys_ = ("loss_qvalue", "loss_value", "q_value", "q_target", "q_target_std", "td_error",
+                           "td_exponent_std", "exp_td", "exp_td_max", "linearised_fraction", "value",
+                           "value_target", "policy_log_ratio")
         self.max_exponent = None if max_exponent is None else float(max_exponent)
 
     def _qvalue_loss(self, b: dict) -> tuple[torch.Tensor, dict]:

@@ -298,7 +298,8 @@ def log_prob_at(
     If ``dist`` and ``sampler`` (the distribution that produced ``action = T(preimage)``) are both
     ``TanhNormal`` over the same box, the two share the bijection ``T`` and ``log dist(a)`` is
     ``log N(u; loc, scale) - log|det dT/du|`` at the sampler's own ``u``: exact, and finite even
-    where ``tanh`` saturates in floating point. Any other ``dist`` (e.g. a uniform baseline policy
+    where ``tanh`` saturates in floating point (under ``torch.compile``, TanhNormals whose boxes have one
+    shape are taken to share the box, as actors built from one action spec do). Any other ``dist`` (e.g. a uniform baseline policy
     with a constant log-density) is scored on the action with its own ``log_prob``.
 
     Example:
@@ -315,6 +316,8 @@ def log_prob_at(
 def _same_tanh_box(first: D.Distribution, second: D.Distribution) -> bool:
     if not (isinstance(first, TanhNormal) and isinstance(second, TanhNormal)):
         return False
+    if torch.compiler.is_compiling():  # comparing the values would branch on data: trust boxes of one shape
+        return torch.broadcast_shapes(first.low.shape, second.low.shape) == first.low.shape == second.low.shape
     try:
         return bool((first.low == second.low).all() and (first.high == second.high).all())
     except RuntimeError:  # shapes that do not broadcast: different boxes
@@ -339,18 +342,21 @@ def fetch(td: TensorDictBase, named_keys: dict, where: str) -> dict:
     """``{name: td[key]}`` for every ``name: key``; KeyError naming the missing and accepted keys.
 
     Also raises ValueError if an entry holds NaN or inf (:func:`assert_finite`) and BatchShapeError if one
-    lacks its feature dimension (:func:`check_feature_shape`).
+    lacks its feature dimension (:func:`check_feature_shape`); under ``torch.compile`` these checks (which
+    branch on the data) are skipped.
 
     Example:
         >>> td = TensorDict({"observation": torch.zeros(2, 3)}, [2])
         >>> fetch(td, {"observation": "observation"}, "MyLoss")["observation"].shape
         torch.Size([2, 3])
     """
+    if torch.compiler.is_compiling():  # the checks branch on data; an eager call has made them
+        return {name: td.get(key) for name, key in named_keys.items()}
     missing = [key for key in named_keys.values() if td.get(key, None) is None]
     if missing:
         raise KeyError(
-            f"{where} needs the batch entries {list(named_keys.values())} (rename them with "
-            f"set_keys({', '.join(named_keys)}=...)); missing {missing}; the batch has {list(td.keys(True, True))}"
+            f"{where} needs the batch entries {named_keys} (rename them with the loss's set_keys; next-step "
+            f"entries are read under 'next'); missing {missing}; the batch has {list(td.keys(True, True))}"
         )
     assert_finite(td, list(named_keys.values()), where)
     for key in named_keys.values():

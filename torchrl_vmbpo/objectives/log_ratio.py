@@ -7,18 +7,18 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
-from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.log_ratio import log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.common import KeyedLoss, next_key
 
 # Default entry holding next states drawn from q_d for the batch's (x, a) (namespaced key).
 MODEL_NEXT_OBSERVATION = ("model", "next_observation")
 
 
-class LogRatioLoss(LossModule):
+class LogRatioLoss(KeyedLoss):
     r"""Fit ``nu(x'|x, a)`` to ``log q_d(x'|x, a) / p(x'|x, a)`` (eqs. 20-21).
 
     For real transitions ``(x, a, x'_p)`` from D and ``x'_q ~ q_d(.|x, a)`` on the same ``(x, a)``:
@@ -42,8 +42,8 @@ class LogRatioLoss(LossModule):
         log_ratio_network: ``nu``, a TensorDictModule with 3 in_keys (x, a, x', filled by position).
         dynamics_model: ``q_d`` to sample ``x'_q`` from, or ``None`` to read it from the batch.
 
-    Keys read (``set_keys``): ``observation``, ``action``, ``next_observation`` (the real ``x'_p``,
-    ``("next", "observation")``), ``model_next_observation`` (``x'_q``, ``("model", "next_observation")``,
+    Keys read (``set_keys``, ``SACLoss``'s contract): ``observation`` (x, and the real ``x'_p`` under
+    ``"next"``), ``action``, ``model_next_observation`` (``x'_q``, ``("model", "next_observation")``,
     only when ``dynamics_model`` is ``None``).
 
     Returns ``loss_log_ratio`` (steps ``nu``) and detached diagnostics ``kl_estimate``,
@@ -66,10 +66,10 @@ class LogRatioLoss(LossModule):
 
         observation: str = keys.OBSERVATION
         action: str = keys.ACTION
-        next_observation: tuple = keys.NEXT_OBSERVATION
         model_next_observation: tuple = MODEL_NEXT_OBSERVATION
 
     default_keys = _AcceptedKeys
+    _out_keys_ = ("loss_log_ratio", "kl_estimate", "log_ratio_model", "log_ratio_real", "exp_log_ratio_real")
 
     def __init__(self, log_ratio_network: TensorDictModule, dynamics_model: DynamicsModel | None = None):
         super().__init__()
@@ -79,15 +79,15 @@ class LogRatioLoss(LossModule):
         self.log_ratio_network = log_ratio_network
         self.__dict__["dynamics_model"] = dynamics_model  # borrowed: owned by the dynamics loss
 
-    def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
+    def _read_keys(self) -> dict:
+        k = self.tensor_keys
+        read = {"observation": k.observation, "action": k.action, "next_observation": next_key(k.observation)}
+        if self.dynamics_model is None:
+            read["model_next_observation"] = k.model_next_observation
+        return read
 
     def forward(self, td: TensorDictBase) -> TensorDict:
-        k = self.tensor_keys
-        names = ["observation", "action", "next_observation"]
-        if self.dynamics_model is None:
-            names.append("model_next_observation")
-        b = fv.fetch(td, {n: getattr(k, n) for n in names}, type(self).__name__)
+        b = fv.fetch(td, self._read_keys(), type(self).__name__)
         obs, action = b["observation"], b["action"]
         if self.dynamics_model is None:
             model_next_obs = b["model_next_observation"]

@@ -6,16 +6,16 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.common import KeyedLoss
 from torchrl_vmbpo.objectives.functional_mpo import decoupled_kls
 
 _MODES = ("weighted_map", "copy")
 
 
-class MStepLoss(LossModule):
+class MStepLoss(KeyedLoss):
     r"""Fit ``pi`` to ``q_c``'s actions with a trust region to the previous ``pi`` (eq. 27), or copy.
 
     ``mode="weighted_map"`` (eq. 27, the weighted-MAP form MPO's M-step also takes): on states x from
@@ -122,8 +122,15 @@ class MStepLoss(LossModule):
         # pi_old: a frozen copy of pi's parameters and buffers (TensorDictParams of buffers).
         self.old_policy_params = TensorDictParams(TensorDict.from_module(baseline_policy).data.clone(), no_convert=True)
 
-    def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
+    def _read_keys(self) -> dict:
+        return {"observation": self.tensor_keys.observation}
+
+    @property
+    def out_keys(self) -> list[str]:
+        if self.mode == "copy":
+            return ["kl_variational_baseline"]
+        trust = ["kl_old_mean", "kl_old_std"] if self.kl_coef_std is not None else []
+        return ["loss_policy", "kl_variational_baseline", *trust, "log_prob_policy", "kl_old_policy"]
 
     def _check_same_architecture(self) -> None:
         pi = TensorDict.from_module(self.baseline_policy)
@@ -140,6 +147,18 @@ class MStepLoss(LossModule):
         """``pi_old <- pi``: the trust-region centre for the next M-step (eq. 27)."""
         self.old_policy_params.data.update_(TensorDict.from_module(self.baseline_policy).data)
 
+    def on_update(self, num_updates: int) -> bool:
+        """The schedule: after E-step update ``num_updates``, every ``period`` updates copy pi <- q_c
+        (copy mode) or snapshot pi_old <- pi (weighted-MAP, whose gradient steps then follow, one per
+        update in the presets). Returns True when it acted."""
+        if num_updates % self.period != 0:
+            return False
+        if self.mode == "copy":
+            self.copy_q_c_into_pi()
+        else:
+            self.snapshot_old_policy()
+        return True
+
     @torch.no_grad()
     def copy_q_c_into_pi(self) -> None:
         """``pi <- q_c`` in place (parameters and buffers), then ``pi_old <- pi``."""
@@ -148,7 +167,7 @@ class MStepLoss(LossModule):
         self.snapshot_old_policy()
 
     def forward(self, td: TensorDictBase) -> TensorDict:
-        obs = fv.fetch(td, {"observation": self.tensor_keys.observation}, type(self).__name__)["observation"]
+        obs = fv.fetch(td, self._read_keys(), type(self).__name__)["observation"]
         pi, q_c = self.baseline_policy, self.variational_policy
         with torch.no_grad():
             dist_c = q_c.get_dist(fv.module_input(q_c, obs))

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.common import KeyedLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 
 
-class VMBPOActorLoss(LossModule):
+class VMBPOActorLoss(KeyedLoss):
     r"""Reverse-KL update of ``q_c`` towards ``pi(a|x) exp(Q(x, a)) / Z(x)`` (eq. 25).
 
     ``loss_actor = mean_x [log q_c(a|x) - log pi(a|x) - Q(x, a)]`` with ``a = f(x, eps)``
@@ -62,6 +62,7 @@ class VMBPOActorLoss(LossModule):
         observation: str = keys.OBSERVATION
 
     default_keys = _AcceptedKeys
+    _out_keys_ = ("loss_actor", "policy_log_ratio", "entropy", "q_value")
 
     def __init__(self, variational_policy, critic: VMBPOCriticLoss, baseline_policy):
         super().__init__()
@@ -78,11 +79,11 @@ class VMBPOActorLoss(LossModule):
         self.__dict__["critic"] = critic  # borrowed: not a submodule
         self.__dict__["baseline_policy"] = baseline_policy
 
-    def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass
+    def _read_keys(self) -> dict:
+        return {"observation": self.tensor_keys.observation}
 
     def forward(self, td: TensorDictBase) -> TensorDict:
-        obs = fv.fetch(td, {"observation": self.tensor_keys.observation}, type(self).__name__)["observation"]
+        obs = fv.fetch(td, self._read_keys(), type(self).__name__)["observation"]
         q_c = self.variational_policy
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # a = f(x, eps; theta_c)

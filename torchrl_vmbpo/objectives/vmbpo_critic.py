@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from torch import nn
 from tensordict.nn import TensorDictModule
-from torchrl.objectives import LossModule
-from torchrl.objectives.utils import distance_loss
+from torchrl.objectives.utils import ValueEstimators, distance_loss
 
-from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.log_ratio import log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 
 _LOSS_FUNCTIONS = ("l2", "l1", "smooth_l1")
 BOOTSTRAPS = ("value", "action_value")
 
 
-class VMBPOCriticLoss(LossModule):
+class VMBPOCriticLoss(KeyedLoss):
     r"""Critic of VMBPO's E-step: regress Q and V of ``q_c`` under the variational dynamics ``q_d``.
 
     On model transitions ``(x, a, r, x')`` (``a ~ q_c``, ``x' ~ q_d``, ``r`` from the model or a known
@@ -82,8 +80,13 @@ class VMBPOCriticLoss(LossModule):
             ``min_k Q'_k(x', a') - log q_c(a'|x') + prior(a'|x')`` with one fresh ``a' ~ q_c(.|x')``.
             V is then trained as before (eq. 19's weights read it) but no longer enters ``y_Q``.
 
-    Keys read (``set_keys``): ``observation``, ``action``, ``reward`` (``("next", "reward")``),
-    ``next_observation`` (``("next", "observation")``), ``terminated`` (``("next", "terminated")``).
+    Keys (``set_keys``, ``SACLoss``'s contract: next-step entries are named relative to ``"next"``):
+    ``observation`` (read at x and, under ``"next"``, at x'), ``action``, ``reward`` and
+    ``terminated`` (read under ``"next"``); ``in_keys`` lists the entries read.
+
+    Value estimator: the Q target is TD(0) (eq. 23, bootstrapping V' or, with ``bootstrap="action_value"``,
+    the target Q copies); ``make_value_estimator(ValueEstimators.TD0, gamma=...)`` is accepted (it sets
+    ``gamma``), any other estimator is refused with the list of supported ones.
 
     Returns ``loss_qvalue`` (steps Q's parameters, ``qvalue_network_params``), ``loss_value``
     (steps V's, ``value_network_params``) and detached diagnostics: ``q_value``, ``q_target``,
@@ -109,17 +112,11 @@ class VMBPOCriticLoss(LossModule):
         >>> target_updater.step()
     """
 
-    @dataclass
-    class _AcceptedKeys:
-        """Batch entries read by the critic (model transitions)."""
-
-        observation: str = keys.OBSERVATION
-        action: str = keys.ACTION
-        reward: tuple = keys.REWARD
-        next_observation: tuple = keys.NEXT_OBSERVATION
-        terminated: tuple = keys.TERMINATED
-
+    _AcceptedKeys = TransitionKeys  # model transitions; reward and terminated under "next"
     default_keys = _AcceptedKeys
+    _out_keys_ = ("loss_qvalue", "loss_value", "q_value", "q_target", "td_error", "log_ratio", "value",
+                  "value_target", "policy_log_ratio")
+    SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD0,)
     qvalue_network: TensorDictModule
     qvalue_network_params: TensorDictParams
     target_qvalue_network_params: TensorDictParams
@@ -198,19 +195,41 @@ class VMBPOCriticLoss(LossModule):
             return mixed, mixed
         return mixed, fv.entropy_constrained_prior(mixed, log_q_c, self.entropy_weight)
 
-    def _forward_value_estimator_keys(self, **kwargs) -> None:
-        pass  # no value estimator: the targets are eqs. 22-24 exactly
+    @property
+    def out_keys(self) -> list[str]:
+        extra = ["loss_entropy_weight", "entropy_weight"] if self.target_entropy is not None else []
+        return [*self._out_keys_, *extra]
+
+    def _read_keys(self) -> dict:
+        k = self.tensor_keys
+        return {"observation": k.observation, "action": k.action, "reward": next_key(k.reward),
+                "next_observation": next_key(k.observation), "terminated": next_key(k.terminated)}
+
+    def make_value_estimator(self, value_type=None, **hyperparams):
+        """TD(0) only (eq. 23 is a one-step target; ``gamma`` may be given); anything else: ValueError."""
+        if value_type not in (None, ValueEstimators.TD0):
+            super().make_value_estimator(value_type)
+        unknown = set(hyperparams) - {"gamma"}
+        if unknown:
+            raise ValueError(f"{type(self).__name__}'s TD(0) target takes only gamma, got {sorted(unknown)}")
+        if "gamma" in hyperparams:
+            if not 0.0 <= hyperparams["gamma"] <= 1.0:
+                raise ValueError(f"gamma must be in [0, 1], got {hyperparams['gamma']}")
+            self.gamma = float(hyperparams["gamma"])
+        return self
 
     # --- values, readable by the other VMBPO losses (parameters detached) -----------------------
 
     def _qvalues(self, obs: torch.Tensor, action: torch.Tensor, params: TensorDictBase) -> torch.Tensor:
-        """All Q copies under ``params``: ``[*B, D], [*B, A] -> [K, *B]``."""
-        net, out_key = self.qvalue_network, self.qvalue_network.out_keys[0]
-        values = []
-        for k in range(self.num_qvalue_nets):
-            with params[k].to_module(net, preserve_module_state=False):
-                values.append(net(fv.module_input(net, obs, action)).get(out_key).squeeze(-1))
-        return torch.stack(values)
+        """All Q copies under ``params`` (``[K]``-batched), evaluated at once with ``vmap``: ``[*B, D], [*B, A] -> [K, *B]``."""
+        net = self.qvalue_network
+
+        def one_copy(copy_params: TensorDictBase, td: TensorDictBase) -> TensorDictBase:
+            with copy_params.to_module(net, preserve_module_state=False):
+                return net(td)
+
+        out = torch.vmap(one_copy, (0, None), randomness="error")(params, fv.module_input(net, obs, action))
+        return out.get(net.out_keys[0]).squeeze(-1)
 
     def _value(self, obs: torch.Tensor, params: TensorDictBase) -> torch.Tensor:
         net = self.value_network
@@ -230,9 +249,7 @@ class VMBPOCriticLoss(LossModule):
     # --- targets ----------------------------------------------------------------------------------
 
     def _batch(self, td: TensorDictBase) -> dict:
-        k = self.tensor_keys
-        names = ("observation", "action", "reward", "next_observation", "terminated")
-        batch = fv.fetch(td, {n: getattr(k, n) for n in names}, type(self).__name__)
+        batch = fv.fetch(td, self._read_keys(), type(self).__name__)
         for name in ("reward", "terminated"):  # [*B, 1] -> [*B]
             if batch[name].ndim == td.batch_dims + 1:
                 batch[name] = batch[name].squeeze(-1)

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
+from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.functional import effective_sample_size
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
@@ -19,7 +19,7 @@ from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 NORMALISERS = ("critic", "model")
 
 
-class VMBPODynamicsLoss(LossModule):
+class VMBPODynamicsLoss(KeyedLoss):
     r"""Fit ``q_d`` to the exponentially twisted dynamics ``p exp(gamma V') / exp(Q' - eta r)`` (eq. 19).
 
     On real transitions ``(x, a, r, x', terminated)`` from D:
@@ -77,8 +77,8 @@ class VMBPODynamicsLoss(LossModule):
         normaliser_samples: next states per row for ``normaliser="model"`` (``>= 1``; default 4).
         logvar_penalty: coefficient of the ensemble's log-variance bound penalty (MBPO: 0.01).
 
-    Keys read (``set_keys``): ``observation``, ``action``, ``next_observation``, ``reward``,
-    ``terminated``; ``weight`` (default ``("model", "weight")``) is where the weights are written
+    Keys read (``set_keys``, ``SACLoss``'s contract): ``observation`` (x, and x' under ``"next"``),
+    ``action``, ``reward`` and ``terminated`` (under ``"next"``); ``weight`` (default ``("model", "weight")``) is where the weights are written
     for the NLL loss (on a shallow copy: the caller's batch is not modified).
 
     Returns ``loss_dynamics`` (steps the dynamics model), ``model_nll``, ``model_mse`` (from the
@@ -106,17 +106,14 @@ class VMBPODynamicsLoss(LossModule):
     """
 
     @dataclass
-    class _AcceptedKeys:
+    class _AcceptedKeys(TransitionKeys):
         """Batch entries read (real transitions) and the weight entry written for the NLL loss."""
 
-        observation: str = keys.OBSERVATION
-        action: str = keys.ACTION
-        next_observation: tuple = keys.NEXT_OBSERVATION
-        reward: tuple = keys.REWARD
-        terminated: tuple = keys.TERMINATED
         weight: tuple = keys.WEIGHT
 
     default_keys = _AcceptedKeys
+    _out_keys_ = ("loss_dynamics", "model_nll", "model_mse", "weight_ess", "weight_max", "weight_beta",
+                  "log_weight_mean", "log_mean_weight")
 
     def __init__(
         self,
@@ -155,17 +152,22 @@ class VMBPODynamicsLoss(LossModule):
     def dynamics_model(self) -> DynamicsModel:
         return self.nll_loss.dynamics_model
 
+    def _read_keys(self) -> dict:
+        k = self.tensor_keys
+        return {"observation": k.observation, "action": k.action, "next_observation": next_key(k.observation),
+                "reward": next_key(k.reward), "terminated": next_key(k.terminated)}
+
     def _forward_value_estimator_keys(self, **kwargs) -> None:
-        # The inner NLL loss reads the same batch: keep its keys in step with ours.
-        shared = {n: getattr(self.tensor_keys, n) for n in ("observation", "action", "next_observation", "reward", "weight")}
-        self.nll_loss.set_keys(**shared)
+        # The inner NLL loss reads the same batch (with absolute keys): keep its keys in step with ours.
+        read = self._read_keys()
+        self.nll_loss.set_keys(observation=read["observation"], action=read["action"],
+                               next_observation=read["next_observation"], reward=read["reward"],
+                               weight=self.tensor_keys.weight)
 
     @torch.no_grad()
     def log_weight(self, td: TensorDictBase) -> torch.Tensor:
         """Raw ``log w`` of eq. 19, shaped like the batch (``[B]`` or ``[B, E]``)."""
-        k = self.tensor_keys
-        names = ("observation", "action", "next_observation", "reward", "terminated")
-        b = fv.fetch(td, {n: getattr(k, n) for n in names}, type(self).__name__)
+        b = fv.fetch(td, self._read_keys(), type(self).__name__)
         reward, terminated = (b[n].squeeze(-1) if b[n].ndim == td.batch_dims + 1 else b[n] for n in ("reward", "terminated"))
         eta, gamma = self.critic.eta, self.critic.gamma
         next_value = self.critic.state_value(b["next_observation"], target=True)
@@ -214,7 +216,8 @@ class VMBPODynamicsLoss(LossModule):
                 "log_weight_mean": log_w.mean(),
                 "log_mean_weight": (torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(batch)))).mean(),
             }
-        nll_batch = td.select(k.observation, k.action, k.next_observation, k.reward)  # new structure, shared tensors
+        read = self._read_keys()
+        nll_batch = td.select(*(read[n] for n in ("observation", "action", "next_observation", "reward")))  # shared tensors
         if weight is not None:
             nll_batch.set(k.weight, weight)
         out = self.nll_loss(nll_batch)

@@ -41,6 +41,14 @@ class Capabilities:
     """Where the agent computes (recorded in the summary; a CUDA device names its GPU there)."""
 
 
+def borrow(module: nn.Module, **references) -> None:
+    """Set attributes that refer to modules owned elsewhere (e.g. inside the agent's loss) without
+    registering them: ``state_dict``, ``parameters()`` and ``.to`` see each tensor once, through its owner."""
+    for name, value in references.items():
+        module._modules.pop(name, None)
+        module.__dict__[name] = value
+
+
 class Agent(nn.Module):
     """The components of one algorithm, as the loop sees them.
 

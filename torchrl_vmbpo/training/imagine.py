@@ -8,8 +8,6 @@ from torchrl.collectors import Collector
 from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
 
-from torchrl_vmbpo import keys
-from torchrl_vmbpo.data.buffers import TRANSITION_KEYS
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv, buffer_start_states
 from torchrl_vmbpo.models.dynamics import DynamicsModel
@@ -27,6 +25,9 @@ def imagine(
     horizon: int,
     termination_fn: TerminationFn,
     reward_fn: RewardFn | None = None,
+    observation_key="observation",
+    action_key="action",
+    reward_key="reward",
 ) -> dict[str, float]:
     """Roll ``num_rollouts`` branches of ``horizon`` model steps from real start states into ``model_buffer``.
 
@@ -34,15 +35,24 @@ def imagine(
     and ``reset_at_each_iter=True`` runs one k-step branch per row, resetting rows that terminate
     early from fresh real start states (so every stored transition starts from a real-state branch).
     The policy acts stochastically (the Collector's RANDOM exploration mode), as in MBPO.
+
+    ``observation_key``, ``action_key``, ``reward_key``: the entries' names in the real env, the real
+    buffer, the policy and (what is stored) the model buffer; the losses read them after the same
+    ``set_keys`` (``("next", reward_key)`` etc., SACLoss's contract).
     """
     env = WorldModelEnv(
         dynamics,
         real_env,
-        start_state_sampler=buffer_start_states(real_buffer),
+        start_state_sampler=buffer_start_states(real_buffer, observation_key),
         termination_fn=termination_fn,
         reward_fn=reward_fn,
         batch_size=[num_rollouts],
+        observation_key=observation_key,
+        action_key=action_key,
+        reward_key=reward_key,
     )
+    stored_keys = (observation_key, action_key, ("next", observation_key), ("next", reward_key), ("next", "done"),
+                   ("next", "terminated"))
     frames = num_rollouts * horizon
     collector = Collector(
         env,
@@ -57,10 +67,10 @@ def imagine(
     stored, terminated = 0, 0.0
     try:
         for batch in collector:
-            flat = batch.reshape(-1).select(*TRANSITION_KEYS)
+            flat = batch.reshape(-1).select(*stored_keys)
             model_buffer.extend(flat)
             stored += flat.shape[0]
-            terminated += float(flat[keys.TERMINATED].float().sum())
+            terminated += float(flat["next", "terminated"].float().sum())
     finally:
         collector.shutdown()
     return {"imagined_transitions": float(stored), "imagined_terminal_fraction": terminated / max(stored, 1)}

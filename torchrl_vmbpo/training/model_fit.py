@@ -47,6 +47,7 @@ def fit_dynamics(
     patience: int = 5,
     max_epochs: int = 200,
     improvement: float = 0.01,
+    fit_normalizer: bool = True,
 ) -> dict[str, float]:
     """Train ``model`` through ``loss_module`` on all real transitions ``data`` (batch ``[N]``).
 
@@ -55,11 +56,15 @@ def fit_dynamics(
     for more than ``patience`` epochs; the ``num_elites`` members with the lowest holdout MSE become
     the elites used for rollouts. The loss module decides the objective: plain NLL for MBPO, the
     twisted (weighted) NLL of eq. 19 for VMBPO.
+
+    ``fit_normalizer`` (default True): first refit ``model.input_normalizer`` to the mean and spread of
+    all of ``data``'s (x, a), so a hand-fitted normaliser is replaced; False keeps the current one.
     """
     n = data.shape[0]
     if n < 2:
         raise ValueError(f"fit_dynamics needs at least 2 transitions, got {n}")
-    model.input_normalizer.fit(model.model_inputs(data[keys.OBSERVATION], data[keys.ACTION]))
+    if fit_normalizer:
+        model.input_normalizer.fit(model.model_inputs(data[keys.OBSERVATION], data[keys.ACTION]))
     perm = torch.randperm(n)
     n_hold = min(int(n * holdout), max_holdout)
     hold, train = data[perm[:n_hold]], data[perm[n_hold:]]
