@@ -22,7 +22,6 @@ import torch
 from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
-from torchrl.record.loggers.csv import CSVLogger
 from tqdm.auto import tqdm
 
 from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
@@ -34,6 +33,7 @@ from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.evaluate import evaluate
 from torchrl_vmbpo.training.imagine import imagine
 from torchrl_vmbpo.training.interrupts import stop_on_signals
+from torchrl_vmbpo.training.loggers import make_logger
 from torchrl_vmbpo.training.model_fit import fit_dynamics
 from torchrl_vmbpo.training.results import (
     MetricsCSV,
@@ -109,7 +109,7 @@ def _train(cfg, agent, env, eval_env, out: Path, *, max_episode_steps, progress,
         raise ConfigError(f"the run already has {env_steps} env steps; resume with more steps (--steps > {env_steps})")
     if resume is not None:
         _truncate_scalars(out / "logs", env_steps)  # rows a killed run logged after its checkpoint
-    logger = CSVLogger(exp_name="logs", log_dir=str(out))
+    logger = make_logger(cfg, out)  # TorchRL's CSV logger unless cfg.logger says otherwise
     (out / "logs").mkdir(exist_ok=True)
     atomic_write_text(out / "logs" / "run_id", run_id + "\n")  # which run the scalar logs belong to
     curve = MetricsCSV(out / "metrics.csv", rows=state.get("curve", []), run_id=run_id)
