@@ -152,6 +152,9 @@ def test_scale_multiplies_every_budget(tmp_path):
     ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = 1 }\n', "algos.sac.grid must be"),
     ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\nset = ["steps=3"]\n', "algos.sac.set must be"),
     ("[envs\n", "is not valid TOML"),
+    ('folder = "{algo}/seed{seed}"\n[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = [1, 2] }\n',
+     "gives two trials the same folder"),
+    ('folder = "{algo}/{nope}"\n[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\n', "folder must be a path template"),
 ])
 def test_malformed_suite_is_one_line_error_naming_the_field(tmp_path, text, message):
     path = tmp_path / "bad.toml"

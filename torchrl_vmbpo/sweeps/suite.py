@@ -9,6 +9,7 @@ A suite file (``torchrl_vmbpo/sweeps/suites/*.toml``, or any path)::
     cpus_per_trial = 1             # torch threads and Ray CPUs of each trial
     gpus_per_trial = 0.25          # Ray GPU fraction of a trial whose extra.device is a CUDA device
     set = ["eval_every=1000"]      # --set entries of every trial
+    folder = "{algo}/{env}/{tag}/seed{seed}"  # optional: each trial's folder under the sweep folder
 
     [envs]                         # env id = env steps at scale 1
     "Pendulum-v1" = 50000
@@ -34,9 +35,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchrl_vmbpo.algorithms import PRESETS, default_config
-from torchrl_vmbpo.errors import SuiteError, VMBPOError
+from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
+from torchrl_vmbpo.errors import RunFolderError, SuiteError, VMBPOError
 
+FOLDER = "{algo}/{env}/{tag}/seed{seed}"
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SCALED = ("init_random_steps", "eval_every", "checkpoint_every")
 """Budgets that ``scale`` multiplies besides ``steps`` (the preset's value, or the suite's ``set``)."""
@@ -106,6 +108,7 @@ class Suite:
     cpus_per_trial: int = 1
     gpus_per_trial: float = 0.25
     set: tuple[str, ...] = ()
+    folder: str = FOLDER
 
     def configurations(self, algo: str) -> list[tuple[str, list[str]]]:
         """``(tag, --set entries)`` of each combination of ``algo``'s grid (``("preset", [])`` without one)."""
@@ -136,27 +139,33 @@ class Suite:
                     overrides = (*sets, *budgets, f"num_threads={self.cpus_per_trial}")
                     device = str(base.extra.get("device") or "")
                     for seed in self.seeds:
-                        trial = Trial(algo, env, seed, steps, tag, overrides,
-                                      str(out / algo / env.replace("/", "_") / _safe(tag) / f"seed{seed}"),
+                        folder = self.folder.format(algo=algo, env=env.replace("/", "_"), tag=_safe(tag), seed=seed)
+                        trial = Trial(algo, env, seed, steps, tag, overrides, str(out / folder),
                                       cpus=self.cpus_per_trial,
                                       gpus=self.gpus_per_trial if device.startswith("cuda") else 0.0)
                         _checked(where, trial.config)
                         trials.append(trial)
+        folders = [t.folder for t in trials]
+        if len(set(folders)) < len(folders):
+            twice = next(f for f in folders if folders.count(f) > 1)
+            raise SuiteError(f"{self.path}: folder {self.folder!r} gives two trials the same folder ({twice}); "
+                             "include {tag} (and {algo}, {env}, {seed})")
         return trials
 
 
 def execute_trial(trial: Trial, *, progress: bool = False) -> tuple[str, dict]:
     """Bring ``trial``'s folder to a finished run: ``("skipped", summary)`` when it is finished already,
     ``("resumed", ...)`` from its checkpoint when it was killed, ``("started", ...)`` otherwise (a partial
-    folder without a checkpoint is overwritten). Raises what :func:`run` / :func:`resume` raise."""
-    from torchrl_vmbpo.algorithms import resume, run
-
+    folder without a checkpoint is overwritten, never a finished run of another length). Raises what :func:`run` / :func:`resume` raise."""
     folder = Path(trial.folder)
     state = trial.state()
     if state == "finished":
         return "skipped", json.loads((folder / "summary.json").read_text())
     if state == "killed":
         return "resumed", resume(folder, steps=trial.steps, progress=progress, overrides=list(trial.overrides))
+    if (folder / "summary.json").is_file():  # a finished run of another length and nothing to extend it from
+        raise RunFolderError(f"{folder} holds a finished run of another length ({trial.name} asks for {trial.steps} "
+                             "steps) and no checkpoint.pt to extend it from; move it away to start this trial")
     return "started", run(trial.config(), folder, overwrite=True, progress=progress)
 
 
@@ -196,7 +205,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return _parse(path, data)
 
 
-_TOP = {"name": str, "description": str, "seeds": list, "scale": (int, float), "cpus_per_trial": int,
+_TOP = {"folder": str, "name": str, "description": str, "seeds": list, "scale": (int, float), "cpus_per_trial": int,
         "gpus_per_trial": (int, float), "set": list, "envs": dict, "algos": dict}
 
 
@@ -224,6 +233,10 @@ def _parse(path: Path, data: dict) -> Suite:
     if not 0 < data.get("gpus_per_trial", 0.25) <= 1:
         raise bad("gpus_per_trial", "a fraction in (0, 1]", data["gpus_per_trial"])
     _check_sets("set", data.get("set", []), bad)
+    try:
+        data.get("folder", FOLDER).format(algo="a", env="e", tag="t", seed=0)
+    except (KeyError, IndexError, ValueError):
+        raise bad("folder", "a path template of {algo}, {env}, {tag} and {seed}", data["folder"]) from None
     if not data["algos"]:
         raise bad("algos", "a table with one table per algorithm", data["algos"])
     algos = {}
@@ -246,7 +259,7 @@ def _parse(path: Path, data: dict) -> Suite:
     return Suite(name=data.get("name", path.stem), path=path, envs=dict(data["envs"]), algos=algos,
                  seeds=tuple(seeds), description=data.get("description", ""), scale=float(data.get("scale", 1.0)),
                  cpus_per_trial=data.get("cpus_per_trial", 1), gpus_per_trial=float(data.get("gpus_per_trial", 0.25)),
-                 set=tuple(data.get("set", [])))
+                 set=tuple(data.get("set", [])), folder=data.get("folder", FOLDER))
 
 
 def _check_sets(name: str, sets, bad) -> None:
