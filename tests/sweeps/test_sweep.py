@@ -113,11 +113,12 @@ def test_failed_trial_is_reported_and_does_not_stop_the_others(local_ray, tmp_pa
     broken.mkdir(parents=True)
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     lines = []
-    result = run_sweep(suite, tmp_path / "out", echo=lines.append)
+    result = run_sweep(suite, tmp_path / "out", echo=lines.append, status_every=0.5)
     assert result["finished"] == 1 and len(result["failed"]) == 1
     name, error = result["failed"][0]
     assert name == "sac/Pendulum-v1/tau=0.005/seed0" and "checkpoint" in error.lower()
     assert any("FAILED sac/Pendulum-v1/tau=0.005/seed0" in line for line in lines)
+    assert any("running sac/Pendulum-v1/tau=0.01/seed0 " in line for line in lines)  # live status of running trials
     assert write_suite_report(suite, tmp_path / "out").is_file()  # the finished one still reports
 
 

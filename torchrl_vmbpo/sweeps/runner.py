@@ -24,6 +24,7 @@ import torch
 from ray import tune
 
 from torchrl_vmbpo.sweeps.suite import Suite, Trial, execute_trial
+from torchrl_vmbpo.training.results import read_metrics
 
 RAY_FOLDER = "_ray"
 
@@ -41,8 +42,10 @@ class SweepProgress(tune.Callback):
     """One line per trial event: trials done, running, failed, and the best configuration so far per
     (algorithm, env) by its mean final return over the seeds finished."""
 
-    def __init__(self, suite: Suite, trials: list[Trial], done_before: list[Trial], echo: Callable[[str], None]):
+    def __init__(self, suite: Suite, trials: list[Trial], done_before: list[Trial], echo: Callable[[str], None],
+                 status_every: float = 60.0):
         self.suite, self.total, self.echo = suite, len(trials), echo
+        self.status_every, self.last_status = status_every, time.monotonic()
         self.done, self.running, self.failed = len(done_before), 0, []
         self.finals: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         for trial in done_before:
@@ -57,6 +60,16 @@ class SweepProgress(tune.Callback):
         bests = "; ".join(f"{a} {e} {m:.1f} ({t}, {n} seed{'s' * (n > 1)})" for (a, e), (m, t, n) in sorted(best.items()))
         self.echo(f"[{time.strftime('%H:%M:%S')}] {self.suite.name}: {self.done}/{self.total} done, "
                   f"{self.running} running, {len(self.failed)} failed | {event}" + (f"\n    best so far: {bests}" if bests else ""))
+
+    def on_step_end(self, iteration, trials, **info):
+        """Every ``status_every`` seconds: each running trial's latest evaluation (its metrics.csv)."""
+        if time.monotonic() - self.last_status < self.status_every:
+            return
+        self.last_status = time.monotonic()
+        running = [_trial(t) for t in trials if t.status == "RUNNING"]
+        if running:
+            self.echo(f"[{time.strftime('%H:%M:%S')}] {self.suite.name}: running " + "; ".join(
+                f"{t.name} {_latest(t)}" for t in running))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running += 1
@@ -82,6 +95,17 @@ def _trial(tune_trial) -> Trial:
     return Trial.from_json(tune_trial.config["trial"])
 
 
+def _latest(trial: Trial) -> str:
+    """``at STEP/STEPS: RETURN`` from the trial's metrics.csv (``starting`` before its first evaluation)."""
+    try:
+        rows = read_metrics(Path(trial.folder) / "metrics.csv")
+    except (OSError, ValueError):
+        rows = []
+    if not rows:
+        return "starting"
+    return f"at {int(rows[-1]['env_steps'])}/{trial.steps}: {rows[-1]['eval_return_mean']:.1f}"
+
+
 def _final_return(trial: Trial) -> float:
     import json
 
@@ -99,9 +123,12 @@ def error_line(tune_trial) -> str:
 
 
 def run_sweep(suite: Suite, out: str | Path, *, address: str | None = None, num_cpus: int | None = None,
-              max_concurrent: int | None = None, echo: Callable[[str], None] = print) -> dict:
+              max_concurrent: int | None = None, echo: Callable[[str], None] = print,
+              status_every: float = 60.0) -> dict:
     """Run every unfinished trial of ``suite`` under ``out`` through Ray Tune; returns
-    ``{"trials", "skipped", "finished", "failed": [(name, error line)]}``. A failed trial does not stop the others."""
+    ``{"trials", "skipped", "finished", "failed": [(name, error line)]}``. A failed trial does not stop the
+    others. ``echo`` gets the progress lines; every ``status_every`` seconds one names each running
+    trial's latest evaluation."""
     out = Path(out).resolve()
     trials = suite.trials(out)
     done_before = [t for t in trials if t.state() == "finished"]
@@ -112,7 +139,7 @@ def run_sweep(suite: Suite, out: str | Path, *, address: str | None = None, num_
     if not pending:
         return {"trials": len(trials), "skipped": len(done_before), "finished": 0, "failed": []}
     _start_ray(address, num_cpus)
-    progress = SweepProgress(suite, trials, done_before, echo)
+    progress = SweepProgress(suite, trials, done_before, echo, status_every)
     tuner = tune.Tuner(
         tune.with_resources(_trainable, lambda config: {"cpu": config["trial"]["cpus"], "gpu": config["trial"]["gpus"]}),
         param_space={"trial": tune.grid_search([t.to_json() for t in pending])},
