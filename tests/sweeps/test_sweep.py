@@ -169,3 +169,27 @@ def test_unknown_suite_is_exit_code_2_with_one_line(capsys):
     assert main(["sweep", "no-such-suite"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown suite 'no-such-suite'" in err and "paper-table1" in err
+
+
+def test_trial_state_and_a_finished_run_of_another_length_is_never_overwritten(tmp_path):
+    import dataclasses
+
+    from torchrl_vmbpo.errors import RunFolderError
+    from torchrl_vmbpo.sweeps import default_out, execute_trial
+
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(SUITE)
+    suite = load_suite(suite_file)
+    assert default_out(suite) == Path("results/tiny")
+    assert default_out(dataclasses.replace(suite, scale=0.5)) == Path("results/tiny-scale0.5")
+    trial = suite.trials(tmp_path / "out")[0]
+    folder = Path(trial.folder)
+    assert trial.state() == "new"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"env_steps": 100, "final_return": -1.0}))
+    assert trial.state() == "finished" and execute_trial(trial)[0] == "skipped"
+    (folder / "summary.json").write_text(json.dumps({"env_steps": 50}))
+    with pytest.raises(RunFolderError, match="finished run of another length"):
+        execute_trial(trial)
+    (folder / "checkpoint.pt").write_bytes(b"")
+    assert trial.state() == "killed"

@@ -15,8 +15,9 @@ from torchrl_vmbpo.sweeps.suite import SUITES_DIR, Suite, Trial, available_suite
 
 
 def default_out(suite: Suite) -> Path:
-    """Where a suite's trials go unless told: ``results/NAME`` under the current directory."""
-    return Path("results") / suite.name
+    """Where a suite's trials go unless told: ``results/NAME`` under the current directory, ``results/NAME-scaleF``
+    at a scale other than 1 (runs of other lengths never share folders)."""
+    return Path("results") / (suite.name if suite.scale == 1.0 else f"{suite.name}-scale{suite.scale:g}")
 
 
 def run_sweep(suite: Suite | str | Path, out: str | Path | None = None, **kwargs) -> dict:
