@@ -144,7 +144,7 @@ def run_sweep(suite: Suite, out: str | Path, *, address: str | None = None, num_
         tune.with_resources(_trainable, lambda config: {"cpu": config["trial"]["cpus"], "gpu": config["trial"]["gpus"]}),
         param_space={"trial": tune.grid_search([t.to_json() for t in pending])},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=max_concurrent, reuse_actors=True,  # no new worker (torch import) per trial
             trial_name_creator=lambda tt: _trial(tt).name.replace("/", "-"),
             trial_dirname_creator=lambda tt: f"{tt.trial_id}-{_trial(tt).name.replace('/', '-')}"[:120],
         ),
