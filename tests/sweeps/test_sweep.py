@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITE = """
 name = "tiny"
 seeds = [0, 1]
-set = ["init_random_steps=50", "eval_every=50", "eval_episodes=1", "hidden=[32,32]", "model_hidden=[32,32]",
+set = ["init_random_steps=50", "eval_every=100", "eval_episodes=1", "hidden=[32,32]", "model_hidden=[32,32]",
        "num_members=2", "num_elites=1", "rollouts_per_step=4", "model_max_epochs=3", "model_retrain_every=50",
        "batch_size=32", "model_batch_size=64", "checkpoint_every=25"]
 
@@ -39,29 +39,41 @@ def _summaries(out: Path) -> dict[Path, float]:
     return {p: p.stat().st_mtime_ns for p in out.glob("*/*/*/seed*/summary.json")}
 
 
-def _sweep(suite: Path, out: Path) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (its start-up takes seconds): the in-process sweeps use it, the
+    drivers run as subprocesses connect to it with --address."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _sweep(suite: Path, out: Path, address: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "torchrl_vmbpo.cli", "sweep", str(suite), "--out", str(out),
-                             "--cpus", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                             "--address", address], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
-def killed_and_rerun(tmp_path_factory):
-    """The sweep's driver (and the local Ray it started) killed once 2 trials finished, then rerun."""
+def killed_and_rerun(tmp_path_factory, local_ray):
+    """The sweep's driver killed (SIGKILL) once 2 trials finished, then rerun: Ray kills a dead driver's
+    trial actors, so the trials it was running stop where they were."""
     tmp = tmp_path_factory.mktemp("sweep")
     suite = tmp / "tiny.toml"
     suite.write_text(SUITE)
     out = tmp / "results"
-    first = _sweep(suite, out)
+    first = _sweep(suite, out, local_ray)
     deadline = time.time() + 240
     while len(_summaries(out)) < 2 and first.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and every Ray process it started: nothing writes on
+    os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     time.sleep(1)
     before = {p: (m, json.loads(p.read_text())["run_id"]) for p, m in _summaries(out).items()}
-    second = _sweep(suite, out)
+    second = _sweep(suite, out, local_ray)
     log, _ = second.communicate(timeout=300)
     return suite, out, before, second.returncode, log
 
@@ -95,14 +107,6 @@ def test_report_renders_both_table_forms(killed_and_rerun):
     table1 = report.split("## Table 1 form")[1].split("##")[0]
     assert "| Pendulum-v1 | sac | 100 | tau=" in table1 and "| 0,1 |" in table1
     assert (out / "curves_best_Pendulum-v1.png").is_file() and (out / "curves_all_Pendulum-v1.png").is_file()
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_failed_trial_is_reported_and_does_not_stop_the_others(local_ray, tmp_path):
