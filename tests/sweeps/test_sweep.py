@@ -195,5 +195,23 @@ def test_trial_state_and_a_finished_run_of_another_length_is_never_overwritten(t
     (folder / "summary.json").write_text(json.dumps({"env_steps": 50}))
     with pytest.raises(RunFolderError, match="finished run of another length"):
         execute_trial(trial)
-    (folder / "checkpoint.pt").write_bytes(b"")
+
+
+def test_killed_trial_resumes_from_its_checkpoint_without_ray(tmp_path):
+    """A trial's folder holding a shorter run of its own config with a checkpoint (a killed trial, or a
+    budget raised since) is resumed from it; one killed between its last checkpoint and its summary restarts."""
+    from torchrl_vmbpo.algorithms import run
+    from torchrl_vmbpo.sweeps import execute_trial
+
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(SUITE)
+    trial = load_suite(suite_file).trials(tmp_path / "out")[0]
+    run(trial.config().replace(steps=75), trial.folder, progress=False)
+    first = json.loads((Path(trial.folder) / "summary.json").read_text())
     assert trial.state() == "killed"
+    action, summary = execute_trial(trial)
+    assert action == "resumed" and summary["env_steps"] == 100 and summary["run_id"] == first["run_id"]
+    assert summary["resumed_at"] == [75]
+    (Path(trial.folder) / "summary.json").unlink()  # killed after its final checkpoint, before its summary
+    action, summary = execute_trial(trial)
+    assert action == "started" and summary["env_steps"] == 100 and summary["run_id"] != first["run_id"]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 from torchrl_vmbpo.errors import RunFolderError, SuiteError, VMBPOError
+from torchrl_vmbpo.training.checkpoint import read_checkpoint
 
 FOLDER = "{algo}/{env}/{tag}/seed{seed}"
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -156,16 +157,18 @@ class Suite:
 def execute_trial(trial: Trial, *, progress: bool = False) -> tuple[str, dict]:
     """Bring ``trial``'s folder to a finished run: ``("skipped", summary)`` when it is finished already,
     ``("resumed", ...)`` from its checkpoint when it was killed, ``("started", ...)`` otherwise (a partial
-    folder without a checkpoint is overwritten, never a finished run of another length). Raises what :func:`run` / :func:`resume` raise."""
+    folder without a usable checkpoint is overwritten, never a finished run of another length; a run killed
+    after its last checkpoint but before its summary.json starts again). Raises what :func:`run` /
+    :func:`resume` raise."""
     folder = Path(trial.folder)
     state = trial.state()
     if state == "finished":
         return "skipped", json.loads((folder / "summary.json").read_text())
-    if state == "killed":
+    if state == "killed" and read_checkpoint(folder / "checkpoint.pt")["env_steps"] < trial.steps:
         return "resumed", resume(folder, steps=trial.steps, progress=progress, overrides=list(trial.overrides))
-    if (folder / "summary.json").is_file():  # a finished run of another length and nothing to extend it from
-        raise RunFolderError(f"{folder} holds a finished run of another length ({trial.name} asks for {trial.steps} "
-                             "steps) and no checkpoint.pt to extend it from; move it away to start this trial")
+    if (folder / "summary.json").is_file():
+        raise RunFolderError(f"{folder} holds a finished run of another length than the {trial.steps} steps of "
+                             f"{trial.name}, which it cannot be extended to; move it away to run this trial")
     return "started", run(trial.config(), folder, overwrite=True, progress=progress)
 
 
