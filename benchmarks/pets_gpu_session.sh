@@ -5,7 +5,9 @@
 #
 # Runs from the repository root of a copy of the working tree, with the machine's own python3
 # (torch with CUDA) plus the wheels in .whl_gpu/ (torchrl, tensordict, gymnasium, mujoco: see
-# benchmarks/tuning/pets-gpu/README.md). In order:
+# benchmarks/tuning/pets-gpu/README.md; since issue 23 benchmarks/run.py runs its runs as Ray Tune
+# trials, so .whl_gpu/ needs ray[tune]'s wheels too, e.g. `pip download -c constraints.txt "ray[tune]"`;
+# --jobs 9 gives each run 1/9 of the GPU). In order:
 #   1. the CUDA-only tests (tests/planners/test_cuda_graph.py): the runs plan with CUDA graphs
 #      (extra.cuda_graph=true) only if they pass;
 #   2. the planning cost at PETS's published settings, CUDA graph and eager, alone on the GPU;

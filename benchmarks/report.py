@@ -17,6 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from torchrl_vmbpo.sweeps.report import fmt as _fmt
+from torchrl_vmbpo.sweeps.report import plot_bands
 from torchrl_vmbpo.training.results import read_scalars
 
 CHECKPOINT_STEPS = (3000, 5000, 10000, 20000)
@@ -70,14 +72,6 @@ def _best_mean(curves: list[list[dict]]) -> str:
         if None not in values and (best is None or statistics.mean(values) > best[0]):
             best = (statistics.mean(values), step)
     return "—" if best is None else f"{best[0]:.1f} @{int(best[1])}"
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.pstdev(values):.{digits}f}"
 
 
 _MISSING = object()
@@ -162,36 +156,11 @@ def write_report(results: Path) -> Path:
 
 
 def _plot(results: Path, groups) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+    """One plot per env: each label's mean evaluation return over seeds with a ± one std band."""
     paths = []
-    envs = sorted({env for env, _ in groups})
-    for env in envs:
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for (e, algo), members in sorted(groups.items()):
-            if e != env:
-                continue
-            steps = sorted({r["env_steps"] for m in members for r in m["curve"]})
-            grid = np.array([[np.interp(s, [r["env_steps"] for r in m["curve"]],
-                                        [r["eval_return_mean"] for r in m["curve"]], right=np.nan)
-                              for s in steps] for m in members])
-            mean, std = np.nanmean(grid, 0), np.nanstd(grid, 0)
-            ax.plot(steps, mean, label=f"{algo} (n={len(members)})")
-            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("eval return")
-        ax.set_title(env)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = results / f"curves_{env.replace('/', '_')}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+    for env in sorted({env for env, _ in groups}):
+        curves = {algo: [m["curve"] for m in members] for (e, algo), members in sorted(groups.items()) if e == env}
+        paths.append(plot_bands(curves, results / f"curves_{env.replace('/', '_')}.png", env))
     return paths
 
 

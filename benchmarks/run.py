@@ -1,58 +1,27 @@
-"""Run algorithms x envs x seeds through the ``vmbpo`` command line, then write the results table.
+"""Run algorithms x envs x seeds as one sweep on Ray Tune (``vmbpo sweep``), then write the results table.
 
-Each run lands in ``RESULTS/<algo>/<env>/seed<S>/`` exactly as ``vmbpo train --out`` writes it
-(metrics.csv, summary.json with commit/seed/config/machine, learning_curve.png); the checkpoint
-is deleted afterwards unless --keep-checkpoints (they are large and not results). Finished runs
-(with a summary.json) are skipped and a killed run with a checkpoint.pt is resumed from it
-(``vmbpo train --resume``), so an interrupted sweep goes on where it stopped.
+A thin front to :func:`torchrl_vmbpo.sweeps.run_sweep` for the recorded benchmarks' layout: each run lands in
+``RESULTS/<algo>/<env>/seed<S>/`` exactly as ``vmbpo train --out`` writes it (their checkpoint.pt deleted at the end unless --keep-checkpoints:
+they are large and not results). Finished runs (a
+summary.json at the asked steps) are skipped, killed ones resume from their checkpoint.pt. For the
+paper's experiments use the suites: ``vmbpo sweep paper-table1`` (README, "Sweeps").
 
 Example:
-    python benchmarks/run.py --algos sac mbpo --envs Pendulum-v1:10000 InvertedPendulum-v5:5000 \
+    python benchmarks/run.py --algos sac mbpo --envs Pendulum-v1:10000 InvertedPendulum-v5:5000 \\
         --seeds 0 1 2 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from torchrl_vmbpo.sweeps import run_sweep
+from torchrl_vmbpo.sweeps.suite import AlgoEntry, Suite
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RESULTS = HERE / "results"
-
-
-def run_dir(results: Path, algo: str, env: str, seed: int) -> Path:
-    return results / algo / env.replace("/", "_") / f"seed{seed}"
-
-
-def _one(results: Path, algo: str, env: str, steps: int, seed: int, overrides: list[str], keep: bool) -> str:
-    out = run_dir(results, algo, env, seed)
-    if (out / "summary.json").exists():
-        return f"skip {out} (done)"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if (out / "checkpoint.pt").exists():  # a killed run: continue it with the config it started with
-        # (the same --set list: restated settings are accepted, and e.g. extra.device=cuda moves a run
-        # started on a CPU onto a GPU; a change to what the run computes is refused, see RESUME_SETTINGS)
-        cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--resume", "--out", str(out),
-               "--steps", str(steps), "--no-progress"]
-    else:  # --overwrite: a run killed before its first checkpoint starts afresh
-        cmd = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--algo", algo, "--env", env,
-               "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite"]
-    for item in overrides:
-        cmd += ["--set", item]
-    t0 = time.time()
-    log = out.parent / f"seed{seed}.log"
-    with open(log, "w") as f:
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if code == 0 and not keep:
-        (out / "checkpoint.pt").unlink(missing_ok=True)
-    if code == 0:
-        log.unlink(missing_ok=True)
-    return f"{'ok' if code == 0 else f'FAILED ({code}), see ' + str(log)} {out} in {time.time() - t0:.0f}s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,27 +29,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algos", nargs="+", required=True)
     parser.add_argument("--envs", nargs="+", required=True, help="ENV_ID:STEPS entries")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each uses num_threads=1)")
+    parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: one per core; one thread each)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--keep-checkpoints", action="store_true")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep finished runs' checkpoint.pt (large)")
+    parser.add_argument("--address", default=None, help="an existing Ray cluster (default: a local Ray)")
     args = parser.parse_args(argv)
-    envs = []
+    envs = {}
     for item in args.envs:
         env, _, steps = item.rpartition(":")
         if not env or not steps.isdigit():
             parser.error(f"--envs entries are ENV_ID:STEPS, got {item!r}")
-        envs.append((env, int(steps)))
-    jobs = [(a, e, s, seed) for a, (e, s), seed in itertools.product(args.algos, envs, args.seeds)]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(_one, args.results, a, e, s, seed, args.overrides, args.keep_checkpoints)
-                   for a, e, s, seed in jobs]
-        for fut in futures:
-            print(fut.result(), flush=True)
+        envs[env] = int(steps)
+    suite = Suite(name="benchmarks", path=Path(__file__), envs=envs, algos={a: AlgoEntry() for a in args.algos},
+                  seeds=tuple(args.seeds), set=tuple(args.overrides), folder="{algo}/{env}/seed{seed}",
+                  gpus_per_trial=1.0 / args.jobs if args.jobs else 0.25)
+    result = run_sweep(suite, args.results, address=args.address, max_concurrent=args.jobs)
+    for trial in suite.trials(args.results):  # the records keep curves and summaries, not the large checkpoints
+        if trial.state() == "finished" and not args.keep_checkpoints:
+            (Path(trial.folder) / "checkpoint.pt").unlink(missing_ok=True)
     from report import write_report  # noqa: E402  (benchmarks/ is a script folder, not a package)
 
-    write_report(args.results)
-    return 0
+    print(write_report(args.results))
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

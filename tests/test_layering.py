@@ -12,6 +12,7 @@ LAYERS = {
     "planners": 3,
     "training": 4,
     "algorithms": 5,
+    "sweeps": 5.5,  # runs the algorithms' presets as Ray Tune trials; the cli calls it
     "cli": 6, "api": 6,
 }
 ROOT = Path(torchrl_vmbpo.__file__).parent

@@ -12,6 +12,7 @@ own errors, ``torchrl_vmbpo.errors``); 130 / 143 stopped by SIGINT / SIGTERM aft
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 from torchrl_vmbpo.algorithms.run import RESUME_SETTINGS
 from torchrl_vmbpo.errors import ConfigError, RunInterrupted, VMBPOError
+from torchrl_vmbpo.sweeps import available_suites, default_out, load_suite, run_sweep, write_suite_report
 from torchrl_vmbpo.training.checkpoint import convert_checkpoint, read_checkpoint
 from torchrl_vmbpo.training.config import settings_class
 from torchrl_vmbpo.training.results import new_run_id, read_run_id, write_run_manifest
@@ -50,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
         "convert-checkpoint", help="rewrite a checkpoint of an earlier version in the safe format (trusted files only)"
     )
     convert.add_argument("path", help="checkpoint.pt written by an earlier torchrl_vmbpo; kept as PATH.v1")
+    sweep = sub.add_parser("sweep", help="run a suite's trials (algos x envs x configurations x seeds) on Ray Tune")
+    sweep.add_argument("suite", help="suite name (" + ", ".join(available_suites()) + ") or path to a .toml suite file")
+    sweep.add_argument("--out", default=None, help="sweep folder (default: results/SUITE)")
+    sweep.add_argument("--scale", type=float, default=None, help="multiply every budget of the suite (default: its own)")
+    sweep.add_argument("--address", default=None, help="an existing Ray cluster (ray://HOST:10001, HOST:6379 or auto); "
+                       "default: start a local Ray")
+    sweep.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: every core)")
+    sweep.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
+    report = sub.add_parser("report", help="Table 1 and Table 2 forms and learning curves of a suite's finished trials")
+    report.add_argument("suite", help="suite name or path to a .toml suite file")
+    report.add_argument("--out", default=None, help="sweep folder (default: results/SUITE)")
+    report.add_argument("--scale", type=float, default=None, help="the scale the sweep ran at (default: the suite's)")
     show = sub.add_parser("config", help="print every setting of the preset with its value, what it accepts and what it does")
     show.add_argument("--algo", default="mbpo", choices=PRESETS)
     show.add_argument("--env", default="Pendulum-v1")
@@ -74,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     if args.command == "convert-checkpoint":
         return _convert(Path(args.path))
+    if args.command in ("sweep", "report"):
+        return _sweep(args)
     if args.command == "train" and args.resume:
         given = [f"--{name}" for name in ("algo", "env", "seed") if getattr(args, name) is not None]
         if given or args.overwrite:
@@ -109,6 +125,21 @@ def _settings_table(cfg) -> str:
         lines.append(f"{name} = {json.dumps(value)}")
         lines.append(f"    {accepted}. {doc}" if doc else f"    {accepted}.")
     return "\n".join(lines)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    if args.scale is not None:
+        if not args.scale > 0:
+            raise ConfigError(f"--scale must be > 0, got {args.scale}")
+        suite = dataclasses.replace(suite, scale=args.scale)
+    out = Path(args.out) if args.out else default_out(suite)
+    if args.command == "report":
+        print(f"wrote {write_suite_report(suite, out)}")
+        return 0
+    result = run_sweep(suite, out, address=args.address, num_cpus=args.cpus, max_concurrent=args.max_concurrent)
+    print(f"wrote {write_suite_report(suite, out)}")
+    return 1 if result["failed"] else 0
 
 
 def _convert(path: Path) -> int:

@@ -53,3 +53,7 @@ class RunInterrupted(VMBPOError):
             f"interrupted by {signal_name} at env step {env_steps}; wrote {out_dir}/checkpoint.pt; "
             f"continue with: vmbpo train --resume --out {out_dir}"
         )
+
+
+class SuiteError(ConfigError):
+    """A sweep suite cannot be used: unknown name, unreadable file, or a field with a bad value (named)."""

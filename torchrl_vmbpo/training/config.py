@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from torchrl_vmbpo.errors import ConfigError
+from torchrl_vmbpo.training.loggers import check_logger
 from torchrl_vmbpo.training.validation import (
     Fraction,
     NonNegativeFloat,
@@ -35,6 +36,9 @@ class TrainConfig:
     eval_every: PositiveInt = 500  #: env steps between deterministic evaluations (also at the end)
     eval_episodes: PositiveInt = 5  #: episodes per evaluation, on a separate env
     log_every: PositiveInt = 250  #: env steps between training-metric log rows
+    logger: Literal["csv", "tensorboard", "wandb", "mlflow"] = "csv"
+    """Training-metric logger (TorchRL's): csv writes DIR/logs/scalars/*.csv; the others need their
+    optional package (``torchrl_vmbpo.training.loggers``)."""
     checkpoint: bool = True
     """Write DIR/checkpoint.pt every ``checkpoint_every`` steps and at the end (``vmbpo train --resume``
     continues or extends it). False: none of those; an interrupt (SIGINT, SIGTERM) still writes one."""
@@ -82,6 +86,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
+        check_logger(self.logger)
         if _SETTINGS:  # filled when torchrl_vmbpo.algorithms is imported (importing torchrl_vmbpo does it)
             object.__setattr__(self, "extra", settings_class(self.algo).from_extra(self.extra))
         else:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
-from torchrl.record.loggers.csv import CSVLogger
 from tqdm.auto import tqdm
 
 from torchrl_vmbpo.compat import tensordict_find_spec_cached
@@ -28,6 +27,7 @@ from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.checkpoint import save_checkpoint
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.interrupts import StopRequest, stop_on_signals
+from torchrl_vmbpo.training.loggers import make_logger
 from torchrl_vmbpo.training.loop_state import LoopState, set_rng_states
 from torchrl_vmbpo.training.phases import (
     ModelBuffer,
@@ -104,7 +104,7 @@ class _Loop:
         self.timer = PhaseTimer(self.state.phase_seconds)
         self.model = ModelBuffer(cfg)
         self.last_fit: int | None = None  # a resumed run refits q_d at its first learning step
-        self.logger = CSVLogger(exp_name="logs", log_dir=str(out))
+        self.logger = make_logger(cfg, out)  # TorchRL's CSV logger unless cfg.logger says otherwise
         (out / "logs").mkdir(exist_ok=True)
         atomic_write_text(out / "logs" / "run_id", run_id + "\n")  # which run the scalar logs belong to
         self.curve = MetricsCSV(out / "metrics.csv", rows=self.state.curve, run_id=run_id)
