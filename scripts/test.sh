@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set up, then run the whole test suite (unit tests, closed-form checks, doctests, smoke runs).
+# Set up, then lint and format-check with ruff, then run the whole test suite (unit tests,
+# closed-form checks, doctests, smoke runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -q "$@"

@@ -38,14 +38,9 @@ from torchrl_vmbpo.training.optim import optimize, total_loss
 
 @dataclass(frozen=True)
 class VMBPOSettings(ExtraSettings):
-    """VMBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.eta=2``).
-
-    Defaults were chosen by measurement on Pendulum-v1 (benchmarks/tuning/vmbpo-pendulum: 3000 steps,
-    seed 0; README "VMBPO defaults"): eta 3, MPO's decoupled M-step, nu bounded by 0.5, and the
-    eq.-19 twist prepared (model normaliser, tempering to ESS 0.5) but mixed fully to MLE
-    (``weight_mix=1``): twisted, the same settings reached -495 against -209 at 3000 steps
-    (``--set extra.weight_mix=0`` turns it on).
-    """
+    """VMBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.eta=2``); how the defaults
+    were chosen: benchmarks/tuning/vmbpo-pendulum (README, "VMBPO defaults"). ``weight_mix=1`` fits
+    q_d by plain MLE (the eq.-19 twist off); ``--set extra.weight_mix=0`` turns the twist on."""
 
     algorithm: ClassVar[str] = "VMBPO"
 
@@ -61,8 +56,7 @@ class VMBPOSettings(ExtraSettings):
     """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
     acting_policy: Literal["pi", "q_c"] = "pi"
     """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (the data,
-    and so q_d, follow the policy the critic evaluates; InvertedPendulum-v5's preset, where acting
-    with pi let the critic diverge: benchmarks/tuning/vmbpo-invpendulum)."""
+    and so q_d, follow the policy the critic evaluates; why: benchmarks/tuning/vmbpo-invpendulum)."""
     weight_mix: Fraction = 1.0
     """Mix of the eq.-19 weights with uniform ones (1 = plain MLE, MBPO's model loss)."""
     weight_normaliser: Literal["critic", "model"] = "model"
@@ -80,9 +74,7 @@ class VMBPOSettings(ExtraSettings):
     entropy_constraint: bool = False
     """Also keep H(q_c) >= the env's target entropy (TrainConfig.target_entropy; None: -action dim)
     with a learned multiplier alpha_H (SAC's temperature, starting at eta x alpha_init, learning at
-    critic_lr) on top of KL(q_c || pi). Off: the paper's E-step. Why it exists: on Hopper-v5 the
-    paper's E-step let q_c saturate while the critic diverged; holding the entropy at -1 did not by
-    itself stop that divergence at eta 3, and slowed it at eta 1 (benchmarks/tuning/vmbpo-hopper)."""
+    critic_lr) on top of KL(q_c || pi). Off: the paper's E-step (why it exists: benchmarks/tuning/vmbpo-hopper)."""
     critic_output_scale: Literal["eta", "one"] = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""

@@ -56,12 +56,8 @@ VMBPO_MFE_DEFAULTS: dict = dict(utd=1.0, rollouts_per_step=100)
 class VMBPOMFESettings(ExtraSettings):
     """VMBPO-MFE's own settings, read from ``TrainConfig.extra`` (``--set extra.temperature=2``).
 
-    Names are VMBPO's (:class:`~torchrl_vmbpo.algorithms.vmbpo.VMBPOSettings`) where the setting is
-    shared, and so are the defaults VMBPO's Pendulum sweep chose: eta 3, the critic's outputs scaled
-    by eta, MPO's decoupled M-step (kl_coef 0.1 on the mean, kl_coef_std 100 on the spread). With
-    them VMBPO-MFE reached -181 +- 12 on Pendulum-v1 at 10,000 steps and -117 +- 31 at 20,000
-    (seeds 0-2, benchmarks/results/vmbpo-mfe; benchmarks/tuning/vmbpo-mfe says why); VMBPO's first
-    defaults (eta 1, one KL of 1, unscaled critic) stay reachable through ``--set``.
+    Names and defaults are VMBPO's (:class:`~torchrl_vmbpo.algorithms.vmbpo.VMBPOSettings`) where the
+    setting is shared; how they were chosen and measured: benchmarks/tuning/vmbpo-mfe.
     """
 
     algorithm: ClassVar[str] = "VMBPO-MFE"
