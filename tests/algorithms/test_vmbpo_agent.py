@@ -117,3 +117,21 @@ def test_uniform_prior_weight_reaches_the_critic_and_the_actor():
     assert agent.critic.uniform_prior_weight == 0.3 and agent.actor_loss.critic is agent.critic
     with pytest.raises(ValueError, match="uniform_prior_weight"):
         _agent(uniform_prior_weight=1.5)
+
+
+def test_a_checkpoint_of_the_old_layout_is_refused_by_name_and_the_new_one_round_trips(tmp_path):
+    from torchrl_vmbpo.errors import CheckpointError
+    from torchrl_vmbpo.training.checkpoint import load_checkpoint, read_checkpoint, restore_checkpoint, save_checkpoint
+
+    agent = _agent()
+    save_checkpoint(tmp_path / "new.pt", agent, config={"algo": "vmbpo", "env": "Pendulum-v1"}, env_steps=0)
+    fresh = _agent()
+    load_checkpoint(tmp_path / "new.pt", fresh)
+    assert all(torch.equal(a, b) for a, b in zip(agent.state_dict().values(), fresh.state_dict().values()))
+    payload = read_checkpoint(tmp_path / "new.pt")
+    # Before issue 21 the networks were saved under the agent's own names (pi., critic., ...), some twice.
+    payload["agent"] = {k.replace("loss.m_step.baseline_policy.", "pi."): v for k, v in payload["agent"].items()}
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError, match="pi\\.|baseline_policy"):
+        restore_checkpoint(payload, fresh)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
