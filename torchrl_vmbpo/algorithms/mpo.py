@@ -24,8 +24,8 @@ from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
 from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
 
 # TrainConfig defaults of the "mpo" preset: model-free (no dynamics, so every batch is real) at one
 # update per env step, as SAC; lr of actor and critic from cfg.actor_lr / cfg.critic_lr (3e-4).

@@ -16,15 +16,17 @@ from typing import Annotated, ClassVar, Literal
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, ReplayBuffer
-from torchrl.objectives import LossModule, SoftUpdate
+from torchrl.objectives import LossModule
 
+from torchrl_vmbpo.algorithms.em_agent import EMAgent
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.vmbpo import VMBPOLoss
-from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
+from torchrl_vmbpo.training.agent import Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_dynamics, make_model_optimizer
+from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.validation import (
     Fraction,
     NonNegativeFloat,
@@ -33,7 +35,6 @@ from torchrl_vmbpo.training.validation import (
     PositiveInt,
     Range,
 )
-from torchrl_vmbpo.training.optim import optimize, total_loss
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class VMBPOSettings(ExtraSettings):
     """Adam learning rate of nu."""
 
 
-class VMBPOAgent(Agent):
+class VMBPOAgent(EMAgent):
     """The eight networks of VMBPO and the five losses that train them.
 
     ``loss`` (:class:`~torchrl_vmbpo.objectives.VMBPOLoss`) owns every network; the agent's other
@@ -128,46 +129,14 @@ class VMBPOAgent(Agent):
             m_step_mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std, m_step_period=s.m_step_period,
             weighted_fit_after=s.weighted_fit_after,
         )
-        borrow(self, pi=pi, q_c=q_c, q_d=q_d, dynamics=q_d, nu=nu, critic=self.loss.critic,
-               actor_loss=self.loss.actor, ratio_loss=self.loss.log_ratio, m_step=self.loss.m_step,
-               model_loss=self.loss.dynamics, plain_model_loss=self.loss.mle_dynamics)
+        borrow(self, q_d=q_d, dynamics=q_d, nu=nu, ratio_loss=self.loss.log_ratio, model_loss=self.loss.dynamics,
+               plain_model_loss=self.loss.mle_dynamics)
         self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
         self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
-        self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
-        # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
-        # Adam with two groups and one backward per update equals two separate steps.
-        self.e_step_optimizer = torch.optim.Adam(
-            [{"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
-             {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
-        )
+        self._setup_em(cfg, pi, q_c, acting_policy=s.acting_policy)
         self.ratio_optimizer = torch.optim.Adam(self.ratio_loss.parameters(), lr=s.log_ratio_lr)
-        self.pi_optimizer = torch.optim.Adam(self.pi.parameters(), lr=cfg.actor_lr)
         self.ratio_batch_size = cfg.batch_size
-        self.max_grad_norm = cfg.max_grad_norm
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        borrow(self, policy=pi if s.acting_policy == "pi" else q_c)
-
-    # --- the eight networks, by the paper's names ---
-    @property
-    def V(self):  # noqa: N802 (the paper's symbol)
-        return self.critic.value_network_params
-
-    @property
-    def Q(self):  # noqa: N802
-        return self.critic.qvalue_network_params
-
-    @property
-    def V_target(self):  # noqa: N802
-        return self.critic.target_value_network_params
-
-    @property
-    def Q_target(self):  # noqa: N802
-        return self.critic.target_qvalue_network_params
-
-    @property
-    def rollout_policy(self):
-        return self.q_c  # E holds (x, a ~ q_c, x' ~ q_d): the samples eqs. 22-24 need
 
     def dynamics_loss(self) -> LossModule:
         """Eq. 19 once the critic has trained ``weighted_fit_after`` updates; plain MLE before."""
@@ -188,38 +157,10 @@ class VMBPOAgent(Agent):
         return metrics
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        metrics = e_step_update(self, batch)
-        metrics.update(m_step_update(self, batch))
+        metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E
+        metrics.update(self.m_step_update(batch))  # eq. 27 on their states
         return metrics
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {**super().optimizers(), "e_step": self.e_step_optimizer, "ratio": self.ratio_optimizer,
-                "pi": self.pi_optimizer}
+        return {**super().optimizers(), "ratio": self.ratio_optimizer}
 
-
-def e_step_update(agent, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-    """Critic (eqs. 22-24) and actor (eq. 25) in one backward, then the target update.
-
-    Shared by VMBPO (``batch`` from E) and VMBPO-MFE (``batch`` from D, exponential-TD critic).
-    """
-    critic = agent.critic(batch)
-    actor = agent.actor_loss(batch)
-    # Every loss_* of the critic: Q, V and, under an entropy constraint, its multiplier's dual.
-    optimize(total_loss(critic) + actor["loss_actor"], agent.e_step_optimizer, max_grad_norm=agent.max_grad_norm)
-    agent.target_updater.step()
-    agent.num_updates += 1
-    return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
-
-
-def m_step_update(agent, states: TensorDictBase | None) -> dict[str, torch.Tensor]:
-    """The M-step (eq. 27): every ``period`` updates copy pi <- q_c or snapshot pi_old; in weighted-MAP
-    mode one gradient step per update on ``states`` towards the snapshot's trust region."""
-    m_step = agent.m_step
-    m_step.on_update(int(agent.num_updates))
-    if m_step.mode != "weighted_map":
-        return {}
-    if states is None:
-        raise KeyError(f"{type(agent).__name__}'s weighted-MAP M-step needs a batch of states, got none")
-    out = m_step(states)
-    optimize(out["loss_policy"], agent.pi_optimizer, max_grad_norm=agent.max_grad_norm)
-    return {f"m_step_{k}": v.detach() for k, v in out.items()}

@@ -21,13 +21,13 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, ReplayBuffer
 from torchrl.envs import EnvBase
-from torchrl.objectives import LossModule, SoftUpdate
+from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
-from torchrl_vmbpo.algorithms.vmbpo import e_step_update, m_step_update
+from torchrl_vmbpo.algorithms.em_agent import EMAgent
 from torchrl_vmbpo.data.buffers import sample_mixed
-from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
+from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
@@ -104,7 +104,7 @@ class VMBPOMFESettings(ExtraSettings):
         return self.m_step_mode == "weighted_map"
 
 
-class VMBPOMFEAgent(Agent):
+class VMBPOMFEAgent(EMAgent):
     """pi, q_c, the exponential-TD critic (Q, V and targets) and, for the weighted-MAP M-step, q_d.
 
     Attributes by the paper's names: ``pi`` (baseline policy), ``q_c`` (variational policy),
@@ -162,16 +162,8 @@ class VMBPOMFEAgent(Agent):
         )
         if s.m_step_on_next_states:
             self.loss.m_step.set_keys(observation=keys.NEXT_OBSERVATION)
-        borrow(self, pi=pi, q_c=q_c, q_d=q_d, critic=self.loss.critic, actor_loss=self.loss.actor,
-               m_step=self.loss.m_step)
-        self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
-        # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
-        # Adam with two groups and one backward per update equals two separate steps.
-        self.e_step_optimizer = torch.optim.Adam(
-            [{"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
-             {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
-        )
-        self.pi_optimizer = torch.optim.Adam(self.pi.parameters(), lr=cfg.actor_lr)
+        borrow(self, q_d=q_d)
+        self._setup_em(cfg, pi, q_c, acting_policy=s.acting_policy)
         if q_d is not None:
             borrow(self, dynamics=q_d, model_loss=self.loss.dynamics, plain_model_loss=self.loss.mle_dynamics)
             self.model_optimizer = make_model_optimizer(q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
@@ -179,13 +171,6 @@ class VMBPOMFEAgent(Agent):
             # Real E-step batches; the M-step reads model states from E (sample_batch).
             self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=1.0)
         self.batch_size = cfg.batch_size
-        self.max_grad_norm = cfg.max_grad_norm
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        borrow(self, policy=pi if s.acting_policy == "pi" else q_c)
-
-    @property
-    def rollout_policy(self):
-        return self.q_c  # E holds (x, a ~ q_c, x' ~ q_d): trajectories of q = (q_c, q_d), eq. 26
 
     def dynamics_loss(self) -> LossModule:
         """Plain MLE, or eq. 19 (``weight_mix < 1``) once the critic has trained ``weighted_fit_after`` updates."""
@@ -207,12 +192,9 @@ class VMBPOMFEAgent(Agent):
         return TensorDict(parts, batch_size=[])
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        metrics = e_step_update(self, batch["real"])  # model-free E-step: real transitions only
-        metrics.update(m_step_update(self, batch.get("model", None)))  # M-step on model states
+        metrics = self.e_step_update(batch["real"])  # model-free E-step: real transitions only
+        metrics.update(self.m_step_update(batch.get("model", None)))  # M-step on model states
         return metrics
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {**super().optimizers(), "e_step": self.e_step_optimizer, "pi": self.pi_optimizer}
 
 
 def build_vmbpo_mfe(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:

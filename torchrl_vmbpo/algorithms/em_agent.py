@@ -1,0 +1,86 @@
+"""What VMBPO and VMBPO-MFE share over their EM loss: the E-step and M-step updates, the optimizers,
+the update counter and the networks by the paper's names (each agent builds its own networks)."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.objectives import LossModule, SoftUpdate
+
+from torchrl_vmbpo.training.agent import Agent, borrow
+from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.optim import optimize, total_loss
+
+
+class EMAgent(Agent):
+    """An agent whose ``loss`` (``VMBPOLoss`` or ``VMBPOMFELoss``) owns pi, q_c, V, Q and their targets.
+
+    Subclasses build ``self.loss`` and then call :meth:`_setup_em`; their ``update`` runs
+    :meth:`e_step_update` on the E-step's batch and :meth:`m_step_update` on the M-step's states.
+    """
+
+    loss: LossModule
+
+    def _setup_em(self, cfg: TrainConfig, pi, q_c, *, acting_policy: str) -> None:
+        """References into ``self.loss`` by the paper's names (not registered again), the target updater,
+        one Adam for the E-step and pi's Adam, the update counter, and the policy acting in the real env."""
+        borrow(self, pi=pi, q_c=q_c, critic=self.loss.critic, actor_loss=self.loss.actor, m_step=self.loss.m_step)
+        self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
+        # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
+        # Adam with two groups and one backward per update equals two separate steps.
+        self.e_step_optimizer = torch.optim.Adam(
+            [{"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
+             {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
+        )
+        self.pi_optimizer = torch.optim.Adam(pi.parameters(), lr=cfg.actor_lr)
+        self.max_grad_norm = cfg.max_grad_norm
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        borrow(self, policy=pi if acting_policy == "pi" else q_c)
+
+    # --- the critic's networks, by the paper's names ---
+    @property
+    def V(self):  # noqa: N802 (the paper's symbol)
+        return self.critic.value_network_params
+
+    @property
+    def Q(self):  # noqa: N802
+        return self.critic.qvalue_network_params
+
+    @property
+    def V_target(self):  # noqa: N802
+        return self.critic.target_value_network_params
+
+    @property
+    def Q_target(self):  # noqa: N802
+        return self.critic.target_qvalue_network_params
+
+    @property
+    def rollout_policy(self):
+        return self.q_c  # E holds (x, a ~ q_c, x' ~ q_d): trajectories of q = (q_c, q_d), eq. 26
+
+    def e_step_update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Critic (VMBPO: eqs. 22-24 on E; VMBPO-MFE: eq. 9 on D) and actor (eq. 25) in one backward, then
+        the target update."""
+        critic = self.critic(batch)
+        actor = self.actor_loss(batch)
+        # Every loss_* of the critic: Q, V and, under an entropy constraint, its multiplier's dual.
+        optimize(total_loss(critic) + actor["loss_actor"], self.e_step_optimizer, max_grad_norm=self.max_grad_norm)
+        self.target_updater.step()
+        self.num_updates += 1
+        return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
+
+    def m_step_update(self, states: TensorDictBase | None) -> dict[str, torch.Tensor]:
+        """The M-step (eq. 27): every ``period`` updates copy pi <- q_c or snapshot pi_old; in weighted-MAP
+        mode one gradient step per update on ``states`` towards the snapshot's trust region."""
+        m_step = self.m_step
+        m_step.on_update(int(self.num_updates))
+        if m_step.mode != "weighted_map":
+            return {}
+        if states is None:
+            raise KeyError(f"{type(self).__name__}'s weighted-MAP M-step needs a batch of states, got none")
+        out = m_step(states)
+        optimize(out["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
+        return {f"m_step_{k}": v.detach() for k, v in out.items()}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**super().optimizers(), "e_step": self.e_step_optimizer, "pi": self.pi_optimizer}
