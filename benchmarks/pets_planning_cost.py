@@ -39,7 +39,6 @@ from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.training.results import git_commit, machine_info
 
-
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

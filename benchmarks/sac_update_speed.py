@@ -48,7 +48,6 @@ from torchrl_vmbpo.algorithms.sac import SACAgent
 from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.results import git_commit, machine_info
 
-
 OBS_DIM, ACT_DIM, BATCH, HIDDEN = 11, 3, 256, (256, 256)
 RESULTS = Path(__file__).resolve().parent / "results"
 

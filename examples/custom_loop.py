@@ -25,8 +25,13 @@ from torchrl.objectives import SACLoss, SoftUpdate  # noqa: F401 (SACLoss: the M
 from torchrl_vmbpo.envs import WorldModelEnv, make_env
 from torchrl_vmbpo.envs.termination import never_done
 from torchrl_vmbpo.envs.world_model import buffer_start_states
-from torchrl_vmbpo.models import (DynamicsModel, make_log_ratio_network, make_q_value, make_state_value,
-                                  make_tanh_gaussian_actor)
+from torchrl_vmbpo.models import (
+    DynamicsModel,
+    make_log_ratio_network,
+    make_q_value,
+    make_state_value,
+    make_tanh_gaussian_actor,
+)
 from torchrl_vmbpo.objectives import GaussianEnsembleNLLLoss, MPOLoss, VMBPOLoss  # noqa: F401 (MPOLoss: MPO)
 from torchrl_vmbpo.training.model_fit import fit_dynamics
 

@@ -10,9 +10,9 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_vmbpo.algorithms import presets
-from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, MPOSettings, build_mpo
+from torchrl_vmbpo.algorithms.mpo import MPOSettings
 from torchrl_vmbpo.algorithms.run import run
-from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESettings, build_vmbpo_mfe
+from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPOMFESettings
 from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.checkpoint import load_checkpoint

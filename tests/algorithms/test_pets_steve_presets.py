@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from torchrl_vmbpo.algorithms import presets
-from torchrl_vmbpo.algorithms.pets import KNOWN_REWARD_FNS, PETS_DEFAULTS, PETSSettings, build_pets
+from torchrl_vmbpo.algorithms.pets import KNOWN_REWARD_FNS, PETSSettings, build_pets
 from torchrl_vmbpo.algorithms.run import run
-from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, build_steve
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.training.checkpoint import load_checkpoint

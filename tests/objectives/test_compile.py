@@ -8,7 +8,6 @@ minutes on 2 cores, and keeps eager numerics: compiled and eager values agree ex
 
 import pytest
 import torch
-
 from test_vmbpo_loss import batch, mfe_loss, vmbpo_loss
 
 

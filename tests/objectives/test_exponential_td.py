@@ -97,7 +97,9 @@ def test_mean_loss_on_fixed_targets_is_minimised_at_tau_log_mean_exp(tau):
     q = q_star.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(fm.exponential_td_loss(q, y, temperature=tau).mean(), q)
     assert abs(grad) < 1e-10  # stationary, and convex: the global minimum
-    mean_loss = lambda v: fm.exponential_td_loss(torch.tensor(v, dtype=torch.float64), y, temperature=tau).mean()
+    def mean_loss(v):
+        return fm.exponential_td_loss(torch.tensor(v, dtype=torch.float64), y, temperature=tau).mean()
+
     for delta in (-0.05, 0.05):
         assert mean_loss(float(q_star) + delta) > mean_loss(float(q_star))
 

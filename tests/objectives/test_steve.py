@@ -75,16 +75,16 @@ def _stacked_q(n, obs_dim=1, act_dim=1, zero=False):
 
 def test_candidates_equal_the_soft_h_step_returns_written_out():
     torch.manual_seed(1)
-    horizon, n, l, b = 3, 2, 2, 4
+    horizon, n, n_q, b = 3, 2, 2, 4
     r0 = torch.randn(b)
     rewards = torch.randn(horizon, n, b)
     cont = (torch.rand(horizon + 1, n, b) > 0.3).float().cummin(0).values  # alive, then dead for good
-    boot = torch.randn(horizon + 1, n, l, b)
+    boot = torch.randn(horizon + 1, n, n_q, b)
     out = steve_candidates(r0, rewards, cont, boot, GAMMA)
-    assert out.shape == (horizon + 1, n, l, b)
+    assert out.shape == (horizon + 1, n, n_q, b)
     for i in range(horizon + 1):
         for k in range(n):
-            for q in range(l):
+            for q in range(n_q):
                 expected = r0.clone()
                 for j in range(1, i + 1):
                     expected += GAMMA**j * cont[j - 1, k] * rewards[j - 1, k]

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from tensordict import TensorDict
+from test_vmbpo_critic import ConcatLinear, hand_made_batch
 from torchrl.data import Bounded
 from torchrl.modules import ValueOperator
 
@@ -18,8 +19,6 @@ from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.vmbpo_actor import VMBPOActorLoss
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
-
-from test_vmbpo_critic import ConcatLinear, hand_made_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater:UserWarning")
 

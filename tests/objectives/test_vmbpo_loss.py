@@ -8,8 +8,13 @@ from tensordict import TensorDict
 from torchrl.data import Bounded
 from torchrl.objectives.utils import ValueEstimators
 
-from torchrl_vmbpo.models import (DynamicsModel, make_log_ratio_network, make_q_value, make_state_value,
-                                  make_tanh_gaussian_actor)
+from torchrl_vmbpo.models import (
+    DynamicsModel,
+    make_log_ratio_network,
+    make_q_value,
+    make_state_value,
+    make_tanh_gaussian_actor,
+)
 from torchrl_vmbpo.objectives import MStepLoss, VMBPOCriticLoss, VMBPOLoss, VMBPOMFELoss
 from torchrl_vmbpo.objectives.vmbpo import LOSS_GROUPS
 

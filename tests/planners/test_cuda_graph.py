@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from test_cem import _linear_model
 
 from torchrl_vmbpo.algorithms.pets import KNOWN_REWARD_FNS
 from torchrl_vmbpo.envs.reacher7dof import ENV_ID as REACHER7DOF
@@ -16,8 +17,6 @@ from torchrl_vmbpo.envs.world_model import WorldModelEnv
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.planners.cuda_graph import CapturedFunction
 from torchrl_vmbpo.planners.pets import PETSPlanner
-
-from test_cem import _linear_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

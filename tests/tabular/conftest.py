@@ -5,7 +5,7 @@ once. Form i uses rewards in [-1, 0] (exp(eta r) is a probability, log p_pi(O=1)
 uses rewards in [-1, 1].
 """
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -26,7 +26,7 @@ def case_id(case):
     return f"{form}-X{x}-A{a}-T{t}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_case(form, num_states, num_actions, num_terminal):
     """(mdp, pi, exact E-step solution by model-free VI), deterministic per case."""
     g = torch.Generator().manual_seed(1000 * num_states + 10 * num_actions + (form == "termination"))

@@ -4,7 +4,6 @@ import csv
 import json
 import shutil
 
-import pytest
 import torch
 
 from torchrl_vmbpo.cli import main

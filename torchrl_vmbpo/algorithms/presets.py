@@ -102,7 +102,7 @@ class EnvDefaults:
     """(algo, env) -> {"settings": {...}, "extra": {...}, "reason": str, "record": str}."""
 
     @classmethod
-    def load(cls, path: Path = PRESETS_FILE) -> "EnvDefaults":
+    def load(cls, path: Path = PRESETS_FILE) -> EnvDefaults:
         try:
             data = tomllib.loads(path.read_text())
             overrides = {}

@@ -176,7 +176,7 @@ class _Session:
     @classmethod
     def open(
         cls, cfg: TrainConfig, source_fns: EnvSource, *, checkpoint: dict | None = None, source: Path | None = None
-    ) -> "_Session":
+    ) -> _Session:
         """The one seeding point, the envs, the agent (restored from ``checkpoint`` when resuming)."""
         env = source_fns.make(cfg.env)  # validates the env id and spaces
         eval_env = None

@@ -15,7 +15,7 @@ from torchrl_vmbpo.envs.termination import KNOWN_TERMINATION_FNS, TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import ConfigError, UnknownEnvFunction
 
-_REGISTERED: dict[str, "EnvFunctions"] = {}
+_REGISTERED: dict[str, EnvFunctions] = {}
 
 
 @dataclass(frozen=True)

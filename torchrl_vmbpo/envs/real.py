@@ -39,7 +39,7 @@ def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
 def _check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     try:
         return gym.spec(env_id)
-    except gym.error.Error as err:
+    except gym.error.Error:
         close = sorted(k for k in gym.registry if env_id.split("-")[0].lower() in k.lower())[:10]
         hint = f" Similar ids: {close}." if close else ""
         raise EnvError(

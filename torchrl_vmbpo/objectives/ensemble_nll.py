@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModuleBase
-from torchrl_vmbpo.objectives.common import KeyedLoss
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
+from torchrl_vmbpo.objectives.common import KeyedLoss
 from torchrl_vmbpo.objectives.functional import assert_finite, check_feature_shape, gaussian_nll_per_dim
 
 

@@ -150,7 +150,7 @@ class STEVEEstimator(ValueEstimatorBase):
         self.last_horizon_weights = torch.zeros(horizon + 1)  # diagnostics only: batch mean of the last blend
 
     @classmethod
-    def from_sac_loss(cls, loss, **kwargs) -> "STEVEEstimator":
+    def from_sac_loss(cls, loss, **kwargs) -> STEVEEstimator:
         """STEVE over a TorchRL ``SACLoss``: its actor, its TARGET Q functions, its live temperature.
 
         ``kwargs`` are the remaining constructor arguments (``gamma``, ``horizon``, ``dynamics``,

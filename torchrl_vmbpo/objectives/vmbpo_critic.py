@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from torch import nn
 from tensordict.nn import TensorDictModule
+from torch import nn
 from torchrl.objectives.utils import ValueEstimators, distance_loss
 
 from torchrl_vmbpo.models.log_ratio import log_ratio_of

@@ -15,7 +15,6 @@ from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.objectives.functional import effective_sample_size
 from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 
-
 NORMALISERS = ("critic", "model")
 
 

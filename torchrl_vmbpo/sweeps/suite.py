@@ -31,9 +31,10 @@ import dataclasses
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 from torchrl_vmbpo.errors import RunFolderError, SuiteError, VMBPOError
@@ -78,7 +79,7 @@ class Trial:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Trial":
+    def from_json(cls, data: dict) -> Trial:
         return cls(**{**data, "overrides": tuple(data["overrides"])})
 
     def config(self):
@@ -133,7 +134,7 @@ class Suite:
                 for tag, grid_sets in self.configurations(algo):
                     sets = [*self.set, *entry.set, *grid_sets]
                     where = f"{self.path}: algos.{algo}, env {env}, configuration {tag}"
-                    base = _checked(where, lambda: default_config(algo, env, overrides=sets, steps=self.envs[env]))
+                    base = _checked(where, lambda: default_config(algo, env, overrides=sets, steps=self.envs[env]))  # noqa: B023 (called at once)
                     steps = max(1, round(self.envs[env] * self.scale))
                     budgets = [f"{n}={max(1 if n == 'eval_every' else 0, round(getattr(base, n) * self.scale))}"
                                for n in SCALED] if self.scale != 1.0 else []

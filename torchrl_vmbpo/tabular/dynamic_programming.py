@@ -203,7 +203,8 @@ def _policy_iteration(
     for _ in range(max_iterations):
         # policy evaluation: V_{q_c} = lim T_{q_c}^n[V], warm-started from the previous V
         value, eval_residuals, evaluated = _fixed_point(
-            lambda v: evaluation_operator(mdp, policy, v, q_c), value, evaluation_tol, max_evaluation_iterations
+            lambda v: evaluation_operator(mdp, policy, v, q_c),  # noqa: B023 (used within this iteration)
+            value, evaluation_tol, max_evaluation_iterations,
         )
         sweeps.append(len(eval_residuals))
         residuals.append(_sup(optimal_operator(mdp, policy, value) - value))

@@ -97,7 +97,7 @@ class TabularMDP:
     discount: str
 
     @classmethod
-    def create(cls, transition, reward, terminal, initial, *, gamma, eta, discount: str) -> "TabularMDP":
+    def create(cls, transition, reward, terminal, initial, *, gamma, eta, discount: str) -> TabularMDP:
         """Convert the inputs to float64 / bool tensors, broadcast them, and validate."""
         transition = _as_f64(transition, "transition")
         if transition.ndim < 3:

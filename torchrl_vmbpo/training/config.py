@@ -104,7 +104,7 @@ class TrainConfig:
         """``target_entropy``, or SAC's "auto" ``-action_dim`` when it is None."""
         return -float(action_dim) if self.target_entropy is None else self.target_entropy
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         known = {f.name for f in fields(self)}
         if unknown := sorted(set(changes) - known):
             raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
@@ -113,7 +113,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def with_overrides(self, assignments: list[str]) -> "TrainConfig":
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """Apply ``name=value`` strings; values parse as JSON (``hidden=[64,64]``) or fall back to text,
         then are checked as one new config. ``extra.KEY=value`` sets an algorithm-specific entry."""
         changes, extra = parse_assignments(assignments)
@@ -172,7 +172,7 @@ class ExtraSettings:
         check_fields(self, prefix="extra.")
 
     @classmethod
-    def from_extra(cls, extra: "dict | ExtraSettings"):
+    def from_extra(cls, extra: dict | ExtraSettings):
         """The settings from a dict of entries (unknown names refused), or ``extra`` itself if it
         already is this class's instance."""
         if isinstance(extra, cls):

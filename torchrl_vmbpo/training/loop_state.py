@@ -35,7 +35,7 @@ class LoopState:
     resumed_at: list[int] = field(default_factory=list)  #: env steps where the run was resumed
 
     @classmethod
-    def fresh(cls, cfg: TrainConfig) -> "LoopState":
+    def fresh(cls, cfg: TrainConfig) -> LoopState:
         return cls(next_log=cfg.log_every, next_checkpoint=cfg.checkpoint_every)
 
     def to_checkpoint(self, real_data: TensorDictBase | None) -> dict:
@@ -50,7 +50,7 @@ class LoopState:
         }
 
     @classmethod
-    def from_checkpoint(cls, saved: dict) -> tuple["LoopState", TensorDict | None, dict]:
+    def from_checkpoint(cls, saved: dict) -> tuple[LoopState, TensorDict | None, dict]:
         """(state, real transitions, RNG states) of a checkpoint's ``loop_state``."""
         names = {f.name for f in dataclasses.fields(cls)}
         try:

@@ -74,7 +74,7 @@ def fit_dynamics(
     bootstrap = torch.randint(n_train, (members, n_train))  # [E, N]: each member its own resample
     best = holdout_mse(model, hold)
     stale, epoch, last_loss = 0, 0, float("nan")
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(1, max_epochs + 1):  # noqa: B007 (the last epoch is reported after the loop)
         order = bootstrap[:, torch.randperm(n_train)]
         for start in range(0, n_train, batch_size):
             batch = train[order[:, start : start + batch_size].T]  # [b, E]
