@@ -37,13 +37,35 @@ def variants_table(sweep: Path) -> str:
         name = run.relative_to(sweep).as_posix()
         if (run / "summary.json").exists():
             summary = json.loads((run / "summary.json").read_text())
-            writer.writerow([name, True, summary["algo"], summary["env"], summary["seed"], summary["env_steps"],
-                             summary["final_return"], summary["best_return"], summary.get("commit")])
+            writer.writerow(
+                [
+                    name,
+                    True,
+                    summary["algo"],
+                    summary["env"],
+                    summary["seed"],
+                    summary["env_steps"],
+                    summary["final_return"],
+                    summary["best_return"],
+                    summary.get("commit"),
+                ]
+            )
         else:
             rows = read_metrics(run / "metrics.csv")
             returns = [r["eval_return_mean"] for r in rows]
-            writer.writerow([name, False, "", "", "", int(rows[-1]["env_steps"]) if rows else 0,
-                             returns[-1] if rows else "", max(returns) if rows else "", ""])
+            writer.writerow(
+                [
+                    name,
+                    False,
+                    "",
+                    "",
+                    "",
+                    int(rows[-1]["env_steps"]) if rows else 0,
+                    returns[-1] if rows else "",
+                    max(returns) if rows else "",
+                    "",
+                ]
+            )
     return buffer.getvalue()
 
 

@@ -81,11 +81,21 @@ class Planning:
     def __init__(self, env_id: str, args, device: torch.device):
         env = make_env(env_id)
         obs_dim, act_dim = env_dims(env)
-        world = WorldModelEnv(DynamicsModel(obs_dim, act_dim).eval(), env, termination_fn=termination_fn_for(env_id),
-                              reward_fn=KNOWN_REWARD_FNS.get(env_id))
+        world = WorldModelEnv(
+            DynamicsModel(obs_dim, act_dim).eval(),
+            env,
+            termination_fn=termination_fn_for(env_id),
+            reward_fn=KNOWN_REWARD_FNS.get(env_id),
+        )
         self.planner = PETSPlanner(
-            world, planning_horizon=args.horizon, population=args.population, elites=args.elites,
-            iterations=args.iterations, particles=args.particles, propagation="ts_inf", device=device,
+            world,
+            planning_horizon=args.horizon,
+            population=args.population,
+            elites=args.elites,
+            iterations=args.iterations,
+            particles=args.particles,
+            propagation="ts_inf",
+            device=device,
             cuda_graph=args.cuda_graph,
         )
         self.dynamics = self.planner.dynamics  # the planner's copy on ``device``
@@ -132,8 +142,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--particles", type=int, default=20)
     parser.add_argument("--elites", type=int, default=40)
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="replay each planned action as one captured CUDA graph (PETSPlanner's GPU default)")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="replay each planned action as one captured CUDA graph (PETSPlanner's GPU default)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timed planned actions (each followed by a matmul pass)")
     parser.add_argument("--tag", default=None, help="output file suffix (default: the device type)")
     parser.add_argument("--commit", default=None, help="commit to record (default: git rev-parse HEAD)")
@@ -158,9 +171,11 @@ def main(argv=None) -> dict:
         "machine": machine_info(device=device),
         "device": str(device),
         "env": args.env,
-        "settings": {**{k: getattr(args, k) for k in ("population", "horizon", "iterations", "particles", "elites")},
-                     # what the timed plans used: False where a requested capture failed (the planner warned)
-                     "cuda_graph": planning.planner.cuda_graph and device.type == "cuda"},
+        "settings": {
+            **{k: getattr(args, k) for k in ("population", "horizon", "iterations", "particles", "elites")},
+            # what the timed plans used: False where a requested capture failed (the planner warned)
+            "cuda_graph": planning.planner.cuda_graph and device.type == "cuda",
+        },
         "ensemble_passes_per_action": planning.steps,
         "matmul_shapes_per_pass": shapes,
         "gflop_per_action": flops_per_action / 1e9,

@@ -61,8 +61,10 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"random_policy_{args.env.split('/')[-1]}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{args.env}: random policy return {result['return_mean']:.1f} +- {result['return_std']:.1f} "
-          f"over {args.episodes} episodes -> {path}")
+    print(
+        f"{args.env}: random policy return {result['return_mean']:.1f} +- {result['return_std']:.1f} "
+        f"over {args.episodes} episodes -> {path}"
+    )
     return result
 
 

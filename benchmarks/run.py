@@ -41,9 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         if not env or not steps.isdigit():
             parser.error(f"--envs entries are ENV_ID:STEPS, got {item!r}")
         envs[env] = int(steps)
-    suite = Suite(name="benchmarks", path=Path(__file__), envs=envs, algos={a: AlgoEntry() for a in args.algos},
-                  seeds=tuple(args.seeds), set=tuple(args.overrides), folder="{algo}/{env}/seed{seed}",
-                  gpus_per_trial=1.0 / args.jobs if args.jobs else 0.25)
+    suite = Suite(
+        name="benchmarks",
+        path=Path(__file__),
+        envs=envs,
+        algos={a: AlgoEntry() for a in args.algos},
+        seeds=tuple(args.seeds),
+        set=tuple(args.overrides),
+        folder="{algo}/{env}/seed{seed}",
+        gpus_per_trial=1.0 / args.jobs if args.jobs else 0.25,
+    )
     result = run_sweep(suite, args.results, address=args.address, max_concurrent=args.jobs)
     for trial in suite.trials(args.results):  # the records keep curves and summaries, not the large checkpoints
         if trial.state() == "finished" and not args.keep_checkpoints:

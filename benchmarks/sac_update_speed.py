@@ -169,7 +169,16 @@ class MatmulTimer:
 
 class SB3Timer:
     def __init__(self, python: str, threads: int):
-        args = [python, "-c", SB3_WORKER, str(threads), str(OBS_DIM), str(ACT_DIM), str(BATCH), json.dumps(list(HIDDEN))]
+        args = [
+            python,
+            "-c",
+            SB3_WORKER,
+            str(threads),
+            str(OBS_DIM),
+            str(ACT_DIM),
+            str(BATCH),
+            json.dumps(list(HIDDEN)),
+        ]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line:
@@ -196,7 +205,9 @@ class SB3Timer:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sb3-python", default=None, help="python of a venv with stable-baselines3 (skipped if absent)")
+    parser.add_argument(
+        "--sb3-python", default=None, help="python of a venv with stable-baselines3 (skipped if absent)"
+    )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (medians over them)")
     parser.add_argument("--updates", type=int, default=30, help="updates per round and variant")
     parser.add_argument("--warmup", type=int, default=30, help="untimed updates per variant first")
@@ -220,7 +231,9 @@ def main(argv=None) -> dict:
         sb3 = SB3Timer(args.sb3_python, args.threads)
         variants["sb3"] = sb3
     else:
-        message = f"SB3 skipped: no python at {args.sb3_python!r} (pass --sb3-python PATH of a venv with stable-baselines3)"
+        message = (
+            f"SB3 skipped: no python at {args.sb3_python!r} (pass --sb3-python PATH of a venv with stable-baselines3)"
+        )
         print(message)
         notes.append(message)
     compile_seconds = None
@@ -316,25 +329,37 @@ def render(r: dict) -> str:
     ]
     for name in wall:
         ups = r["updates_per_second"].get(name)
-        lines.append(f"| {name} | {wall[name] * 1e3:.2f} | {cpu[name] * 1e3:.2f} | {'' if ups is None else f'{ups:.1f}'} |")
-    lines += ["", f"Matmul FLOPs per update: {r['update_matmul_flops'] / 1e6:.1f} M in {r['update_matmul_count']} matmuls "
-              f"(count in the script's docstring). `torch.matmul` at those shapes: "
-              f"{r['matmul_gflops_same_shapes']:.1f} GFLOP/s; at 256x256x256: {r['matmul_gflops_256_cube']:.1f} GFLOP/s.", ""]
+        lines.append(
+            f"| {name} | {wall[name] * 1e3:.2f} | {cpu[name] * 1e3:.2f} | {'' if ups is None else f'{ups:.1f}'} |"
+        )
+    lines += [
+        "",
+        f"Matmul FLOPs per update: {r['update_matmul_flops'] / 1e6:.1f} M in {r['update_matmul_count']} matmuls "
+        f"(count in the script's docstring). `torch.matmul` at those shapes: "
+        f"{r['matmul_gflops_same_shapes']:.1f} GFLOP/s; at 256x256x256: {r['matmul_gflops_256_cube']:.1f} GFLOP/s.",
+        "",
+    ]
     for name in ("ours_eager", "ours_compiled"):
         if f"{name}_gflops" in r:
-            line = (f"- {name}: {r[f'{name}_gflops']:.1f} GFLOP/s = {100 * r[f'{name}_fraction_of_matmul_rate']:.0f}% "
-                    f"of the same-shape matmul rate")
+            line = (
+                f"- {name}: {r[f'{name}_gflops']:.1f} GFLOP/s = {100 * r[f'{name}_fraction_of_matmul_rate']:.0f}% "
+                f"of the same-shape matmul rate"
+            )
             if f"{name}_speedup_vs_sb3_wall" in r:
-                line += (f"; vs SB3: **{r[f'{name}_speedup_vs_sb3_wall']:.2f}x** (wall; median of per-round "
-                         f"ratios {r[f'{name}_speedup_vs_sb3_per_round_median']:.2f}x), "
-                         f"{r[f'{name}_speedup_vs_sb3_cpu']:.2f}x (CPU time), "
-                         f"{r[f'{name}_speedup_vs_sb3_without_its_sampling']:.2f}x against SB3 minus its buffer sampling")
+                line += (
+                    f"; vs SB3: **{r[f'{name}_speedup_vs_sb3_wall']:.2f}x** (wall; median of per-round "
+                    f"ratios {r[f'{name}_speedup_vs_sb3_per_round_median']:.2f}x), "
+                    f"{r[f'{name}_speedup_vs_sb3_cpu']:.2f}x (CPU time), "
+                    f"{r[f'{name}_speedup_vs_sb3_without_its_sampling']:.2f}x against SB3 minus its buffer sampling"
+                )
             lines.append(line)
     if r["compile_seconds"] is not None:
         lines.append(f"- `extra.compile=true`: first call (compilation) took {r['compile_seconds']:.1f} s")
     if r["sb3_buffer_sample_seconds"] is not None:
-        lines.append(f"- SB3's `replay_buffer.sample(256)`, included in its train time: "
-                     f"{r['sb3_buffer_sample_seconds'] * 1e3:.3f} ms")
+        lines.append(
+            f"- SB3's `replay_buffer.sample(256)`, included in its train time: "
+            f"{r['sb3_buffer_sample_seconds'] * 1e3:.3f} ms"
+        )
     lines += [f"- {note}" for note in r["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -58,8 +58,7 @@ def main() -> None:
 
     mdp = gridworld(LAYOUT, slip=args.slip, gamma=args.gamma, eta=args.eta, discount=args.discount)
     pi = uniform_policy(mdp)
-    print(f"gridworld {len(LAYOUT)}x{len(LAYOUT[0])}, {args.discount}, gamma={args.gamma}, eta={args.eta}, "
-          f"pi uniform")
+    print(f"gridworld {len(LAYOUT)}x{len(LAYOUT[0])}, {args.discount}, gamma={args.gamma}, eta={args.eta}, pi uniform")
     print("\n".join("  " + row for row in LAYOUT))
 
     solutions = {}
@@ -70,9 +69,11 @@ def main() -> None:
     reference = solutions["model_free_vi"]
     print("\nLemma 4: max differences to model-free VI")
     for name, sol in solutions.items():
-        print(f"  {name:15s} V {(sol.value - reference.value).abs().max().item():.1e}  "
-              f"q_c {(sol.q_c - reference.q_c).abs().max().item():.1e}  "
-              f"q_d {(sol.q_d - reference.q_d).abs().max().item():.1e}")
+        print(
+            f"  {name:15s} V {(sol.value - reference.value).abs().max().item():.1e}  "
+            f"q_c {(sol.q_c - reference.q_c).abs().max().item():.1e}  "
+            f"q_d {(sol.q_d - reference.q_d).abs().max().item():.1e}"
+        )
     bound = elbo(mdp, pi, reference.q_c, reference.q_d).item()
     print(f"\nJ(q*; pi) = {bound:+.8f}")
     if args.discount == "termination":  # one start state: the bound is tight (form i)

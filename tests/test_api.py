@@ -16,9 +16,19 @@ from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.envs.functions import env_functions_for
 from torchrl_vmbpo.errors import UnknownEnvFunction
 
-TINY = ["hidden=[32,32]", "model_hidden=[32,32]", "rollouts_per_step=4", "model_max_epochs=3", "eval_episodes=1",
-        "eval_every=150", "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
-        "utd=2"]
+TINY = [
+    "hidden=[32,32]",
+    "model_hidden=[32,32]",
+    "rollouts_per_step=4",
+    "model_max_epochs=3",
+    "eval_episodes=1",
+    "eval_every=150",
+    "init_random_steps=100",
+    "model_retrain_every=100",
+    "batch_size=32",
+    "model_batch_size=64",
+    "utd=2",
+]
 
 
 class PointMass(gym.Env):
@@ -56,15 +66,24 @@ def test_train_runs_vmbpo_on_an_unknown_gymnasium_env_with_the_users_termination
     with pytest.raises(UnknownEnvFunction, match="Pass termination_fn="):
         torchrl_vmbpo.train("vmbpo", point_mass, steps=300, overrides=TINY, out=tmp_path / "refused", progress=False)
     assert not (tmp_path / "refused").exists()
-    summary = torchrl_vmbpo.train("vmbpo", point_mass, steps=300, seed=2, overrides=TINY, out=tmp_path / "run",
-                                  termination_fn=point_mass_done, progress=False)
+    summary = torchrl_vmbpo.train(
+        "vmbpo",
+        point_mass,
+        steps=300,
+        seed=2,
+        overrides=TINY,
+        out=tmp_path / "run",
+        termination_fn=point_mass_done,
+        progress=False,
+    )
     assert summary["env"] == point_mass and summary["env_steps"] == 300 and summary["updates"] == 2 * 201
     assert np.isfinite(summary["final_return"]) and (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_registered_functions_serve_the_command_line_with_a_module_env_id(tmp_path, monkeypatch):
     module = tmp_path / "my_point_mass.py"
-    module.write_text(textwrap.dedent("""
+    module.write_text(
+        textwrap.dedent("""
         import gymnasium as gym
         import torchrl_vmbpo
         from tests.test_api import PointMass, point_mass_done
@@ -72,13 +91,27 @@ def test_registered_functions_serve_the_command_line_with_a_module_env_id(tmp_pa
         if "MyPointMass-v0" not in gym.registry:
             gym.register("MyPointMass-v0", entry_point=PointMass, max_episode_steps=100)
         torchrl_vmbpo.register_env_functions("MyPointMass-v0", termination_fn=point_mass_done)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         sets = [arg for item in TINY for arg in ("--set", item)]
         out = tmp_path / "run"
-        code = main(["train", "--algo", "mbpo", "--env", "my_point_mass:MyPointMass-v0", "--steps", "300",
-                     "--out", str(out), "--no-progress", *sets])
+        code = main(
+            [
+                "train",
+                "--algo",
+                "mbpo",
+                "--env",
+                "my_point_mass:MyPointMass-v0",
+                "--steps",
+                "300",
+                "--out",
+                str(out),
+                "--no-progress",
+                *sets,
+            ]
+        )
         assert code == 0
         summary = json.loads((out / "summary.json").read_text())
         assert summary["env"] == "my_point_mass:MyPointMass-v0" and summary["env_steps"] == 300
@@ -95,15 +128,21 @@ def test_an_unknown_module_in_an_env_id_is_one_line(tmp_path, capsys):
 
 def test_train_takes_a_torchrl_env_factory(tmp_path):
     summary = torchrl_vmbpo.train(
-        "sac", "pendulum-from-torchrl", steps=200, overrides=TINY, out=tmp_path / "run", progress=False,
-        make_env=lambda: GymEnv("Pendulum-v1"), max_episode_steps=50,
+        "sac",
+        "pendulum-from-torchrl",
+        steps=200,
+        overrides=TINY,
+        out=tmp_path / "run",
+        progress=False,
+        make_env=lambda: GymEnv("Pendulum-v1"),
+        max_episode_steps=50,
     )
     assert summary["env"] == "pendulum-from-torchrl" and summary["env_steps"] == 200
 
 
 def test_a_given_reward_function_reaches_the_world_model(point_mass):
     def reward(obs, action, next_obs):
-        return -next_obs[..., :1] ** 2
+        return -(next_obs[..., :1] ** 2)
 
     cfg = torchrl_vmbpo.default_config("mbpo", point_mass, overrides=TINY)
     env = torchrl_vmbpo.EnvSource().make(point_mass)
@@ -113,6 +152,18 @@ def test_a_given_reward_function_reaches_the_world_model(point_mass):
 
 
 def test_the_public_names_are_exported():
-    for name in ["train", "register_env_functions", "default_config", "build_agent", "TrainConfig", "SACAgent",
-                 "VMBPOAgent", "VMBPOMFEAgent", "MPOAgent", "PETSAgent", "STEVEAgent", "seed_everything"]:
+    for name in [
+        "train",
+        "register_env_functions",
+        "default_config",
+        "build_agent",
+        "TrainConfig",
+        "SACAgent",
+        "VMBPOAgent",
+        "VMBPOMFEAgent",
+        "MPOAgent",
+        "PETSAgent",
+        "STEVEAgent",
+        "seed_everything",
+    ]:
         assert name in torchrl_vmbpo.__all__ and hasattr(torchrl_vmbpo, name)

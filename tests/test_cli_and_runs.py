@@ -14,8 +14,16 @@ from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
 TINY = [
-    "hidden=[32,32]", "model_hidden=[32,32]", "rollouts_per_step=4", "model_max_epochs=3", "eval_episodes=1",
-    "eval_every=150", "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
+    "hidden=[32,32]",
+    "model_hidden=[32,32]",
+    "rollouts_per_step=4",
+    "model_max_epochs=3",
+    "eval_episodes=1",
+    "eval_every=150",
+    "init_random_steps=100",
+    "model_retrain_every=100",
+    "batch_size=32",
+    "model_batch_size=64",
 ]
 
 
@@ -26,16 +34,41 @@ def _sets(items):
 @pytest.mark.parametrize("algo", ["sac", "mbpo", "vmbpo", "mpo", "vmbpo-mfe"])
 def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, algo):
     out = tmp_path / algo
-    code = main(["train", "--algo", algo, "--env", "Pendulum-v1", "--steps", "300", "--seed", "3",
-                 "--out", str(out), "--no-progress", *_sets(TINY + ["utd=2"])])
+    code = main(
+        [
+            "train",
+            "--algo",
+            algo,
+            "--env",
+            "Pendulum-v1",
+            "--steps",
+            "300",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+            *_sets(TINY + ["utd=2"]),
+        ]
+    )
     assert code == 0
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"env_steps", "eval_return_mean", "eval_return_std", "wall_seconds"} <= set(rows[0])
     assert [int(r["env_steps"]) for r in rows] == [1, 150, 300]  # evaluations at 1, 150 and the end
     summary = json.loads((out / "summary.json").read_text())
-    for field in ["algo", "env", "seed", "env_steps", "final_return", "best_return", "wall_seconds",
-                  "updates_per_second", "commit", "config"]:
+    for field in [
+        "algo",
+        "env",
+        "seed",
+        "env_steps",
+        "final_return",
+        "best_return",
+        "wall_seconds",
+        "updates_per_second",
+        "commit",
+        "config",
+    ]:
         assert field in summary
     assert summary["algo"] == algo and summary["seed"] == 3 and summary["env_steps"] == 300
     assert summary["updates"] == 2 * 201  # utd 2 for each of steps 100..300 (learning starts at step 100)
@@ -72,7 +105,9 @@ def test_existing_run_is_never_overwritten_silently(tmp_path, capsys):
 )
 def test_bad_inputs_give_clear_errors_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--steps", "10", "--set", "init_random_steps=5", "--no-progress", *argv]) == 2
+    assert (
+        main(["train", "--out", str(out), "--steps", "10", "--set", "init_random_steps=5", "--no-progress", *argv]) == 2
+    )
     assert message in capsys.readouterr().err
     assert not (out / "metrics.csv").exists()
 

@@ -9,8 +9,17 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "custom_loop.py"
 BLOCK = re.compile(r"    # >>> algorithm: (\w+)\n.*?    # <<< algorithm\n", re.S)
-SMALL = dict(steps=300, hidden=(16, 16), init_random=100, batch_size=32, rollouts=16, model_every=100,
-             model_epochs=2, ratio_steps=5, eval_steps=20)
+SMALL = dict(
+    steps=300,
+    hidden=(16, 16),
+    init_random=100,
+    batch_size=32,
+    rollouts=16,
+    model_every=100,
+    model_epochs=2,
+    ratio_steps=5,
+    eval_steps=20,
+)
 
 
 def variant(algo: str) -> str:
@@ -38,6 +47,9 @@ def test_the_custom_loop_trains_a_few_hundred_steps(algo):
     out = namespace["train"](**SMALL)
     assert out["updates"] >= SMALL["steps"] - SMALL["init_random"]  # one per real step after the random ones
     assert all(math.isfinite(v) for v in out.values()), out
-    expected = {"VMBPO": {"loss_qvalue", "loss_value", "loss_actor", "loss_policy"},
-                "MBPO": {"loss_qvalue", "loss_actor", "loss_alpha"}, "MPO": {"loss_policy"}}[algo]
+    expected = {
+        "VMBPO": {"loss_qvalue", "loss_value", "loss_actor", "loss_policy"},
+        "MBPO": {"loss_qvalue", "loss_actor", "loss_alpha"},
+        "MPO": {"loss_policy"},
+    }[algo]
     assert expected <= set(out), out

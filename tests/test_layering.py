@@ -6,14 +6,20 @@ from pathlib import Path
 import torchrl_vmbpo
 
 LAYERS = {
-    "keys": 0, "compat": 0, "errors": 0,
-    "models": 1, "data": 1, "tabular": 1,
-    "envs": 2, "objectives": 2,
+    "keys": 0,
+    "compat": 0,
+    "errors": 0,
+    "models": 1,
+    "data": 1,
+    "tabular": 1,
+    "envs": 2,
+    "objectives": 2,
     "planners": 3,
     "training": 4,
     "algorithms": 5,
     "sweeps": 5.5,  # runs the algorithms' presets as Ray Tune trials; the cli calls it
-    "cli": 6, "api": 6,
+    "cli": 6,
+    "api": 6,
 }
 ROOT = Path(torchrl_vmbpo.__file__).parent
 

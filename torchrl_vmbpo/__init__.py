@@ -27,7 +27,21 @@ from torchrl_vmbpo.training import TrainConfig, load_checkpoint  # noqa: E402
 from torchrl_vmbpo.training.seeding import seed_everything  # noqa: E402
 
 __all__ = [
-    "PRESETS", "EnvSource", "MPOAgent", "PETSAgent", "SACAgent", "STEVEAgent", "TrainConfig", "VMBPOAgent",
-    "VMBPOMFEAgent", "build_agent", "default_config", "load_checkpoint", "register_env_functions", "resume",
-    "run", "seed_everything", "train",
+    "PRESETS",
+    "EnvSource",
+    "MPOAgent",
+    "PETSAgent",
+    "SACAgent",
+    "STEVEAgent",
+    "TrainConfig",
+    "VMBPOAgent",
+    "VMBPOMFEAgent",
+    "build_agent",
+    "default_config",
+    "load_checkpoint",
+    "register_env_functions",
+    "resume",
+    "run",
+    "seed_everything",
+    "train",
 ]

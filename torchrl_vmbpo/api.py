@@ -64,6 +64,7 @@ def train(
     cfg = default_config(algo, env, overrides=overrides, seed=seed, **changes)
     if out is None:
         out = Path("runs") / f"{algo}-{env.replace(':', '-').replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    source = EnvSource(termination_fn=termination_fn, reward_fn=reward_fn, make_env=make_env,
-                       max_episode_steps=max_episode_steps)
+    source = EnvSource(
+        termination_fn=termination_fn, reward_fn=reward_fn, make_env=make_env, max_episode_steps=max_episode_steps
+    )
     return run(cfg, out, overwrite=overwrite, progress=progress, env_fns=source)

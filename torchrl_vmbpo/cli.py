@@ -38,13 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="(default: 0)")
     train.add_argument("--out", default="runs/default", help="output directory (default: runs/default)")
     train.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="override any TrainConfig field, e.g. --set utd=10 --set hidden=[64,64] (repeatable)",
     )
     train.add_argument("--overwrite", action="store_true", help="allow writing over an existing run in --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue the run in --out from its checkpoint.pt with its own config (--steps N extends it; "
         "--set may change only " + ", ".join(RESUME_SETTINGS) + ")",
     )
@@ -55,16 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a suite's trials (algos x envs x configurations x seeds) on Ray Tune")
     sweep.add_argument("suite", help="suite name (" + ", ".join(available_suites()) + ") or path to a .toml suite file")
     sweep.add_argument("--out", default=None, help="sweep folder (default: results/SUITE)")
-    sweep.add_argument("--scale", type=float, default=None, help="multiply every budget of the suite (default: its own)")
-    sweep.add_argument("--address", default=None, help="an existing Ray cluster (ray://HOST:10001, HOST:6379 or auto); "
-                       "default: start a local Ray")
+    sweep.add_argument(
+        "--scale", type=float, default=None, help="multiply every budget of the suite (default: its own)"
+    )
+    sweep.add_argument(
+        "--address",
+        default=None,
+        help="an existing Ray cluster (ray://HOST:10001, HOST:6379 or auto); default: start a local Ray",
+    )
     sweep.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: every core)")
     sweep.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
     report = sub.add_parser("report", help="Table 1 and Table 2 forms and learning curves of a suite's finished trials")
     report.add_argument("suite", help="suite name or path to a .toml suite file")
     report.add_argument("--out", default=None, help="sweep folder (default: results/SUITE)")
     report.add_argument("--scale", type=float, default=None, help="the scale the sweep ran at (default: the suite's)")
-    show = sub.add_parser("config", help="print every setting of the preset with its value, what it accepts and what it does")
+    show = sub.add_parser(
+        "config", help="print every setting of the preset with its value, what it accepts and what it does"
+    )
     show.add_argument("--algo", default="mbpo", choices=PRESETS)
     show.add_argument("--env", default="Pendulum-v1")
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
@@ -93,9 +105,11 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "train" and args.resume:
         given = [f"--{name}" for name in ("algo", "env", "seed") if getattr(args, name) is not None]
         if given or args.overwrite:
-            raise ConfigError(f"--resume continues the run with the config it was started with; drop "
-                              f"{', '.join(given + ['--overwrite'] * args.overwrite)} (--steps extends it; "
-                              f"--set may change only {', '.join(RESUME_SETTINGS)})")
+            raise ConfigError(
+                f"--resume continues the run with the config it was started with; drop "
+                f"{', '.join(given + ['--overwrite'] * args.overwrite)} (--steps extends it; "
+                f"--set may change only {', '.join(RESUME_SETTINGS)})"
+            )
         summary = resume(args.out, steps=args.steps, progress=not args.no_progress, overrides=args.overrides)
     else:
         # --seed, --steps and --set change the preset together: one check of the result (steps=300 with
@@ -110,8 +124,11 @@ def _command(args: argparse.Namespace) -> int:
         summary = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     keys = ["algo", "env", "seed", "env_steps", "final_return", "best_return", "wall_seconds", "updates_per_second"]
     print(json.dumps({k: summary[k] for k in keys}, indent=2))
-    written = [name for name in ("run.json", "metrics.csv", "summary.json", "learning_curve.png", "checkpoint.pt", "logs")
-               if (Path(args.out) / name).exists()]
+    written = [
+        name
+        for name in ("run.json", "metrics.csv", "summary.json", "learning_curve.png", "checkpoint.pt", "logs")
+        if (Path(args.out) / name).exists()
+    ]
     print(f"wrote {args.out}/: {', '.join(written)}")
     return 0
 

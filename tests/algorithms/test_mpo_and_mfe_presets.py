@@ -18,8 +18,16 @@ from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
 TINY = [
-    "hidden=[32,32]", "model_hidden=[32,32]", "rollouts_per_step=4", "model_max_epochs=3", "eval_episodes=1",
-    "eval_every=150", "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
+    "hidden=[32,32]",
+    "model_hidden=[32,32]",
+    "rollouts_per_step=4",
+    "model_max_epochs=3",
+    "eval_episodes=1",
+    "eval_every=150",
+    "init_random_steps=100",
+    "model_retrain_every=100",
+    "batch_size=32",
+    "model_batch_size=64",
 ]
 
 
@@ -36,14 +44,26 @@ def _config(algo, *overrides, **changes):
 def _rows(n, obs_value=None, next_value=None):
     obs = torch.randn(n, 3) if obs_value is None else torch.full((n, 3), obs_value)
     next_obs = torch.randn(n, 3) if next_value is None else torch.full((n, 3), next_value)
-    return TensorDict({"observation": obs, "action": torch.rand(n, 1) * 4 - 2, ("next", "observation"): next_obs,
-                       ("next", "reward"): -torch.rand(n, 1), ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
-                       ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool)}, [n])
+    return TensorDict(
+        {
+            "observation": obs,
+            "action": torch.rand(n, 1) * 4 - 2,
+            ("next", "observation"): next_obs,
+            ("next", "reward"): -torch.rand(n, 1),
+            ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
+        },
+        [n],
+    )
 
 
 @pytest.mark.parametrize(
     "algo, overrides, model_based",
-    [("mpo", [], False), ("vmbpo-mfe", [], True), ("vmbpo-mfe", ["extra.m_step_mode=copy", "extra.m_step_period=50"], False)],
+    [
+        ("mpo", [], False),
+        ("vmbpo-mfe", [], True),
+        ("vmbpo-mfe", ["extra.m_step_mode=copy", "extra.m_step_period=50"], False),
+    ],
     ids=["mpo", "vmbpo-mfe", "vmbpo-mfe-copy"],
 )
 def test_preset_smoke_run_trains_evaluates_and_checkpoints(tmp_path, registered, algo, overrides, model_based):
@@ -112,8 +132,9 @@ def test_mfe_sample_batch_keeps_real_and_model_rows_apart(registered):
 
 
 def test_mfe_copy_m_step_sets_pi_to_q_c_every_period(registered):
-    agent = presets.build_agent(_config("vmbpo-mfe", "extra.m_step_mode=copy", "extra.m_step_period=2",
-                                        "batch_size=8"), make_env("Pendulum-v1"))
+    agent = presets.build_agent(
+        _config("vmbpo-mfe", "extra.m_step_mode=copy", "extra.m_step_period=2", "batch_size=8"), make_env("Pendulum-v1")
+    )
     assert all(torch.equal(a, b) for a, b in zip(agent.pi.parameters(), agent.q_c.parameters()))  # q_c starts at pi
     agent.update(TensorDict({"real": _rows(8)}, []))
     assert not all(torch.equal(a, b) for a, b in zip(agent.pi.parameters(), agent.q_c.parameters()))
@@ -123,8 +144,9 @@ def test_mfe_copy_m_step_sets_pi_to_q_c_every_period(registered):
 
 @pytest.mark.parametrize("period, copies_at", [(1, [1, 2, 3, 4, 5, 6]), (3, [3, 6])])
 def test_mpo_targets_are_hard_copies_every_period_and_the_actor_acts(registered, period, copies_at):
-    agent = presets.build_agent(_config("mpo", f"extra.target_update_period={period}", "extra.num_samples=4"),
-                                make_env("Pendulum-v1"))
+    agent = presets.build_agent(
+        _config("mpo", f"extra.target_update_period={period}", "extra.num_samples=4"), make_env("Pendulum-v1")
+    )
     online, target = agent.loss.actor_network_params, agent.loss.target_actor_network_params
     equal_after = []
     for step in range(1, 7):

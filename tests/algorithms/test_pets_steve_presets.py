@@ -14,11 +14,23 @@ from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
 TINY = [
-    "hidden=[32,32]", "model_hidden=[32,32]", "model_max_epochs=3", "eval_episodes=1", "eval_every=150",
-    "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
+    "hidden=[32,32]",
+    "model_hidden=[32,32]",
+    "model_max_epochs=3",
+    "eval_episodes=1",
+    "eval_every=150",
+    "init_random_steps=100",
+    "model_retrain_every=100",
+    "batch_size=32",
+    "model_batch_size=64",
 ]
-TINY_PETS = ["extra.planning_horizon=5", "extra.population=16", "extra.elites=4", "extra.iterations=2",
-             "extra.particles=5"]
+TINY_PETS = [
+    "extra.planning_horizon=5",
+    "extra.population=16",
+    "extra.elites=4",
+    "extra.iterations=2",
+    "extra.particles=5",
+]
 
 
 @pytest.fixture
@@ -58,7 +70,8 @@ def test_pets_smoke_run_plans_with_the_fitted_model_and_never_updates_a_policy(t
     # 200 real steps after the 100 random ones, 3 evaluations of 200 steps.
     assert summary["planned_actions"] == 1 + 200 + 3 * 200
     assert summary["seconds_per_planned_action"] == pytest.approx(
-        summary["planning_seconds"] / summary["planned_actions"], abs=1e-4)
+        summary["planning_seconds"] / summary["planned_actions"], abs=1e-4
+    )
     assert 0 < summary["planning_seconds"] < summary["wall_seconds"]
     _assert_checkpoint_restores(cfg, tmp_path / "run")
 
@@ -104,8 +117,11 @@ def test_bad_settings_give_clear_errors(registered, algo, overrides, message):
 
 def test_reward_source_known_model_or_auto(registered):
     env = make_env("Pendulum-v1")
-    for reward, expected in [("auto", KNOWN_REWARD_FNS["Pendulum-v1"]), ("known", KNOWN_REWARD_FNS["Pendulum-v1"]),
-                             ("model", None)]:
+    for reward, expected in [
+        ("auto", KNOWN_REWARD_FNS["Pendulum-v1"]),
+        ("known", KNOWN_REWARD_FNS["Pendulum-v1"]),
+        ("model", None),
+    ]:
         agent = build_pets(_config("pets", *TINY_PETS, f"extra.reward={reward}"), env)
         assert agent.reward_fn is expected and agent.policy.env.world_model.reward_fn is expected
     # An env without a known reward: "auto" falls back to the model, "known" is a clear error.

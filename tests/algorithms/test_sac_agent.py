@@ -10,10 +10,17 @@ SPEC = Bounded(-1.0, 1.0, shape=(2,))
 
 
 def _batch(b=16):
-    return TensorDict({"observation": torch.randn(b, 3), "action": torch.rand(b, 2) * 2 - 1,
-                       ("next", "observation"): torch.randn(b, 3), ("next", "reward"): torch.randn(b, 1),
-                       ("next", "done"): torch.zeros(b, 1, dtype=torch.bool),
-                       ("next", "terminated"): torch.zeros(b, 1, dtype=torch.bool)}, [b])
+    return TensorDict(
+        {
+            "observation": torch.randn(b, 3),
+            "action": torch.rand(b, 2) * 2 - 1,
+            ("next", "observation"): torch.randn(b, 3),
+            ("next", "reward"): torch.randn(b, 1),
+            ("next", "done"): torch.zeros(b, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(b, 1, dtype=torch.bool),
+        },
+        [b],
+    )
 
 
 def test_compile_setting_is_validated():

@@ -13,10 +13,17 @@ def _agent(**extra):
 
 
 def _model_batch(b=8):
-    return TensorDict({"observation": torch.randn(b, 3), "action": torch.rand(b, 1) * 4 - 2,
-                       ("next", "observation"): torch.randn(b, 3), ("next", "reward"): -torch.rand(b, 1),
-                       ("next", "done"): torch.zeros(b, 1, dtype=torch.bool),
-                       ("next", "terminated"): torch.zeros(b, 1, dtype=torch.bool)}, [b])
+    return TensorDict(
+        {
+            "observation": torch.randn(b, 3),
+            "action": torch.rand(b, 1) * 4 - 2,
+            ("next", "observation"): torch.randn(b, 3),
+            ("next", "reward"): -torch.rand(b, 1),
+            ("next", "done"): torch.zeros(b, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(b, 1, dtype=torch.bool),
+        },
+        [b],
+    )
 
 
 def test_the_eight_networks_are_attributes_and_in_the_state_dict_once():
@@ -95,7 +102,9 @@ def test_critic_networks_output_eta_times_their_mlp_by_default():
     from torchrl_vmbpo.models.networks import ScaledOutput
 
     agent = _agent(eta=5.0)
-    assert isinstance(agent.critic.value_network.module, ScaledOutput) and agent.critic.value_network.module.scale == 5.0
+    assert (
+        isinstance(agent.critic.value_network.module, ScaledOutput) and agent.critic.value_network.module.scale == 5.0
+    )
     assert agent.critic.qvalue_network.module.scale == 5.0
     plain = _agent(eta=5.0, critic_output_scale="one")
     assert not isinstance(plain.critic.value_network.module, ScaledOutput)

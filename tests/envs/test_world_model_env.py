@@ -25,8 +25,16 @@ def pendulum():
 
 def _filled_buffer(real_env, n=64):
     buffer = make_buffer(1000)
-    buffer.extend(real_env.rollout(n).select("observation", "action", ("next", "observation"), ("next", "reward"),
-                                            ("next", "done"), ("next", "terminated")))
+    buffer.extend(
+        real_env.rollout(n).select(
+            "observation",
+            "action",
+            ("next", "observation"),
+            ("next", "reward"),
+            ("next", "done"),
+            ("next", "terminated"),
+        )
+    )
     return buffer
 
 
@@ -36,8 +44,13 @@ def test_world_model_env_passes_check_env_specs(env_id, batch_size):
     real = make_env(env_id)
     obs_dim, act_dim = real.observation_spec["observation"].shape[-1], real.action_spec.shape[-1]
     model = DynamicsModel(obs_dim, act_dim, hidden=(8,))
-    env = WorldModelEnv(model, real, start_state_sampler=lambda n: torch.zeros(n, obs_dim) + 1.0,
-                        termination_fn=never_done, batch_size=batch_size)
+    env = WorldModelEnv(
+        model,
+        real,
+        start_state_sampler=lambda n: torch.zeros(n, obs_dim) + 1.0,
+        termination_fn=never_done,
+        batch_size=batch_size,
+    )
     check_env_specs(env)
     assert env.action_spec.shape == (*batch_size, act_dim)
 
@@ -45,8 +58,9 @@ def test_world_model_env_passes_check_env_specs(env_id, batch_size):
 def test_reset_draws_start_states_from_the_real_buffer(pendulum):
     buffer = _filled_buffer(pendulum)
     model = DynamicsModel(3, 1, hidden=(8,))
-    env = WorldModelEnv(model, pendulum, start_state_sampler=buffer_start_states(buffer),
-                        termination_fn=never_done, batch_size=[32])
+    env = WorldModelEnv(
+        model, pendulum, start_state_sampler=buffer_start_states(buffer), termination_fn=never_done, batch_size=[32]
+    )
     obs = env.reset()["observation"]
     stored = buffer[:]["observation"]
     # Every start state is one of the stored real observations.
@@ -69,13 +83,19 @@ def test_rows_stop_at_termination(pendulum):
     model.ensemble.output_layer.bias.data.zero_()
     model.ensemble.max_logvar.data.fill_(-30.0)  # (near) deterministic
     model.ensemble.min_logvar.data.fill_(-40.0)
-    rule = lambda x: (x[..., :1] > 0)  # noqa: E731
+    rule = lambda x: x[..., :1] > 0  # noqa: E731
     # Finished rows restart from the sampler's (alive) state.
-    env = WorldModelEnv(model, pendulum, termination_fn=rule, batch_size=[2],
-                        start_state_sampler=lambda n: torch.tensor([[-2.0, 0.0, 0.0]]).expand(n, 3))
+    env = WorldModelEnv(
+        model,
+        pendulum,
+        termination_fn=rule,
+        batch_size=[2],
+        start_state_sampler=lambda n: torch.tensor([[-2.0, 0.0, 0.0]]).expand(n, 3),
+    )
     x0 = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
-    td = env.rollout(4, auto_reset=False, tensordict=env.reset(TensorDict({"observation": x0}, [2])),
-                     break_when_any_done=False)
+    td = env.rollout(
+        4, auto_reset=False, tensordict=env.reset(TensorDict({"observation": x0}, [2])), break_when_any_done=False
+    )
     done = td["next", "done"].squeeze(-1)
     assert done[0, 0] and not done[0, 1:].any() and not done[1].any()
     torch.testing.assert_close(td["observation"][0, 1], torch.tensor([-2.0, 0.0, 0.0]))  # reset row
@@ -105,8 +125,16 @@ def test_imagined_transitions_land_in_the_model_buffer(pendulum):
     real_buffer = _filled_buffer(pendulum)
     model_buffer = make_buffer(10_000)
     policy = make_tanh_gaussian_actor(3, pendulum.action_spec, hidden=(8,))
-    stats = imagine(DynamicsModel(3, 1, hidden=(8,)), pendulum, real_buffer, model_buffer, policy,
-                    num_rollouts=20, horizon=3, termination_fn=never_done)
+    stats = imagine(
+        DynamicsModel(3, 1, hidden=(8,)),
+        pendulum,
+        real_buffer,
+        model_buffer,
+        policy,
+        num_rollouts=20,
+        horizon=3,
+        termination_fn=never_done,
+    )
     assert len(model_buffer) == 60 == stats["imagined_transitions"]
     sample = model_buffer[:]
     assert set(sample.keys(True, True)) >= {"observation", "action", ("next", "observation"), ("next", "reward")}

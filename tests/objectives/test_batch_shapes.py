@@ -14,17 +14,30 @@ from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 
 
 def _batch(reward_shape=(5, 1)):
-    return TensorDict({"observation": torch.randn(5, 3), "action": torch.rand(5, 2) * 2 - 1,
-                       ("next", "observation"): torch.randn(5, 3), ("next", "reward"): torch.randn(reward_shape),
-                       ("next", "done"): torch.zeros(5, 1, dtype=torch.bool),
-                       ("next", "terminated"): torch.zeros(5, 1, dtype=torch.bool)}, [5])
+    return TensorDict(
+        {
+            "observation": torch.randn(5, 3),
+            "action": torch.rand(5, 2) * 2 - 1,
+            ("next", "observation"): torch.randn(5, 3),
+            ("next", "reward"): torch.randn(reward_shape),
+            ("next", "done"): torch.zeros(5, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(5, 1, dtype=torch.bool),
+        },
+        [5],
+    )
 
 
 def test_the_vmbpo_critic_names_a_reward_without_its_feature_dimension():
     spec = Bounded(-1.0, 1.0, shape=(2,))
-    critic = VMBPOCriticLoss(make_q_value(3, 2, hidden=(8,)), make_state_value(3, hidden=(8,)),
-                             make_tanh_gaussian_actor(3, spec, hidden=(8,)), make_tanh_gaussian_actor(3, spec, hidden=(8,)),
-                             make_log_ratio_network(3, 2, hidden=(8,)), eta=2.0, gamma=0.99)
+    critic = VMBPOCriticLoss(
+        make_q_value(3, 2, hidden=(8,)),
+        make_state_value(3, hidden=(8,)),
+        make_tanh_gaussian_actor(3, spec, hidden=(8,)),
+        make_tanh_gaussian_actor(3, spec, hidden=(8,)),
+        make_log_ratio_network(3, 2, hidden=(8,)),
+        eta=2.0,
+        gamma=0.99,
+    )
     assert torch.isfinite(critic(_batch())["loss_qvalue"])
     with pytest.raises(BatchShapeError, match=r"VMBPOCriticLoss: batch entry \('next', 'reward'\) has shape \(5,\)"):
         critic(_batch(reward_shape=(5,)))  # would broadcast to [5, 5] against [5, 1]

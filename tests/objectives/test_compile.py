@@ -11,10 +11,13 @@ import torch
 from test_vmbpo_loss import batch, mfe_loss, vmbpo_loss
 
 
-@pytest.mark.parametrize("make, kwargs", [
-    (vmbpo_loss, dict(min_ess=0.5, normaliser="model", target_entropy=-1.0, bootstrap="action_value")),
-    (mfe_loss, {}),
-])
+@pytest.mark.parametrize(
+    "make, kwargs",
+    [
+        (vmbpo_loss, dict(min_ess=0.5, normaliser="model", target_entropy=-1.0, bootstrap="action_value")),
+        (mfe_loss, {}),
+    ],
+)
 def test_every_loss_compiles_with_fullgraph(make, kwargs):
     torch._dynamo.reset()
     loss = make(**kwargs)

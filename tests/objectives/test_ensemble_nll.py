@@ -124,4 +124,4 @@ def test_only_the_dynamics_model_receives_gradients():
     out = GaussianEnsembleNLLLoss(model)(_batch())["loss_dynamics"]
     grads = torch.autograd.grad(out, list(model.parameters()) + list(other.parameters()), allow_unused=True)
     assert all(g is not None for g in grads[: len(list(model.parameters()))])
-    assert all(g is None for g in grads[len(list(model.parameters())):])
+    assert all(g is None for g in grads[len(list(model.parameters())) :])

@@ -97,6 +97,7 @@ def test_mean_loss_on_fixed_targets_is_minimised_at_tau_log_mean_exp(tau):
     q = q_star.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(fm.exponential_td_loss(q, y, temperature=tau).mean(), q)
     assert abs(grad) < 1e-10  # stationary, and convex: the global minimum
+
     def mean_loss(v):
         return fm.exponential_td_loss(torch.tensor(v, dtype=torch.float64), y, temperature=tau).mean()
 
@@ -176,8 +177,15 @@ def test_minimiser_on_a_fixed_batch_is_eq9_log_mean_exp_of_the_targets(tau):
 def test_each_loss_reaches_only_its_own_network():
     spec = Bounded(-1.0, 1.0, shape=(2,))
     q_c, pi = make_tanh_gaussian_actor(3, spec, hidden=(8,)), make_tanh_gaussian_actor(3, spec, hidden=(8,))
-    loss = ExponentialTDLoss(make_q_value(3, 2, hidden=(8,)), make_state_value(3, hidden=(8,)), q_c, pi,
-                             eta=ETA, gamma=GAMMA, temperature=0.5)
+    loss = ExponentialTDLoss(
+        make_q_value(3, 2, hidden=(8,)),
+        make_state_value(3, hidden=(8,)),
+        q_c,
+        pi,
+        eta=ETA,
+        gamma=GAMMA,
+        temperature=0.5,
+    )
     actor = VMBPOActorLoss(q_c, loss, pi)  # the VMBPO actor reads Q from this critic unchanged
     SoftUpdate(loss, tau=0.01)
     networks = {
@@ -187,24 +195,38 @@ def test_each_loss_reaches_only_its_own_network():
         "pi": list(pi.parameters()),
     }
     owner = {"loss_qvalue": "qvalue", "loss_value": "value", "loss_actor": "q_c"}
-    td = TensorDict({"observation": torch.randn(16, 3), "action": torch.rand(16, 2) * 2 - 1,
-                     ("next", "observation"): torch.randn(16, 3), ("next", "reward"): torch.randn(16, 1) * 3,
-                     ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool)}, [16])
+    td = TensorDict(
+        {
+            "observation": torch.randn(16, 3),
+            "action": torch.rand(16, 2) * 2 - 1,
+            ("next", "observation"): torch.randn(16, 3),
+            ("next", "reward"): torch.randn(16, 1) * 3,
+            ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool),
+        },
+        [16],
+    )
     outputs = {**loss(td).to_dict(), **actor(td).to_dict()}
     for name, network in owner.items():
         for other, params in networks.items():
             grads = torch.autograd.grad(outputs[name], params, retain_graph=True, allow_unused=True)
             reached = any(g is not None and g.abs().sum() > 0 for g in grads)
             assert reached == (other == network), f"{name} {'reaches' if reached else 'misses'} {other}"
-    targets = [*loss.target_qvalue_network_params.values(True, True), *loss.target_value_network_params.values(True, True)]
+    targets = [
+        *loss.target_qvalue_network_params.values(True, True),
+        *loss.target_value_network_params.values(True, True),
+    ]
     assert targets and not any(t.requires_grad for t in targets)
     assert not any(v.requires_grad for k, v in loss(td).items() if not k.startswith("loss_"))
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"temperature": 0.0}, "temperature"), ({"temperature": -1.0}, "temperature"),
-     ({"max_exponent": 0.0}, "max_exponent"), ({"eta": 0.0}, "eta")],
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"max_exponent": 0.0}, "max_exponent"),
+        ({"eta": 0.0}, "eta"),
+    ],
 )
 def test_constructor_rejects_bad_arguments_by_name(kwargs, match):
     spec = Bounded(-1.0, 1.0, shape=(1,))

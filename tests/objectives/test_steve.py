@@ -130,8 +130,16 @@ def test_h0_target_is_the_td0_target_with_the_mean_of_the_q_functions():
     actor = make_tanh_gaussian_actor(3, spec, hidden=(16,))
     qnet, qparams = _stacked_q(3, obs_dim=3)
     alpha = 0.3
-    est = STEVEEstimator(gamma=GAMMA, horizon=0, dynamics=DynamicsModel(3, 1, hidden=(8,)), actor=actor,
-                         qvalue_network=qnet, qvalue_params=qparams, termination_fn=never_done, alpha=alpha)
+    est = STEVEEstimator(
+        gamma=GAMMA,
+        horizon=0,
+        dynamics=DynamicsModel(3, 1, hidden=(8,)),
+        actor=actor,
+        qvalue_network=qnet,
+        qvalue_params=qparams,
+        termination_fn=never_done,
+        alpha=alpha,
+    )
     td = _batch(6, obs_dim=3, terminated=torch.tensor([[False], [True]] * 3))
     torch.manual_seed(5)
     target = est.value_estimate(td)
@@ -159,9 +167,17 @@ def test_candidates_follow_each_elite_through_the_whole_rollout():
     model = _offset_model(offsets, num_elites=3)
     model.set_elites(torch.tensor([4, 0, 2]))
     qnet, qparams = _stacked_q(2, zero=True)
-    est = STEVEEstimator(gamma=GAMMA, horizon=3, dynamics=model, actor=_constant_actor(0.0), qvalue_network=qnet,
-                         qvalue_params=qparams, termination_fn=never_done, reward_fn=lambda o, a, n: n,
-                         sample_model=False)
+    est = STEVEEstimator(
+        gamma=GAMMA,
+        horizon=3,
+        dynamics=model,
+        actor=_constant_actor(0.0),
+        qvalue_network=qnet,
+        qvalue_params=qparams,
+        termination_fn=never_done,
+        reward_fn=lambda o, a, n: n,
+        sample_model=False,
+    )
     td = _batch(2, next_obs=torch.zeros(2, 1), reward=torch.tensor([[1.0], [-1.0]]))
     cands = est.candidates(td)
     assert cands.shape == (4, 3, 2, 2)  # [H+1, N, L, B]
@@ -179,9 +195,18 @@ def test_target_is_the_model_h_step_return_when_only_that_horizon_has_zero_varia
     horizon = 3
     model = _offset_model([0.0] * 7, num_elites=5)
     qnet, qparams = _stacked_q(2)
-    est = STEVEEstimator(gamma=GAMMA, horizon=horizon, dynamics=model, actor=_constant_actor(1.0), qvalue_network=qnet,
-                         qvalue_params=qparams, termination_fn=lambda x: x >= horizon - 0.5,
-                         reward_fn=lambda o, a, n: n, sample_model=False, eps=1e-12)
+    est = STEVEEstimator(
+        gamma=GAMMA,
+        horizon=horizon,
+        dynamics=model,
+        actor=_constant_actor(1.0),
+        qvalue_network=qnet,
+        qvalue_params=qparams,
+        termination_fn=lambda x: x >= horizon - 0.5,
+        reward_fn=lambda o, a, n: n,
+        sample_model=False,
+        eps=1e-12,
+    )
     td = _batch(4, next_obs=torch.zeros(4, 1))
     target = est.value_estimate(td)
     h_step = td["next", "reward"] + sum(GAMMA**j * j for j in range(1, horizon + 1))
@@ -198,8 +223,9 @@ def test_steve_is_sac_loss_critic_target_and_sends_no_gradient_to_the_model():
     loss = SACLoss(actor, make_q_value(3, 1, hidden=(16,)), num_qvalue_nets=2, loss_function="l2", action_spec=spec)
     model = DynamicsModel(3, 1, hidden=(16,))
     SoftUpdate(loss, tau=0.005)  # associates an updater with the target params (else TorchRL warns)
-    loss.make_value_estimator(STEVEEstimator.from_sac_loss(loss, gamma=GAMMA, horizon=2, dynamics=model,
-                                                           termination_fn=never_done))
+    loss.make_value_estimator(
+        STEVEEstimator.from_sac_loss(loss, gamma=GAMMA, horizon=2, dynamics=model, termination_fn=never_done)
+    )
     assert isinstance(loss.value_estimator, STEVEEstimator)
     seen = []
     original = loss.value_estimator.value_estimate
@@ -227,8 +253,15 @@ def test_steve_is_sac_loss_critic_target_and_sends_no_gradient_to_the_model():
 )
 def test_estimator_rejects_bad_arguments(kwargs, message):
     qnet, qparams = _stacked_q(2)
-    base = dict(gamma=GAMMA, horizon=1, dynamics=_offset_model([0.0] * 3, 2), actor=_constant_actor(0.0),
-                qvalue_network=qnet, qvalue_params=qparams, termination_fn=never_done)
+    base = dict(
+        gamma=GAMMA,
+        horizon=1,
+        dynamics=_offset_model([0.0] * 3, 2),
+        actor=_constant_actor(0.0),
+        qvalue_network=qnet,
+        qvalue_params=qparams,
+        termination_fn=never_done,
+    )
     with pytest.raises(ValueError, match=message):
         STEVEEstimator(**{**base, **kwargs})
 
@@ -242,15 +275,22 @@ def test_steve_plugs_into_td3_loss_with_a_deterministic_actor():
 
     spec = Bounded(-2.0, 2.0, shape=(1,))
     actor = TensorDictSequential(
-        TensorDictModule(MLP(in_features=3, out_features=1, num_cells=[16]), in_keys=["observation"],
-                         out_keys=["param"]),
+        TensorDictModule(
+            MLP(in_features=3, out_features=1, num_cells=[16]), in_keys=["observation"], out_keys=["param"]
+        ),
         TanhModule(in_keys=["param"], out_keys=["action"], spec=spec),
     )
     loss = TD3Loss(actor, make_q_value(3, 1, hidden=(16,)), action_spec=spec, num_qvalue_nets=2)
     SoftUpdate(loss, tau=0.005)
-    est = STEVEEstimator(gamma=GAMMA, horizon=2, dynamics=DynamicsModel(3, 1, hidden=(16,)), actor=loss.actor_network,
-                         qvalue_network=loss.qvalue_network, qvalue_params=loss.target_qvalue_network_params,
-                         termination_fn=never_done)
+    est = STEVEEstimator(
+        gamma=GAMMA,
+        horizon=2,
+        dynamics=DynamicsModel(3, 1, hidden=(16,)),
+        actor=loss.actor_network,
+        qvalue_network=loss.qvalue_network,
+        qvalue_params=loss.target_qvalue_network_params,
+        termination_fn=never_done,
+    )
     loss.make_value_estimator(est)
     calls = []
     original = est.value_estimate

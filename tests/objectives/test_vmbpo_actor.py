@@ -41,8 +41,12 @@ class QuadraticInPreTanhAction(nn.Module):
 
 def fixed_tanh_gaussian(loc, scale):
     module = TensorDictModule(ConstantGaussian(loc, scale), in_keys=["observation"], out_keys=["loc", "scale"])
-    return ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                              distribution_kwargs={"low": -1.0, "high": 1.0, "tanh_loc": False})
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": -1.0, "high": 1.0, "tanh_loc": False},
+    )
 
 
 def quadratic_critic(q_c, pi):
@@ -83,16 +87,19 @@ def test_loss_value_is_the_sample_mean_of_the_reverse_kl_integrand():
     torch.manual_seed(11)
     dist_c = q_c.get_dist(TensorDict({"observation": obs}, [64]))
     u = dist_c.base_dist.rsample()  # the same noise as the loss drew
-    log_ratio = (torch.distributions.Normal(dist_c.loc, dist_c.scale).log_prob(u)
-                 - torch.distributions.Normal(MU_PI, SIGMA_PI).log_prob(u)).sum(-1)
+    log_ratio = (
+        torch.distributions.Normal(dist_c.loc, dist_c.scale).log_prob(u)
+        - torch.distributions.Normal(MU_PI, SIGMA_PI).log_prob(u)
+    ).sum(-1)
     q = -K * (u - obs).pow(2).sum(-1)
     torch.testing.assert_close(out["loss_actor"], (log_ratio - q).mean(), atol=1e-4, rtol=1e-4)
 
 
 def test_gradients_reach_q_c_only_and_flow_through_the_action():
     q_c, pi = make_tanh_gaussian_actor(2, SPEC, hidden=(8,)), make_tanh_gaussian_actor(2, SPEC, hidden=(8,))
-    critic = VMBPOCriticLoss(make_q_value(2, 1, hidden=(8,)), make_state_value(2, hidden=(8,)), q_c, pi,
-                             eta=1.0, gamma=0.9)
+    critic = VMBPOCriticLoss(
+        make_q_value(2, 1, hidden=(8,)), make_state_value(2, hidden=(8,)), q_c, pi, eta=1.0, gamma=0.9
+    )
     loss = VMBPOActorLoss(q_c, critic, pi)
     out = loss(TensorDict({"observation": torch.randn(16, 2)}, [16]))
     others = [*pi.parameters(), *critic.parameters()]
@@ -105,8 +112,9 @@ def test_gradients_reach_q_c_only_and_flow_through_the_action():
 
 def test_constructor_rejects_bad_arguments():
     q_c, pi = make_tanh_gaussian_actor(2, SPEC, hidden=(8,)), make_tanh_gaussian_actor(2, SPEC, hidden=(8,))
-    critic = VMBPOCriticLoss(make_q_value(2, 1, hidden=(8,)), make_state_value(2, hidden=(8,)), q_c, pi,
-                             eta=1.0, gamma=0.9)
+    critic = VMBPOCriticLoss(
+        make_q_value(2, 1, hidden=(8,)), make_state_value(2, hidden=(8,)), q_c, pi, eta=1.0, gamma=0.9
+    )
     with pytest.raises(TypeError, match="critic"):
         VMBPOActorLoss(q_c, make_q_value(2, 1), pi)
     with pytest.raises(ValueError, match="distinct"):

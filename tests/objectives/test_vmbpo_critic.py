@@ -43,7 +43,9 @@ class TenthOfNextState(nn.Module):
 def hand_made_critic(log_ratio=True, bootstrap="value"):
     spec = Bounded(-1.0, 1.0, shape=(1,))
     q_c, pi = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
-    nu = TensorDictModule(TenthOfNextState(), ["observation", "action", ("next", "observation")], [("model", "log_ratio")])
+    nu = TensorDictModule(
+        TenthOfNextState(), ["observation", "action", ("next", "observation")], [("model", "log_ratio")]
+    )
     critic = VMBPOCriticLoss(
         ValueOperator(ConcatLinear(2), in_keys=["observation", "action"]),
         ValueOperator(ConcatLinear(1), in_keys=["observation"]),
@@ -180,8 +182,12 @@ def test_soft_update_moves_both_targets_once_per_step():
     before_q = critic.target_qvalue_network_params["module", "weight"].clone()
     online_q = critic.qvalue_network_params["module", "weight"].detach().clone()
     updater.step()
-    torch.testing.assert_close(critic.target_value_network_params["module", "weight"], 0.75 * before_v + 0.25 * online_v)
-    torch.testing.assert_close(critic.target_qvalue_network_params["module", "weight"], 0.75 * before_q + 0.25 * online_q)
+    torch.testing.assert_close(
+        critic.target_value_network_params["module", "weight"], 0.75 * before_v + 0.25 * online_v
+    )
+    torch.testing.assert_close(
+        critic.target_qvalue_network_params["module", "weight"], 0.75 * before_q + 0.25 * online_q
+    )
 
 
 def test_losses_reach_only_their_own_network():
@@ -190,7 +196,9 @@ def test_losses_reach_only_their_own_network():
     q_params = list(critic.qvalue_network_params.values(True, True))
     v_params = list(critic.value_network_params.values(True, True))
     borrowed = [*critic.variational_policy.parameters(), *critic.baseline_policy.parameters()]
-    grads_q = torch.autograd.grad(out["loss_qvalue"], q_params + v_params + borrowed, allow_unused=True, retain_graph=True)
+    grads_q = torch.autograd.grad(
+        out["loss_qvalue"], q_params + v_params + borrowed, allow_unused=True, retain_graph=True
+    )
     grads_v = torch.autograd.grad(out["loss_value"], q_params + v_params + borrowed, allow_unused=True)
     n_q, n_v = len(q_params), len(v_params)
     assert all(g is not None for g in grads_q[:n_q]) and all(g is None for g in grads_q[n_q:])
@@ -203,11 +211,25 @@ def test_losses_reach_only_their_own_network():
 def test_actions_near_the_bounds_and_real_networks_run_end_to_end():
     spec = Bounded(-2.0, 2.0, shape=(2,))
     q_c, pi = make_tanh_gaussian_actor(3, spec, hidden=(8,)), make_tanh_gaussian_actor(3, spec, hidden=(8,))
-    critic = VMBPOCriticLoss(make_q_value(3, 2, hidden=(8,)), make_state_value(3, hidden=(8,)), q_c, pi,
-                             make_log_ratio_network(3, 2, hidden=(8,)), eta=5.0, gamma=0.99)
-    td = TensorDict({"observation": torch.randn(5, 3), "action": torch.tensor([[2.0, -2.0]]).expand(5, 2),
-                     ("next", "observation"): torch.randn(5, 3), ("next", "reward"): torch.randn(5, 1),
-                     ("next", "terminated"): torch.zeros(5, 1, dtype=torch.bool)}, [5])
+    critic = VMBPOCriticLoss(
+        make_q_value(3, 2, hidden=(8,)),
+        make_state_value(3, hidden=(8,)),
+        q_c,
+        pi,
+        make_log_ratio_network(3, 2, hidden=(8,)),
+        eta=5.0,
+        gamma=0.99,
+    )
+    td = TensorDict(
+        {
+            "observation": torch.randn(5, 3),
+            "action": torch.tensor([[2.0, -2.0]]).expand(5, 2),
+            ("next", "observation"): torch.randn(5, 3),
+            ("next", "reward"): torch.randn(5, 1),
+            ("next", "terminated"): torch.zeros(5, 1, dtype=torch.bool),
+        },
+        [5],
+    )
     out = critic(td)
     assert all(math.isfinite(v.item()) for v in out.values())
 
@@ -252,5 +274,12 @@ def test_constructor_rejects_networks_with_the_wrong_inputs():
     with pytest.raises(ValueError, match="qvalue_network"):
         VMBPOCriticLoss(make_state_value(2, hidden=(4,)), make_state_value(2, hidden=(4,)), q_c, pi, eta=1.0, gamma=0.9)
     with pytest.raises(ValueError, match="log_ratio_network"):
-        VMBPOCriticLoss(make_q_value(2, 1, hidden=(4,)), make_state_value(2, hidden=(4,)), q_c, pi,
-                        make_state_value(2, hidden=(4,)), eta=1.0, gamma=0.9)
+        VMBPOCriticLoss(
+            make_q_value(2, 1, hidden=(4,)),
+            make_state_value(2, hidden=(4,)),
+            q_c,
+            pi,
+            make_state_value(2, hidden=(4,)),
+            eta=1.0,
+            gamma=0.9,
+        )

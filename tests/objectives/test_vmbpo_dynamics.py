@@ -96,8 +96,13 @@ def test_weighted_fit_with_linear_value_recovers_the_twisted_gaussian(c):
 def test_mix_one_equals_the_unweighted_ensemble_nll_and_needs_no_critic():
     model = DynamicsModel(2, 1, hidden=(8,))
     td = TensorDict(
-        {"observation": torch.randn(16, 2), "action": torch.randn(16, 1), ("next", "observation"): torch.randn(16, 2),
-         ("next", "reward"): torch.randn(16, 1), ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool)},
+        {
+            "observation": torch.randn(16, 2),
+            "action": torch.randn(16, 1),
+            ("next", "observation"): torch.randn(16, 2),
+            ("next", "reward"): torch.randn(16, 1),
+            ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool),
+        },
         [16],
     )
     plain = GaussianEnsembleNLLLoss(model)(td)["loss_dynamics"]
@@ -114,15 +119,17 @@ def test_weights_are_hand_computed_self_normalised_twists_with_target_networks()
     terminated = torch.tensor([[False], [False], [True]])
     td = real_batch(next_obs, obs=obs, reward=reward, terminated=terminated).set("action", action)
     # log w = eta r + gamma (1 - terminated) V'(x') - Q'(x, a), V'(x) = 1.5 x - 0.5, Q' = 0.5 x - a + 0.25
-    expected = torch.tensor([
-        2.0 + 0.9 * 1.0 - (0.0 - 0.5 + 0.25),
-        -2.0 + 0.9 * -0.5 - (0.5 - 0.0 + 0.25),
-        1.0 + 0.0 - (-0.5 - 1.0 + 0.25),
-    ])
+    expected = torch.tensor(
+        [
+            2.0 + 0.9 * 1.0 - (0.0 - 0.5 + 0.25),
+            -2.0 + 0.9 * -0.5 - (0.5 - 0.0 + 0.25),
+            1.0 + 0.0 - (-0.5 - 1.0 + 0.25),
+        ]
+    )
     loss = VMBPODynamicsLoss(DynamicsModel(1, 1, hidden=(8,)), critic, max_weight=2.0, mix=0.25)
     torch.testing.assert_close(loss.log_weight(td), expected)
     # The loss is the NLL loss fed the clipped, mixed, self-normalised weights.
-    weight = (0.75 * (3 * torch.softmax(expected, 0)).clamp_max(2.0) + 0.25)
+    weight = 0.75 * (3 * torch.softmax(expected, 0)).clamp_max(2.0) + 0.25
     reference = GaussianEnsembleNLLLoss(loss.dynamics_model)(td.clone().set(("model", "weight"), weight))
     out = loss(td)
     torch.testing.assert_close(out["loss_dynamics"], reference["loss_dynamics"])
@@ -143,8 +150,12 @@ def test_bootstrapped_batch_normalises_weights_within_each_member():
     critic, _ = make_critic(0.7, 0.0, [0.2, 0.1], 0.0)
     model = DynamicsModel(1, 1, num_members=3, num_elites=2, hidden=(8,))
     n = 10
-    td = real_batch(torch.randn(n, 3, 1), obs=torch.randn(n, 3, 1), reward=torch.randn(n, 3, 1),
-                    terminated=torch.zeros(n, 3, 1, dtype=torch.bool))
+    td = real_batch(
+        torch.randn(n, 3, 1),
+        obs=torch.randn(n, 3, 1),
+        reward=torch.randn(n, 3, 1),
+        terminated=torch.zeros(n, 3, 1, dtype=torch.bool),
+    )
     td.set("action", torch.randn(n, 3, 1))
     td.batch_size = [n, 3]
     loss = VMBPODynamicsLoss(model, critic)
@@ -196,7 +207,9 @@ class ExactDeterministicModel(DynamicsModel):
     """x' = x + a exactly, with a vanishing predicted variance (a perfectly fitted deterministic env)."""
 
     def predict(self, obs, action):
-        mean = torch.cat([action, torch.zeros_like(action)], -1).unsqueeze(-2).expand(*obs.shape[:-1], self.num_members, 2)
+        mean = (
+            torch.cat([action, torch.zeros_like(action)], -1).unsqueeze(-2).expand(*obs.shape[:-1], self.num_members, 2)
+        )
         return mean, torch.full_like(mean, -30.0)
 
     def predict_per_member(self, obs, action):
@@ -227,8 +240,12 @@ def test_model_normaliser_is_the_log_mean_exp_of_v_prime_over_model_samples(boot
     model = DynamicsModel(1, 1, num_members=3, num_elites=2, hidden=(8,))
     n, k = 5, 6
     shape = (n, 3) if bootstrapped else (n,)
-    td = real_batch(torch.randn(*shape, 1), obs=torch.randn(*shape, 1), reward=torch.randn(*shape, 1),
-                    terminated=torch.rand(*shape, 1) < 0.3)
+    td = real_batch(
+        torch.randn(*shape, 1),
+        obs=torch.randn(*shape, 1),
+        reward=torch.randn(*shape, 1),
+        terminated=torch.rand(*shape, 1) < 0.3,
+    )
     td.set("action", torch.randn(*shape, 1))
     td.batch_size = shape
     loss = VMBPODynamicsLoss(model, critic, normaliser="model", normaliser_samples=k)
@@ -256,8 +273,9 @@ def test_model_normaliser_keeps_the_twist_of_a_linear_value():
     m, s, c = 0.5, 1.0, 0.5
     next_obs = m + s * torch.special.ndtri((torch.arange(2000.0) + 0.5) / 2000).unsqueeze(-1)
     critic, _ = make_critic(c, 0.0, [0.0, 0.0], 0.0)
-    loss = VMBPODynamicsLoss(DynamicsModel(1, 1, num_members=2, num_elites=1, hidden=(8,)), critic,
-                             normaliser="model", normaliser_samples=16)
+    loss = VMBPODynamicsLoss(
+        DynamicsModel(1, 1, num_members=2, num_elites=1, hidden=(8,)), critic, normaliser="model", normaliser_samples=16
+    )
     mean, std, _ = fit(loss, real_batch(next_obs))
     torch.testing.assert_close(mean, torch.full((2,), m + c * s**2), atol=0.05, rtol=0.0)
     torch.testing.assert_close(std, torch.full((2,), s), atol=0.05, rtol=0.0)

@@ -29,7 +29,12 @@ def _critic(target_entropy=None, init=1.0):
     return VMBPOCriticLoss(
         ValueOperator(ConcatLinear(2), in_keys=["observation", "action"]),
         ValueOperator(ConcatLinear(1), in_keys=["observation"]),
-        q_c, pi, eta=2.0, gamma=0.9, target_entropy=target_entropy, entropy_weight_init=init,
+        q_c,
+        pi,
+        eta=2.0,
+        gamma=0.9,
+        target_entropy=target_entropy,
+        entropy_weight_init=init,
     )
 
 
@@ -84,17 +89,25 @@ def test_actor_loss_gains_alpha_log_q_c_and_sends_no_gradient_to_the_multiplier(
 
 
 def test_the_vmbpo_setting_builds_the_constraint_at_the_env_target_and_trains_it():
-    cfg = default_config("vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8,
-                         extra=dict(entropy_constraint=True))
+    cfg = default_config(
+        "vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8, extra=dict(entropy_constraint=True)
+    )
     agent = build_agent(cfg, make_env("Pendulum-v1"))
     assert agent.critic.target_entropy == cfg.target_entropy == -1.0
     assert agent.critic.entropy_weight.item() == pytest.approx(VMBPOSettings().eta * cfg.alpha_init)
     assert "loss.critic.log_entropy_weight" in agent.state_dict()  # the agent's VMBPOLoss owns it
     before = agent.critic.log_entropy_weight.detach().clone()
-    batch = TensorDict({"observation": torch.randn(8, 3), "action": torch.rand(8, 1) * 4 - 2,
-                        ("next", "observation"): torch.randn(8, 3), ("next", "reward"): -torch.rand(8, 1),
-                        ("next", "done"): torch.zeros(8, 1, dtype=torch.bool),
-                        ("next", "terminated"): torch.zeros(8, 1, dtype=torch.bool)}, [8])
+    batch = TensorDict(
+        {
+            "observation": torch.randn(8, 3),
+            "action": torch.rand(8, 1) * 4 - 2,
+            ("next", "observation"): torch.randn(8, 3),
+            ("next", "reward"): -torch.rand(8, 1),
+            ("next", "done"): torch.zeros(8, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(8, 1, dtype=torch.bool),
+        },
+        [8],
+    )
     metrics = agent.update(batch)
     assert "entropy_weight" in metrics.keys() and not torch.equal(agent.critic.log_entropy_weight, before)
     with pytest.raises(ValueError, match="extra.entropy_constraint"):

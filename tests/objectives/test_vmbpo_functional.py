@@ -98,7 +98,9 @@ def test_log_ratio_dual_peaks_at_the_true_log_ratio_with_value_kl_minus_one():
 
 
 def test_targets_follow_equations_22_and_24():
-    y_q = fv.q_target(torch.tensor([1.0]), torch.tensor([4.0]), torch.tensor([0.0]), torch.tensor([0.3]), eta=3.0, gamma=0.5)
+    y_q = fv.q_target(
+        torch.tensor([1.0]), torch.tensor([4.0]), torch.tensor([0.0]), torch.tensor([0.3]), eta=3.0, gamma=0.5
+    )
     assert y_q.item() == pytest.approx(3.0 + 2.0 - 0.3)
     y_v = fv.value_target(torch.tensor([2.0]), torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)]))
     assert y_v.item() == pytest.approx(2.0 - math.log(2.0))

@@ -23,8 +23,9 @@ def wire():
     q_c, pi = make_tanh_gaussian_actor(OBS, spec, hidden=(8,)), make_tanh_gaussian_actor(OBS, spec, hidden=(8,))
     model = DynamicsModel(OBS, ACT, num_members=3, num_elites=2, hidden=(8,))
     nu = make_log_ratio_network(OBS, ACT, hidden=(8,))
-    critic = VMBPOCriticLoss(make_q_value(OBS, ACT, hidden=(8,)), make_state_value(OBS, hidden=(8,)), q_c, pi, nu,
-                             eta=2.0, gamma=0.95)
+    critic = VMBPOCriticLoss(
+        make_q_value(OBS, ACT, hidden=(8,)), make_state_value(OBS, hidden=(8,)), q_c, pi, nu, eta=2.0, gamma=0.95
+    )
     losses = {
         "dynamics": VMBPODynamicsLoss(model, critic, max_weight=5.0, mix=0.1),
         "log_ratio": LogRatioLoss(nu, model),

@@ -28,8 +28,18 @@ def _networks():
 
 def vmbpo_loss(**kwargs):
     pi, q_c, q, v = _networks()
-    return VMBPOLoss(pi, q_c, q, v, DynamicsModel(3, 1, hidden=(8,)), make_log_ratio_network(3, 1, hidden=(8,)),
-                     eta=1.0, gamma=0.99, mix=0.5, **kwargs)
+    return VMBPOLoss(
+        pi,
+        q_c,
+        q,
+        v,
+        DynamicsModel(3, 1, hidden=(8,)),
+        make_log_ratio_network(3, 1, hidden=(8,)),
+        eta=1.0,
+        gamma=0.99,
+        mix=0.5,
+        **kwargs,
+    )
 
 
 def mfe_loss(**kwargs):
@@ -38,9 +48,16 @@ def mfe_loss(**kwargs):
 
 
 def batch(n=6, dtype=torch.float32, obs="observation", reward="reward"):
-    return TensorDict({obs: torch.randn(n, 3, dtype=dtype), "action": torch.rand(n, 1, dtype=dtype) * 2 - 1,
-                       ("next", obs): torch.randn(n, 3, dtype=dtype), ("next", reward): torch.randn(n, 1, dtype=dtype),
-                       ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool)}, [n])
+    return TensorDict(
+        {
+            obs: torch.randn(n, 3, dtype=dtype),
+            "action": torch.rand(n, 1, dtype=dtype) * 2 - 1,
+            ("next", obs): torch.randn(n, 3, dtype=dtype),
+            ("next", reward): torch.randn(n, 1, dtype=dtype),
+            ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
+        },
+        [n],
+    )
 
 
 @pytest.mark.parametrize("make", [vmbpo_loss, mfe_loss])

@@ -28,8 +28,12 @@ class ConstantGaussian(nn.Module):
 
 def fixed_tanh_gaussian(loc, scale):
     module = TensorDictModule(ConstantGaussian(loc, scale), in_keys=["observation"], out_keys=["loc", "scale"])
-    return ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                              distribution_kwargs={"low": -1.0, "high": 1.0, "tanh_loc": False})
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": -1.0, "high": 1.0, "tanh_loc": False},
+    )
 
 
 def gaussian(policy, obs):
@@ -109,8 +113,9 @@ def test_copy_mode_sets_pi_to_q_c_and_returns_nothing_to_step():
 
 def test_copy_mode_needs_the_same_architecture():
     with pytest.raises(ValueError, match="same architecture"):
-        MStepLoss(make_tanh_gaussian_actor(2, SPEC, hidden=(8,)), make_tanh_gaussian_actor(2, SPEC, hidden=(16,)),
-                  mode="copy")
+        MStepLoss(
+            make_tanh_gaussian_actor(2, SPEC, hidden=(8,)), make_tanh_gaussian_actor(2, SPEC, hidden=(16,)), mode="copy"
+        )
 
 
 def test_the_loss_owns_pi_only_and_sends_it_all_gradients():
@@ -172,5 +177,8 @@ def test_decoupled_trust_region_gives_its_closed_form_minimiser(kl_coef, kl_coef
 
 def test_kl_coef_std_is_checked():
     with pytest.raises(ValueError, match="kl_coef_std"):
-        MStepLoss(make_tanh_gaussian_actor(1, SPEC, hidden=(4,)), make_tanh_gaussian_actor(1, SPEC, hidden=(4,)),
-                  kl_coef_std=-1.0)
+        MStepLoss(
+            make_tanh_gaussian_actor(1, SPEC, hidden=(4,)),
+            make_tanh_gaussian_actor(1, SPEC, hidden=(4,)),
+            kl_coef_std=-1.0,
+        )

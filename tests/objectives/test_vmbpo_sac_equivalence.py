@@ -66,19 +66,33 @@ def zero_log_ratio_network():
 def build(num_qvalue_nets, *, baseline=None, uniform_prior_weight=0.0):
     q_c = make_tanh_gaussian_actor(3, SPEC, hidden=(16,))
     baseline = UniformPolicy() if baseline is None else baseline
-    mlp_q, mlp_v = MLP(in_features=5, out_features=1, num_cells=[16]), MLP(in_features=3, out_features=1, num_cells=[16])
+    mlp_q, mlp_v = (
+        MLP(in_features=5, out_features=1, num_cells=[16]),
+        MLP(in_features=3, out_features=1, num_cells=[16]),
+    )
     q_keys, v_keys = ["observation", "action"], ["observation"]
     critic = VMBPOCriticLoss(
-        ValueOperator(Scaled(mlp_q, 1.0), in_keys=q_keys), ValueOperator(Scaled(mlp_v, 1.0), in_keys=v_keys),
-        q_c, baseline, zero_log_ratio_network(), eta=ETA, gamma=GAMMA, num_qvalue_nets=num_qvalue_nets,
+        ValueOperator(Scaled(mlp_q, 1.0), in_keys=q_keys),
+        ValueOperator(Scaled(mlp_v, 1.0), in_keys=v_keys),
+        q_c,
+        baseline,
+        zero_log_ratio_network(),
+        eta=ETA,
+        gamma=GAMMA,
+        num_qvalue_nets=num_qvalue_nets,
         uniform_prior_weight=uniform_prior_weight,
     )
     sac = SACLoss(
         q_c,
         ValueOperator(Scaled(copy.deepcopy(mlp_q), 1.0 / ETA), in_keys=q_keys),
         ValueOperator(Scaled(mlp_v, 1.0 / ETA), in_keys=v_keys),  # the same V parameters as the critic's
-        num_qvalue_nets=num_qvalue_nets, loss_function="l2", alpha_init=1.0 / ETA, fixed_alpha=True,
-        delay_qvalue=False, delay_value=True, action_spec=SPEC,
+        num_qvalue_nets=num_qvalue_nets,
+        loss_function="l2",
+        alpha_init=1.0 / ETA,
+        fixed_alpha=True,
+        delay_qvalue=False,
+        delay_value=True,
+        action_spec=SPEC,
     )
     sac.make_value_estimator(gamma=GAMMA)
     with torch.no_grad():  # both losses re-initialise their Q copies: give SAC the critic's
@@ -117,8 +131,11 @@ def test_q_loss_is_eta_squared_times_sacs():
     mine, _ = critic.qvalue_loss(td.clone())
     theirs, _ = sac.qvalue_v1_loss(td.clone())
     torch.testing.assert_close(mine, ETA**2 * theirs, rtol=1e-5, atol=1e-6)
-    assert_scaled(grads(mine, critic.qvalue_network_params.values(True, True)),
-                  grads(theirs, sac.qvalue_network_params.values(True, True)), ETA**2)
+    assert_scaled(
+        grads(mine, critic.qvalue_network_params.values(True, True)),
+        grads(theirs, sac.qvalue_network_params.values(True, True)),
+        ETA**2,
+    )
 
 
 @pytest.mark.parametrize("num_qvalue_nets", [1, 2])
@@ -151,8 +168,14 @@ def test_the_relation_needs_the_eta_scaling():
     # A guard on the test itself: with alpha = 1 (not 1 / eta) the actor losses are not proportional.
     _, actor, _, q_c = build(1)
     td = batch()
-    sac = SACLoss(q_c, ValueOperator(MLP(in_features=5, out_features=1, num_cells=[16]), in_keys=["observation", "action"]),
-                  num_qvalue_nets=1, alpha_init=1.0, fixed_alpha=True, action_spec=SPEC)
+    sac = SACLoss(
+        q_c,
+        ValueOperator(MLP(in_features=5, out_features=1, num_cells=[16]), in_keys=["observation", "action"]),
+        num_qvalue_nets=1,
+        alpha_init=1.0,
+        fixed_alpha=True,
+        action_spec=SPEC,
+    )
     torch.manual_seed(9)
     mine = actor(td.clone())["loss_actor"]
     torch.manual_seed(9)

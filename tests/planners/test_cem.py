@@ -44,8 +44,12 @@ def test_cem_improves_the_planned_return_over_its_iterations_on_a_known_toy_mode
     # r = -|x'|^2, x0 = (1.5, 0.3, 0). The best plan is a_0 = -1.5, then 0, with return
     # -H * 0.09; the initial (mid-range, all-zero) plan returns -H |x0|^2 = -H * 2.34.
     model = _linear_model(3, 1)
-    env = WorldModelEnv(model, make_env("Pendulum-v1"), termination_fn=never_done,
-                        reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True))
+    env = WorldModelEnv(
+        model,
+        make_env("Pendulum-v1"),
+        termination_fn=never_done,
+        reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True),
+    )
     horizon = 4
     planner = PETSPlanner(env, planning_horizon=horizon, population=200, elites=20, iterations=6, particles=5)
     x0 = torch.tensor([1.5, 0.3, 0.0])
@@ -92,8 +96,9 @@ def test_ts_inf_particles_keep_their_member_for_the_whole_rollout(particles, num
     model.set_elites(torch.tensor([6, 1, 3, 0, 2][:num_elites]))
     horizon, x0 = 6, 0.5
     actions = torch.zeros(2, 10, horizon, 1)  # two planning problems, 10 candidates each
-    returns = particle_returns(model, torch.full((2, 1), x0), actions, particles=particles,
-                               propagation="ts_inf", reward_fn=_position_reward)
+    returns = particle_returns(
+        model, torch.full((2, 1), x0), actions, particles=particles, propagation="ts_inf", reward_fn=_position_reward
+    )
     assert returns.shape == (2, 10, particles)
     pure = horizon * x0 + offsets[model.elites] * horizon * (horizon + 1) / 2  # one value per elite
     member = (returns[..., None] - pure).abs().argmin(-1)
@@ -103,8 +108,9 @@ def test_ts_inf_particles_keep_their_member_for_the_whole_rollout(particles, num
     assert counts.min() >= particles // num_elites and counts.max() <= -(-particles // num_elites)
 
     # TS1 re-draws members every step: particles mix members, so most returns are no pure value.
-    mixed = particle_returns(model, torch.full((2, 1), x0), actions, particles=particles, propagation="ts1",
-                             reward_fn=_position_reward)
+    mixed = particle_returns(
+        model, torch.full((2, 1), x0), actions, particles=particles, propagation="ts1", reward_fn=_position_reward
+    )
     off_pure = (mixed[..., None] - pure).abs().min(-1).values > 1e-3
     assert off_pure.float().mean() > 0.5
 
@@ -126,8 +132,13 @@ def test_rewards_after_the_first_terminal_state_are_masked(propagation):
     # reward of the terminating step counts, later ones do not: return 3 for any horizon >= 3.
     model = _linear_model(1, 1)
     returns = particle_returns(
-        model, torch.zeros(1), torch.ones(4, 8, 1), particles=6, propagation=propagation,
-        termination_fn=lambda x: x >= 3.0 - 1e-3, reward_fn=lambda o, a, n: torch.ones_like(n),
+        model,
+        torch.zeros(1),
+        torch.ones(4, 8, 1),
+        particles=6,
+        propagation=propagation,
+        termination_fn=lambda x: x >= 3.0 - 1e-3,
+        reward_fn=lambda o, a, n: torch.ones_like(n),
     )
     torch.testing.assert_close(returns, torch.full((4, 6), 3.0))
 
@@ -154,8 +165,12 @@ def test_planner_warm_start_is_kept_per_episode_and_per_exploration_mode():
 def test_planner_on_a_device_plans_with_a_copy_of_the_dynamics_that_follows_sync():
     # The copy path runs whenever a device is named (here the CPU, so CI exercises it without a GPU).
     model = _linear_model(3, 1, action_gain=1.0)
-    env = WorldModelEnv(model, make_env("Pendulum-v1"), termination_fn=never_done,
-                        reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True))
+    env = WorldModelEnv(
+        model,
+        make_env("Pendulum-v1"),
+        termination_fn=never_done,
+        reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True),
+    )
     planner = PETSPlanner(env, planning_horizon=2, population=100, elites=10, iterations=4, particles=2, device="cpu")
     assert planner.dynamics is not model and not any(k.startswith("_device") for k in planner.state_dict())
     x0 = torch.tensor([1.0, 0.0, 0.0])
@@ -171,8 +186,12 @@ def test_planner_on_a_device_plans_with_a_copy_of_the_dynamics_that_follows_sync
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(propagation="ts2"), "propagation must be one of"), (dict(elites=500), "elites must be in"),
-     (dict(particles=0), "particles must be an integer"), (dict(momentum=1.0), "momentum must be in")],
+    [
+        (dict(propagation="ts2"), "propagation must be one of"),
+        (dict(elites=500), "elites must be in"),
+        (dict(particles=0), "particles must be an integer"),
+        (dict(momentum=1.0), "momentum must be in"),
+    ],
 )
 def test_planner_rejects_bad_settings(kwargs, message):
     real = make_env("Pendulum-v1")

@@ -22,15 +22,26 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 def _quadratic_env(model):
-    return WorldModelEnv(model, make_env("Pendulum-v1"), termination_fn=never_done,
-                         reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True))
+    return WorldModelEnv(
+        model,
+        make_env("Pendulum-v1"),
+        termination_fn=never_done,
+        reward_fn=lambda o, a, n: -n.pow(2).sum(-1, keepdim=True),
+    )
 
 
 def test_cuda_graph_setting_changes_nothing_on_the_cpu():
     plans = []
     for cuda_graph in (True, False):
-        planner = PETSPlanner(_quadratic_env(_linear_model(3, 1)), planning_horizon=3, population=40, elites=5,
-                              iterations=3, particles=2, cuda_graph=cuda_graph)
+        planner = PETSPlanner(
+            _quadratic_env(_linear_model(3, 1)),
+            planning_horizon=3,
+            population=40,
+            elites=5,
+            iterations=3,
+            particles=2,
+            cuda_graph=cuda_graph,
+        )
         torch.manual_seed(0)
         plans.append(planner.plan(torch.tensor([1.0, 0.0, 0.0]))[0])
         assert planner._graphs == {}
@@ -56,8 +67,10 @@ def test_captured_function_needs_cuda_inputs():
 
 @cuda
 def test_captured_function_replays_on_new_inputs_and_rejects_other_shapes():
-    captured = CapturedFunction(lambda x, y: {"sum": x + y, "noise": torch.randn_like(x)},
-                                (torch.zeros(3, device="cuda"), torch.ones(3, device="cuda")))
+    captured = CapturedFunction(
+        lambda x, y: {"sum": x + y, "noise": torch.randn_like(x)},
+        (torch.zeros(3, device="cuda"), torch.ones(3, device="cuda")),
+    )
     first = captured(torch.full((3,), 2.0, device="cuda"), torch.ones(3, device="cuda"))
     second = captured(torch.full((3,), 5.0, device="cuda"), torch.ones(3, device="cuda"))
     torch.testing.assert_close(first["sum"], torch.full((3,), 3.0, device="cuda"))  # a clone, not overwritten
@@ -70,8 +83,16 @@ def test_captured_function_replays_on_new_inputs_and_rejects_other_shapes():
 @cuda
 def test_captured_plan_replays_the_synced_dynamics():
     model = _linear_model(3, 1, action_gain=1.0)
-    planner = PETSPlanner(_quadratic_env(model), planning_horizon=2, population=100, elites=10, iterations=4,
-                          particles=2, device="cuda", cuda_graph=True)
+    planner = PETSPlanner(
+        _quadratic_env(model),
+        planning_horizon=2,
+        population=100,
+        elites=10,
+        iterations=4,
+        particles=2,
+        device="cuda",
+        cuda_graph=True,
+    )
     x0 = torch.tensor([1.0, 0.0, 0.0], device="cuda")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed capture warns: fail instead
@@ -89,10 +110,15 @@ def test_captured_plan_replays_the_synced_dynamics():
 def test_plans_with_known_rewards_and_terminations_capture(env_id):
     real = make_env(env_id)
     termination = inverted_pendulum_done if env_id == "InvertedPendulum-v5" else never_done
-    env = WorldModelEnv(DynamicsModel(*env_dims(real), hidden=(32,)), real, termination_fn=termination,
-                        reward_fn=KNOWN_REWARD_FNS[env_id])
-    planner = PETSPlanner(env, planning_horizon=4, population=32, elites=4, iterations=2, particles=5,
-                          device="cuda", cuda_graph=True)
+    env = WorldModelEnv(
+        DynamicsModel(*env_dims(real), hidden=(32,)),
+        real,
+        termination_fn=termination,
+        reward_fn=KNOWN_REWARD_FNS[env_id],
+    )
+    planner = PETSPlanner(
+        env, planning_horizon=4, population=32, elites=4, iterations=2, particles=5, device="cuda", cuda_graph=True
+    )
     obs = real.reset()["observation"].cuda()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -52,9 +52,15 @@ def local_ray():
 
 def _sweep(suite: Path, out: Path, address: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "torchrl_vmbpo.cli", "sweep", str(suite), "--out", str(out),
-                             "--address", address], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "torchrl_vmbpo.cli", "sweep", str(suite), "--out", str(out), "--address", address],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +97,8 @@ def test_killed_sweep_reruns_only_unfinished_trials(killed_and_rerun):
         summary = json.loads(path.read_text())
         assert summary["env_steps"] == 100
         assert {"run.json", "metrics.csv", "learning_curve.png", "checkpoint.pt", "logs"} <= {
-            p.name for p in path.parent.iterdir()}
+            p.name for p in path.parent.iterdir()
+        }
     assert (out / "_ray").is_dir()  # Ray Tune's own records stay in the sweep folder
     assert "best so far: " in log and "8/8 done" in log
 
@@ -131,8 +138,11 @@ def test_shipped_suites_load_and_expand_to_deterministic_folders(tmp_path):
     table1 = load_suite("paper-table1")
     assert len(table1.algos) == 7 and len(table1.envs) == 6
     trials = table1.trials(tmp_path)
-    assert {(t.env, t.steps) for t in trials} >= {("Hopper-v5", 150_000), ("HalfCheetah-v5", 400_000),
-                                                  ("Pendulum-v1", 50_000)}
+    assert {(t.env, t.steps) for t in trials} >= {
+        ("Hopper-v5", 150_000),
+        ("HalfCheetah-v5", 400_000),
+        ("Pendulum-v1", 50_000),
+    }
     assert trials == table1.trials(tmp_path)  # a rerun finds the same folders
     assert trials[0].folder == str(tmp_path.resolve() / "vmbpo" / "Pendulum-v1" / "preset" / "seed0")
     ablation = load_suite("paper-ablation")
@@ -148,19 +158,24 @@ def test_scale_multiplies_every_budget(tmp_path):
     assert (cfg.steps, cfg.init_random_steps, cfg.eval_every) == (1000, 50, 10)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("seeds = [0]\n[algos.sac]\n", "missing field 'envs'"),
-    ('[envs]\n"Pendulum-v1" = 100\n[algos.nope]\n', "unknown algorithm 'nope'"),
-    ('[envs]\n"Pendulum-v1" = -5\n[algos.sac]\n', "envs must be"),
-    ('seed = [1]\n[envs]\n"Pendulum-v1" = 100\n[algos.sac]\n', "unknown field(s) ['seed']"),
-    ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = [-1] }\n', "utd must be"),
-    ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = 1 }\n', "algos.sac.grid must be"),
-    ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\nset = ["steps=3"]\n', "algos.sac.set must be"),
-    ("[envs\n", "is not valid TOML"),
-    ('folder = "{algo}/seed{seed}"\n[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = [1, 2] }\n',
-     "gives two trials the same folder"),
-    ('folder = "{algo}/{nope}"\n[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\n', "folder must be a path template"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("seeds = [0]\n[algos.sac]\n", "missing field 'envs'"),
+        ('[envs]\n"Pendulum-v1" = 100\n[algos.nope]\n', "unknown algorithm 'nope'"),
+        ('[envs]\n"Pendulum-v1" = -5\n[algos.sac]\n', "envs must be"),
+        ('seed = [1]\n[envs]\n"Pendulum-v1" = 100\n[algos.sac]\n', "unknown field(s) ['seed']"),
+        ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = [-1] }\n', "utd must be"),
+        ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = 1 }\n', "algos.sac.grid must be"),
+        ('[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\nset = ["steps=3"]\n', "algos.sac.set must be"),
+        ("[envs\n", "is not valid TOML"),
+        (
+            'folder = "{algo}/seed{seed}"\n[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\ngrid = { utd = [1, 2] }\n',
+            "gives two trials the same folder",
+        ),
+        ('folder = "{algo}/{nope}"\n[envs]\n"Pendulum-v1" = 2000\n[algos.sac]\n', "folder must be a path template"),
+    ],
+)
 def test_malformed_suite_is_one_line_error_naming_the_field(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -33,8 +33,15 @@ def build_case(form, num_states, num_actions, num_terminal):
     gamma = torch.tensor(GAMMAS, dtype=torch.float64)[:, None, None].expand(len(GAMMAS), len(ETAS), NUM_SEEDS)
     eta = torch.tensor(ETAS, dtype=torch.float64)[None, :, None].expand(len(GAMMAS), len(ETAS), NUM_SEEDS)
     mdp = random_mdp(
-        num_states, num_actions, (len(GAMMAS), len(ETAS), NUM_SEEDS), gamma=gamma, eta=eta, discount=form,
-        num_terminal=num_terminal, reward_range=(-1.0, 0.0) if form == "termination" else (-1.0, 1.0), generator=g,
+        num_states,
+        num_actions,
+        (len(GAMMAS), len(ETAS), NUM_SEEDS),
+        gamma=gamma,
+        eta=eta,
+        discount=form,
+        num_terminal=num_terminal,
+        reward_range=(-1.0, 0.0) if form == "termination" else (-1.0, 1.0),
+        generator=g,
     )
     pi = random_policy(mdp, generator=g)
     return mdp, pi, model_free_value_iteration(mdp, pi, tol=1e-12)

@@ -81,12 +81,18 @@ MU_TOL, SIGMA_TOL = 0.04, 0.03  # on q_c's pre-tanh (loc, scale) against q_c* (e
 def problem(shared_dynamics: bool):
     """Kernel p [X, 2, X], terminal mask, r0, m, pi's and q_c's (mu, sigma) per state."""
     g = torch.Generator().manual_seed(7)
-    base = random_mdp(NUM_STATES, 2, gamma=GAMMA, eta=ETA, discount="discounted_elbo", num_terminal=1,
-                      zero_prob=0.3, generator=g)
+    base = random_mdp(
+        NUM_STATES, 2, gamma=GAMMA, eta=ETA, discount="discounted_elbo", num_terminal=1, zero_prob=0.3, generator=g
+    )
     p = base.transition[:, :1].expand(-1, 2, -1) if shared_dynamics else base.transition
     u01 = lambda lo, hi: lo + (hi - lo) * torch.rand(NUM_STATES, dtype=torch.float64, generator=g)  # noqa: E731
-    prm = {"r0": u01(-1.5, 1.5), "m": u01(-1.0, 1.0), "mu_pi": u01(-0.5, 0.5), "sigma_pi": u01(0.5, 1.0),
-           "sigma_c": u01(0.3, 0.7)}
+    prm = {
+        "r0": u01(-1.5, 1.5),
+        "m": u01(-1.0, 1.0),
+        "mu_pi": u01(-0.5, 0.5),
+        "sigma_pi": u01(0.5, 1.0),
+        "sigma_c": u01(0.3, 0.7),
+    }
     # q_c (first test) centred near the reward's peak m: a fixed, arbitrary policy, chosen so that the
     # per-sample variance of the targets (mostly K (u - m)^2) stays small enough for a short run
     prm["mu_c"] = prm["m"] + u01(-0.5, 0.5)
@@ -126,8 +132,9 @@ def exact_q_c_evaluation(p, terminal, prm):
     value = fixed_point(lambda v: bellman_qc(mdp, pi_bin, v, q_bin), torch.zeros(NUM_STATES, dtype=torch.float64))
     soft_next = soft_next_value(mdp, value)  # [X, 2]: log E_{p(.|x,b)}[exp(gamma V(x'))]
     const = ETA * (prm["r0"] - K * prm["m"] ** 2)
-    weights = torch.stack([const + soft_next[:, 0], const + soft_next[:, 1], 2 * ETA * K * prm["m"],
-                           torch.full_like(const, -ETA * K)], -1)
+    weights = torch.stack(
+        [const + soft_next[:, 0], const + soft_next[:, 1], 2 * ETA * K * prm["m"], torch.full_like(const, -ETA * K)], -1
+    )
     return mdp, q_bin, pi_bin, value, twisted_dynamics(mdp, value), weights
 
 
@@ -139,8 +146,9 @@ def exact_e_step(p, terminal, prm):
     mdp = tabular_mdp(p[:, :1], terminal, (prm["r0"] + log_mgf / ETA)[:, None])
     sol = model_free_value_iteration(mdp, torch.ones(NUM_STATES, 1, dtype=torch.float64), tol=1e-13)
     soft_next = soft_next_value(mdp, sol.value)[:, 0]
-    weights = torch.stack([ETA * (prm["r0"] - K * prm["m"] ** 2) + soft_next, 2 * c * prm["m"],
-                           torch.full_like(mu, -c)], -1)
+    weights = torch.stack(
+        [ETA * (prm["r0"] - K * prm["m"] ** 2) + soft_next, 2 * c * prm["m"], torch.full_like(mu, -c)], -1
+    )
     precision = 1 / s2 + 2 * c
     return sol.value, weights, sol.q_d[:, 0], (mu / s2 + 2 * c * prm["m"]) / precision, precision**-0.5
 
@@ -160,8 +168,12 @@ class TableGaussian(nn.Module):
 
 def fixed_actor(mu, sigma):
     module = TensorDictModule(TableGaussian(mu, sigma), in_keys=["observation"], out_keys=["loc", "scale"])
-    return ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                              distribution_kwargs={"low": -1.0, "high": 1.0, "tanh_loc": False})
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": -1.0, "high": 1.0, "tanh_loc": False},
+    )
 
 
 def pre_tanh(action):
@@ -202,8 +214,9 @@ def make_critic(q_c, pi, nu, with_bins):
     qvalue = TensorDictModule(FeatureQ(with_bins), ["observation", "action"], ["state_action_value"])
     nu_module = TensorDictModule(nu, ["observation", "action", ("next", "observation")], [("model", "log_ratio")])
     # num_qvalue_nets=1: eqs. 22-24 verbatim (a twin minimum would bias the fixed point downwards)
-    return VMBPOCriticLoss(qvalue, make_state_value(NUM_STATES, hidden=()), q_c, pi, nu_module,
-                           eta=ETA, gamma=GAMMA, num_qvalue_nets=1)
+    return VMBPOCriticLoss(
+        qvalue, make_state_value(NUM_STATES, hidden=()), q_c, pi, nu_module, eta=ETA, gamma=GAMMA, num_qvalue_nets=1
+    )
 
 
 # ---- sampling model transitions -------------------------------------------------------------------
@@ -215,13 +228,16 @@ def model_batch(q_c, q_d, terminal, prm, size):
         u = q_c.get_dist(TensorDict({"observation": obs}, [size])).base_dist.sample()[:, 0].double()
     reward = prm["r0"][x] - K * (u - prm["m"][x]) ** 2
     next_x = torch.multinomial(q_d[x, (u >= 0).long()], 1)[:, 0]
-    return TensorDict({
-        "observation": obs,
-        "action": torch.tanh(u).float()[:, None],
-        ("next", "observation"): nn.functional.one_hot(next_x, NUM_STATES).float(),
-        ("next", "reward"): reward.float()[:, None],
-        ("next", "terminated"): terminal[next_x][:, None],
-    }, [size])
+    return TensorDict(
+        {
+            "observation": obs,
+            "action": torch.tanh(u).float()[:, None],
+            ("next", "observation"): nn.functional.one_hot(next_x, NUM_STATES).float(),
+            ("next", "reward"): reward.float()[:, None],
+            ("next", "terminated"): terminal[next_x][:, None],
+        },
+        [size],
+    )
 
 
 def train(critic, steps, make_batch, actor=None):

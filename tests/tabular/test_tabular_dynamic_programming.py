@@ -38,8 +38,16 @@ def test_v_pi_is_the_elbo_of_q_star_from_every_start_state(case):
 
 def test_value_iteration_trace_contracts_geometrically():
     """Residuals ||T V_k - V_k|| of VI shrink at least by the modulus gamma each sweep (form ii, Lemma 2)."""
-    mdp = random_mdp(6, 3, (4,), gamma=0.8, eta=2.0, discount="discounted_elbo", reward_range=(-1, 1),
-                     generator=torch.Generator().manual_seed(0))
+    mdp = random_mdp(
+        6,
+        3,
+        (4,),
+        gamma=0.8,
+        eta=2.0,
+        discount="discounted_elbo",
+        reward_range=(-1, 1),
+        generator=torch.Generator().manual_seed(0),
+    )
     solution = model_free_value_iteration(mdp, random_policy(mdp, generator=torch.Generator().manual_seed(1)))
     r = solution.residuals
     assert solution.residuals.shape == (solution.iterations, 4) == solution.start_values.shape
@@ -81,8 +89,9 @@ def test_iteration_cap_is_reported_not_hidden():
     assert not solution.converged and solution.iterations == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [({"tol": 0.0}, "tol must be > 0"),
-                                           ({"max_iterations": 0}, "max_iterations must be an int >= 1")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"tol": 0.0}, "tol must be > 0"), ({"max_iterations": 0}, "max_iterations must be an int >= 1")]
+)
 def test_invalid_solver_arguments_raise(kwargs, match):
     mdp = gridworld()
     for solver in E_STEP_SOLVERS.values():
@@ -96,8 +105,17 @@ def test_undiscounted_forms_agree_when_gamma_is_one():
     values = []
     for discount in ("termination", "discounted_elbo"):
         g.manual_seed(3)
-        mdp = random_mdp(5, 2, (3,), gamma=1.0, discount=discount, num_terminal=1, zero_prob=0.0,
-                         reward_range=(-1.0, -0.2), generator=g)
+        mdp = random_mdp(
+            5,
+            2,
+            (3,),
+            gamma=1.0,
+            discount=discount,
+            num_terminal=1,
+            zero_prob=0.0,
+            reward_range=(-1.0, -0.2),
+            generator=g,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             values.append(model_free_value_iteration(mdp, random_policy(mdp, generator=g)).value)

@@ -88,8 +88,17 @@ def test_em_objective_never_decreases(case, kl_weight):
 def test_em_approaches_the_independently_computed_optimum(discount):
     g = torch.Generator().manual_seed(11)
     gamma = torch.tensor([0.5, 0.8], dtype=torch.float64)[:, None].expand(2, 4)
-    mdp = random_mdp(5, 3, (2, 4), gamma=gamma, eta=2.0, discount=discount, num_terminal=1,
-                     reward_range=(-1.0, 0.0) if discount == "termination" else (-1.0, 1.0), generator=g)
+    mdp = random_mdp(
+        5,
+        3,
+        (2, 4),
+        gamma=gamma,
+        eta=2.0,
+        discount=discount,
+        num_terminal=1,
+        reward_range=(-1.0, 0.0) if discount == "termination" else (-1.0, 1.0),
+        generator=g,
+    )
     v_star = _independent_optimum(mdp)
     torch.testing.assert_close(optimal_value(mdp), v_star, atol=1e-9, rtol=0)
     optimum = (mdp.initial * v_star).sum(-1)
@@ -110,18 +119,23 @@ def test_optimum_is_attained_by_the_greedy_deterministic_policy(case, generator)
 
 def test_em_runs_with_every_e_step_solver():
     mdp = gridworld(("S.L", "..G"), gamma=0.8)
-    runs = [expectation_maximization(mdp, uniform_policy(mdp), num_iterations=3, e_step=solver, tol=1e-9)
-            for solver in E_STEP_SOLVERS.values()]
+    runs = [
+        expectation_maximization(mdp, uniform_policy(mdp), num_iterations=3, e_step=solver, tol=1e-9)
+        for solver in E_STEP_SOLVERS.values()
+    ]
     for run in runs[1:]:
         torch.testing.assert_close(run.objective, runs[0].objective, atol=1e-8, rtol=0)
     assert runs[0].objective.shape == (4,) and runs[0].objective_after_m_step.shape == (3,)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"num_iterations": -1}, ValueError, "num_iterations must be an int >= 0"),
-    ({"num_iterations": 1, "kl_weight": -0.1}, ValueError, "kl_weight must be >= 0"),
-    ({"num_iterations": 1, "e_step": "vi"}, TypeError, "e_step must be one of the E-step solvers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_iterations": -1}, ValueError, "num_iterations must be an int >= 0"),
+        ({"num_iterations": 1, "kl_weight": -0.1}, ValueError, "kl_weight must be >= 0"),
+        ({"num_iterations": 1, "e_step": "vi"}, TypeError, "e_step must be one of the E-step solvers"),
+    ],
+)
 def test_invalid_em_arguments_raise(kwargs, error, match):
     mdp = gridworld()
     with pytest.raises(error, match=match):

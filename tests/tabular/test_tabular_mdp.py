@@ -8,8 +8,13 @@ from torchrl_vmbpo.tabular import TabularMDP, gridworld, random_mdp, random_poli
 
 def _tiny(**overrides):
     args = dict(
-        transition=[[[0.5, 0.5]], [[0.0, 1.0]]], reward=[[-1.0], [0.0]], terminal=[False, True],
-        initial=[1.0, 0.0], gamma=0.9, eta=1.0, discount="termination",
+        transition=[[[0.5, 0.5]], [[0.0, 1.0]]],
+        reward=[[-1.0], [0.0]],
+        terminal=[False, True],
+        initial=[1.0, 0.0],
+        gamma=0.9,
+        eta=1.0,
+        discount="termination",
     )
     args.update(overrides)
     return TabularMDP.create(
@@ -39,8 +44,9 @@ def test_invalid_arguments_raise_errors_naming_them(override, match):
 
 def test_inputs_are_converted_to_float64_and_broadcast_over_the_batch():
     p = torch.tensor([[[0.5, 0.5]], [[0.0, 1.0]]], dtype=torch.float32).expand(3, 2, 1, 2)
-    mdp = TabularMDP.create(p, torch.zeros(3, 2, 1), [False, True], [1.0, 0.0], gamma=[0.5, 0.6, 0.7], eta=2.0,
-                            discount="discounted_elbo")
+    mdp = TabularMDP.create(
+        p, torch.zeros(3, 2, 1), [False, True], [1.0, 0.0], gamma=[0.5, 0.6, 0.7], eta=2.0, discount="discounted_elbo"
+    )
     assert mdp.transition.dtype == torch.float64 and mdp.batch_shape == (3,)
     assert mdp.terminal.shape == (3, 2) and mdp.eta.tolist() == [2.0] * 3
     with pytest.raises(TypeError, match="reward must be float64"):

@@ -49,16 +49,18 @@ def test_lemma1_eq6_equals_eq10_for_arbitrary_v_and_q_c(case, generator):
     mdp, pi, _ = case
     for _ in range(3):
         v, q_c = _random_values(mdp, generator), random_policy(mdp, generator=generator)
-        torch.testing.assert_close(bellman_qc(mdp, pi, v, q_c), bellman_qc_rewritten(mdp, pi, v, q_c),
-                                   atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            bellman_qc(mdp, pi, v, q_c), bellman_qc_rewritten(mdp, pi, v, q_c), atol=ATOL, rtol=0
+        )
 
 
 def test_lemma1_eq7_equals_eq11_for_arbitrary_v(case, generator):
     mdp, pi, _ = case
     for _ in range(3):
         v = _random_values(mdp, generator)
-        torch.testing.assert_close(bellman_optimal(mdp, pi, v), bellman_optimal_rewritten(mdp, pi, v),
-                                   atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            bellman_optimal(mdp, pi, v), bellman_optimal_rewritten(mdp, pi, v), atol=ATOL, rtol=0
+        )
 
 
 def test_closed_form_q_d_and_q_c_attain_the_maxima_of_eqs_6_and_7(case, generator):
@@ -147,8 +149,12 @@ def test_operators_are_zero_on_terminal_states_and_ignore_v_there(generator):
     v = _random_values(mdp, generator)
     v_changed = v.clone()
     v_changed[:, -1] += 100.0
-    for operator in (bellman_optimal, bellman_optimal_rewritten,
-                     lambda m, p, x: bellman_qc(m, p, x, q_c), lambda m, p, x: bellman_qc_rewritten(m, p, x, q_c)):
+    for operator in (
+        bellman_optimal,
+        bellman_optimal_rewritten,
+        lambda m, p, x: bellman_qc(m, p, x, q_c),
+        lambda m, p, x: bellman_qc_rewritten(m, p, x, q_c),
+    ):
         out = operator(mdp, pi, v)
         assert (out[:, -1] == 0).all()
         torch.testing.assert_close(out, operator(mdp, pi, v_changed), atol=0, rtol=0)

@@ -39,14 +39,20 @@ def test_presets_take_mbpo_defaults_per_env():
 
 
 def test_per_algorithm_env_defaults_override_the_presets_and_yield_to_changes():
-    assert default_config("mpo", "InvertedPendulum-v5").utd == 4 == default_config("vmbpo-mfe", "InvertedPendulum-v5").utd
+    assert (
+        default_config("mpo", "InvertedPendulum-v5").utd == 4 == default_config("vmbpo-mfe", "InvertedPendulum-v5").utd
+    )
     assert default_config("mpo", "Pendulum-v1").utd == 1 and default_config("sac", "InvertedPendulum-v5").utd == 1
     assert default_config("mpo", "InvertedPendulum-v5", utd=2.0).utd == 2
     assert default_config("vmbpo-mfe", "InvertedPendulum-v5").extra.temperature == 10.0
     assert default_config("vmbpo-mfe", "Pendulum-v1").extra == VMBPOMFESettings()  # the class's defaults
     # Only MBPO's Pendulum row waits 1,000 random steps; the env's 500 holds for everyone else.
     assert default_config("mbpo", "Pendulum-v1").init_random_steps == 1000
-    assert default_config("vmbpo", "Pendulum-v1").init_random_steps == 500 == default_config("sac", "Pendulum-v1").init_random_steps
+    assert (
+        default_config("vmbpo", "Pendulum-v1").init_random_steps
+        == 500
+        == default_config("sac", "Pendulum-v1").init_random_steps
+    )
     assert default_config("mbpo", "Pendulum-v1", init_random_steps=200).init_random_steps == 200
 
 

@@ -10,8 +10,9 @@ def _linear_system(n=600):
     obs, act = torch.randn(n, 2), torch.randn(n, 1)
     next_obs = obs + 0.1 * torch.cat([obs[:, 1:], act], -1)
     reward = obs.sum(-1, keepdim=True) - 0.5 * act
-    return TensorDict({"observation": obs, "action": act, ("next", "observation"): next_obs,
-                       ("next", "reward"): reward}, [n])
+    return TensorDict(
+        {"observation": obs, "action": act, ("next", "observation"): next_obs, ("next", "reward"): reward}, [n]
+    )
 
 
 def test_fit_reduces_holdout_error_and_picks_elites_by_holdout_loss():

@@ -24,16 +24,31 @@ from torchrl_vmbpo.training.phases import (
     run_updates,
 )
 
-TINY = ["hidden=[16,16]", "model_hidden=[16,16]", "rollouts_per_step=2", "model_max_epochs=2", "eval_episodes=1",
-        "init_random_steps=50", "model_retrain_every=100", "batch_size=16", "model_batch_size=32"]
+TINY = [
+    "hidden=[16,16]",
+    "model_hidden=[16,16]",
+    "rollouts_per_step=2",
+    "model_max_epochs=2",
+    "eval_episodes=1",
+    "init_random_steps=50",
+    "model_retrain_every=100",
+    "batch_size=16",
+    "model_batch_size=32",
+]
 
 
 def _transitions(n, value=0.0):
-    return TensorDict({
-        "observation": torch.randn(n, 3), "action": torch.rand(n, 1) * 4 - 2,
-        ("next", "observation"): torch.full((n, 3), value), ("next", "reward"): -torch.rand(n, 1),
-        ("next", "done"): torch.zeros(n, 1, dtype=torch.bool), ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
-    }, [n])
+    return TensorDict(
+        {
+            "observation": torch.randn(n, 3),
+            "action": torch.rand(n, 1) * 4 - 2,
+            ("next", "observation"): torch.full((n, 3), value),
+            ("next", "reward"): -torch.rand(n, 1),
+            ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
+        },
+        [n],
+    )
 
 
 def _mbpo(**changes):
@@ -131,8 +146,16 @@ def test_phase_timer_adds_up_each_phase():
 
 
 def test_loop_state_round_trips_through_a_weights_only_checkpoint_with_rng_states():
-    state = LoopState(env_steps=7, updates=3, updates_owed=0.5, best=-12.0, train_metrics={"loss": 1.5},
-                      curve=[{"env_steps": 1, "eval_return_mean": -3.0}], commits=["abc"], resumed_at=[5])
+    state = LoopState(
+        env_steps=7,
+        updates=3,
+        updates_owed=0.5,
+        best=-12.0,
+        train_metrics={"loss": 1.5},
+        curve=[{"env_steps": 1, "eval_return_mean": -3.0}],
+        commits=["abc"],
+        resumed_at=[5],
+    )
     _ = torch.rand(3), np.random.rand(), random.random()
     saved = state.to_checkpoint(_transitions(4))
     expected = torch.rand(2), np.random.rand(2), random.random()

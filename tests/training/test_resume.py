@@ -10,16 +10,39 @@ from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.training import loop
 
 TINY = [
-    "hidden=[32,32]", "model_hidden=[32,32]", "rollouts_per_step=4", "model_max_epochs=3", "eval_episodes=1",
-    "eval_every=100", "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
-    "checkpoint_every=200", "utd=2",
+    "hidden=[32,32]",
+    "model_hidden=[32,32]",
+    "rollouts_per_step=4",
+    "model_max_epochs=3",
+    "eval_episodes=1",
+    "eval_every=100",
+    "init_random_steps=100",
+    "model_retrain_every=100",
+    "batch_size=32",
+    "model_batch_size=64",
+    "checkpoint_every=200",
+    "utd=2",
 ]
 
 
 def _train(out, *extra):
     sets = [arg for item in TINY for arg in ("--set", item)]
-    return main(["train", "--algo", "mbpo", "--env", "Pendulum-v1", "--seed", "5", "--out", str(out),
-                 "--no-progress", *sets, *extra])
+    return main(
+        [
+            "train",
+            "--algo",
+            "mbpo",
+            "--env",
+            "Pendulum-v1",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            "--no-progress",
+            *sets,
+            *extra,
+        ]
+    )
 
 
 def _steps(path):
@@ -87,8 +110,18 @@ def test_bad_resumes_name_the_problem_and_touch_nothing(tmp_path, capsys):
     assert (out / "metrics.csv").read_text() == "keep\n" and (out / "checkpoint.pt").read_bytes() == b"garbage"
     assert main(["train", "--resume", "--algo", "sac", "--out", str(out), "--no-progress"]) == 2
     assert "drop --algo" in capsys.readouterr().err
-    torch.save({"format": "torchrl_vmbpo.checkpoint.v2", "run_id": None, "agent": {}, "optimizers": {},
-                "config_json": "{}", "env_steps": 10, "loop_state": None}, out / "checkpoint.pt")  # no loop state
+    torch.save(
+        {
+            "format": "torchrl_vmbpo.checkpoint.v2",
+            "run_id": None,
+            "agent": {},
+            "optimizers": {},
+            "config_json": "{}",
+            "env_steps": 10,
+            "loop_state": None,
+        },
+        out / "checkpoint.pt",
+    )  # no loop state
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 2
     assert "holds no loop state" in capsys.readouterr().err
 

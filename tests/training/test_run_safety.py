@@ -22,16 +22,40 @@ from torchrl_vmbpo.training import phases
 from torchrl_vmbpo.training.checkpoint import load_checkpoint, read_checkpoint
 
 TINY = [
-    "hidden=[32,32]", "model_hidden=[32,32]", "rollouts_per_step=4", "model_max_epochs=3", "eval_episodes=1",
-    "eval_every=100", "init_random_steps=100", "model_retrain_every=100", "batch_size=32", "model_batch_size=64",
+    "hidden=[32,32]",
+    "model_hidden=[32,32]",
+    "rollouts_per_step=4",
+    "model_max_epochs=3",
+    "eval_episodes=1",
+    "eval_every=100",
+    "init_random_steps=100",
+    "model_retrain_every=100",
+    "batch_size=32",
+    "model_batch_size=64",
     "utd=2",
 ]
 
 
 def _train(out, *extra, algo="sac", steps="200", sets=()):
     args = [arg for item in [*TINY, *sets] for arg in ("--set", item)]
-    return main(["train", "--algo", algo, "--env", "Pendulum-v1", "--steps", steps, "--seed", "1", "--out", str(out),
-                 "--no-progress", *args, *extra])
+    return main(
+        [
+            "train",
+            "--algo",
+            algo,
+            "--env",
+            "Pendulum-v1",
+            "--steps",
+            steps,
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+            *args,
+            *extra,
+        ]
+    )
 
 
 def _run_id(out):
@@ -112,8 +136,14 @@ def test_an_old_format_checkpoint_is_refused_then_converted_on_request(tmp_path,
     state["real_data"] = TensorDict(state["real_data"], batch_size=[200])  # v1 pickled the TensorDict
     kind, key, pos, has_gauss, cached = state["rng"]["numpy"]
     state["rng"] = {**state["rng"], "numpy": (kind, key.numpy().astype(np.uint32), pos, has_gauss, cached)}
-    v1 = {"format": "torchrl_vmbpo.checkpoint.v1", "agent": new["agent"], "optimizers": new["optimizers"],
-          "config": new["config"], "env_steps": new["env_steps"], "loop_state": state}
+    v1 = {
+        "format": "torchrl_vmbpo.checkpoint.v1",
+        "agent": new["agent"],
+        "optimizers": new["optimizers"],
+        "config": new["config"],
+        "env_steps": new["env_steps"],
+        "loop_state": state,
+    }
     torch.save(v1, out / "checkpoint.pt")
     (out / "run.json").unlink()  # a folder of an earlier version has no run ids
     (out / "logs" / "run_id").unlink()
@@ -145,7 +175,9 @@ def test_a_mismatched_checkpoint_leaves_the_agent_unchanged_with_a_short_message
         load_checkpoint(out / "checkpoint.pt", agent)
     message = str(err.value)
     assert len(message) < 800 and "\n" not in message and "the agent is unchanged" in message
-    assert ("holds sac on Pendulum-v1, the agent is mbpo" in message) if algo == "mbpo" else ("shape(s) differ" in message)
+    assert (
+        ("holds sac on Pendulum-v1, the agent is mbpo" in message) if algo == "mbpo" else ("shape(s) differ" in message)
+    )
     after, groups_after = _snapshot(agent)
     assert after.keys() == before.keys() and groups_after == groups
     for key in before:
@@ -267,8 +299,22 @@ def test_a_signal_writes_a_checkpoint_at_the_current_step_and_resume_continues(t
 def test_ctrl_c_on_the_command_line_exits_130_with_one_line_and_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
     sets = [arg for item in TINY for arg in ("--set", item)]
-    command = [sys.executable, "-m", "torchrl_vmbpo.cli", "train", "--algo", "sac", "--env", "Pendulum-v1",
-               "--steps", "100000", "--out", str(out), "--no-progress", *sets]
+    command = [
+        sys.executable,
+        "-m",
+        "torchrl_vmbpo.cli",
+        "train",
+        "--algo",
+        "sac",
+        "--env",
+        "Pendulum-v1",
+        "--steps",
+        "100000",
+        "--out",
+        str(out),
+        "--no-progress",
+        *sets,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "metrics.csv").exists() or len((out / "metrics.csv").read_text().splitlines()) < 3:

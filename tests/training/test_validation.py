@@ -87,7 +87,9 @@ def test_python_construction_is_checked_like_the_command_line():
 
 def test_steps_not_above_the_random_steps_is_an_error_saying_no_learning_would_happen(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--algo", "mbpo", "--env", "Pendulum-v1", "--steps", "300", "--out", str(out), "--no-progress"])
+    code = main(
+        ["train", "--algo", "mbpo", "--env", "Pendulum-v1", "--steps", "300", "--out", str(out), "--no-progress"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "steps (300) must be more than init_random_steps (1000)" in err and "no learning would happen" in err

@@ -29,8 +29,10 @@ class EMAgent(Agent):
         # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
         # Adam with two groups and one backward per update equals two separate steps.
         self.e_step_optimizer = torch.optim.Adam(
-            [{"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
-             {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr}]
+            [
+                {"params": list(self.critic.parameters()), "lr": cfg.critic_lr},
+                {"params": list(self.actor_loss.parameters()), "lr": cfg.actor_lr},
+            ]
         )
         self.pi_optimizer = torch.optim.Adam(pi.parameters(), lr=cfg.actor_lr)
         self.max_grad_norm = cfg.max_grad_norm

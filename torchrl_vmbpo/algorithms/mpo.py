@@ -31,6 +31,7 @@ from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
 # update per env step, as SAC; lr of actor and critic from cfg.actor_lr / cfg.critic_lr (3e-4).
 MPO_DEFAULTS: dict = dict(utd=1.0)
 
+
 @dataclass(frozen=True)
 class MPOSettings(ExtraSettings):
     """MPO's own settings, read from ``TrainConfig.extra`` (``--set extra.epsilon=0.05``).

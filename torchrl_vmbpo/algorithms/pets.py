@@ -161,12 +161,21 @@ class PETSAgent(Agent):
         obs_dim, act_dim = env_dims(env)
         # No policy to train and nothing imagined: the planner acts with q_d.
         self.capabilities = Capabilities(updates=False, model_fit=True, planning=True, device=s.device or "cpu")
-        self.attach_dynamics(make_dynamics(cfg, obs_dim, act_dim), cfg, termination_fn=termination_fn, reward_fn=reward_fn)
+        self.attach_dynamics(
+            make_dynamics(cfg, obs_dim, act_dim), cfg, termination_fn=termination_fn, reward_fn=reward_fn
+        )
         model_env = WorldModelEnv(self.dynamics, env, termination_fn=termination_fn, reward_fn=reward_fn)
         self.policy = PETSPlanner(
-            model_env, planning_horizon=s.planning_horizon, population=s.population, elites=s.elites,
-            iterations=s.iterations, particles=s.particles, propagation=s.propagation, momentum=s.momentum,
-            device=s.device, cuda_graph=s.cuda_graph,
+            model_env,
+            planning_horizon=s.planning_horizon,
+            population=s.population,
+            elites=s.elites,
+            iterations=s.iterations,
+            particles=s.particles,
+            propagation=s.propagation,
+            momentum=s.momentum,
+            device=s.device,
+            cuda_graph=s.cuda_graph,
         )
 
     def after_model_fit(self, real_buffer) -> dict[str, float]:
@@ -184,8 +193,11 @@ class PETSAgent(Agent):
         """Actions planned in this process (training and evaluation steps, plus the one plan TorchRL's
         Collector makes when it is built) and their mean wall seconds."""
         n, seconds = self.policy.planned_actions, self.policy.planning_seconds
-        return {"planned_actions": n, "planning_seconds": round(seconds, 2),
-                "seconds_per_planned_action": round(seconds / n, 4) if n else None}
+        return {
+            "planned_actions": n,
+            "planning_seconds": round(seconds, 2),
+            "seconds_per_planned_action": round(seconds / n, 4) if n else None,
+        }
 
 
 def build_pets(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None) -> Agent:

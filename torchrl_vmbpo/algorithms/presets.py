@@ -48,9 +48,14 @@ def _sac(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
 
 def _mbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     obs_dim, act_dim = env_dims(env)
-    return SACAgent(cfg, obs_dim, env.action_spec, dynamics=make_dynamics(cfg, obs_dim, act_dim),
-                    termination_fn=fns.termination(),
-                    reward_fn=fns.reward_fn)
+    return SACAgent(
+        cfg,
+        obs_dim,
+        env.action_spec,
+        dynamics=make_dynamics(cfg, obs_dim, act_dim),
+        termination_fn=fns.termination(),
+        reward_fn=fns.reward_fn,
+    )
 
 
 def _vmbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
@@ -75,17 +80,20 @@ class Algorithm:
     """Takes MBPO's per-env updates per env step (``[dyna_utd]``)."""
 
 
-ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
-    Algorithm("sac", _sac, SACSettings, dict(utd=1.0)),
-    # MBPO (Janner et al. 2019): UTD 20, 5% real data.
-    Algorithm("mbpo", _mbpo, SACSettings, dict(utd=20.0, real_ratio=0.05), model_schedule=True, dyna_utd=True),
-    # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
-    Algorithm("vmbpo", _vmbpo, VMBPOSettings, dict(utd=20.0, real_ratio=0.0), model_schedule=True, dyna_utd=True),
-    Algorithm("mpo", build_mpo, MPOSettings, MPO_DEFAULTS),
-    Algorithm("vmbpo-mfe", build_vmbpo_mfe, VMBPOMFESettings, VMBPO_MFE_DEFAULTS, model_schedule=True),
-    Algorithm("pets", build_pets, PETSSettings, PETS_DEFAULTS),
-    Algorithm("steve", build_steve, STEVESettings, STEVE_DEFAULTS),
-)}
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in (
+        Algorithm("sac", _sac, SACSettings, dict(utd=1.0)),
+        # MBPO (Janner et al. 2019): UTD 20, 5% real data.
+        Algorithm("mbpo", _mbpo, SACSettings, dict(utd=20.0, real_ratio=0.05), model_schedule=True, dyna_utd=True),
+        # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
+        Algorithm("vmbpo", _vmbpo, VMBPOSettings, dict(utd=20.0, real_ratio=0.0), model_schedule=True, dyna_utd=True),
+        Algorithm("mpo", build_mpo, MPOSettings, MPO_DEFAULTS),
+        Algorithm("vmbpo-mfe", build_vmbpo_mfe, VMBPOMFESettings, VMBPO_MFE_DEFAULTS, model_schedule=True),
+        Algorithm("pets", build_pets, PETSSettings, PETS_DEFAULTS),
+        Algorithm("steve", build_steve, STEVESettings, STEVE_DEFAULTS),
+    )
+}
 PRESETS = tuple(ALGORITHMS)
 for _algorithm in ALGORITHMS.values():  # a TrainConfig then checks its algo and extra when made
     register_settings(_algorithm.name, _algorithm.settings)
@@ -110,8 +118,10 @@ class EnvDefaults:
                 unknown = set(entry) - {"algo", "env", "settings", "extra", "reason", "record"}
                 missing = {"algo", "env", "reason", "record"} - set(entry)
                 if unknown or missing or entry["algo"] not in ALGORITHMS:
-                    raise ConfigError(f"{path}: override {entry} has unknown keys {sorted(unknown)}, lacks "
-                                      f"{sorted(missing)} or names an unknown algorithm")
+                    raise ConfigError(
+                        f"{path}: override {entry} has unknown keys {sorted(unknown)}, lacks "
+                        f"{sorted(missing)} or names an unknown algorithm"
+                    )
                 overrides[(entry["algo"], entry["env"])] = entry
             return cls(data.get("env", {}), data.get("model_schedule", {}), data.get("dyna_utd", {}), overrides)
         except (tomllib.TOMLDecodeError, OSError) as err:
@@ -149,8 +159,10 @@ def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **chan
     for name, given in (("algo", algo), ("env", env)):
         for value in (changes.get(name, given), set_fields.get(name, given)):
             if value != given:  # the preset's defaults were chosen for (algo, env)
-                raise ConfigError(f"{name} is the preset's ({given!r}); to use {value!r}, choose it with --{name} "
-                                  f"(default_config's {name} argument), not as a setting")
+                raise ConfigError(
+                    f"{name} is the preset's ({given!r}); to use {value!r}, choose it with --{name} "
+                    f"(default_config's {name} argument), not as a setting"
+                )
     fields.update(changes)
     fields.update(set_fields)
     fields.update(algo=algo, env=env)

@@ -100,23 +100,31 @@ def resume(
     if logs_run.is_file() and logs_run.read_text().strip() != (folder_run or ""):
         raise RunFolderError(f"{logs_run} names run {logs_run.read_text().strip()}, but {out} holds run {folder_run}")
     if payload.get("loop_state") is None:
-        raise CheckpointError(f"{out / 'checkpoint.pt'} holds no loop state (written before resuming existed); "
-                              "it can be loaded with load_checkpoint but not resumed")
+        raise CheckpointError(
+            f"{out / 'checkpoint.pt'} holds no loop state (written before resuming existed); "
+            "it can be loaded with load_checkpoint but not resumed"
+        )
     try:
         cfg = TrainConfig(**payload["config"])
     except TypeError as err:  # a field this version does not know
-        raise CheckpointError(f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})") from None
+        raise CheckpointError(
+            f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})"
+        ) from None
     if overrides:
         changed = _changed_settings(cfg, new := cfg.with_overrides(list(overrides)))
         if refused := [name for name in changed if name not in RESUME_SETTINGS]:
-            raise ConfigError(f"--resume cannot change {', '.join(f'{n} ({changed[n]})' for n in refused)}: "
-                              f"the run was started with it; a resume may change only {', '.join(RESUME_SETTINGS)}")
+            raise ConfigError(
+                f"--resume cannot change {', '.join(f'{n} ({changed[n]})' for n in refused)}: "
+                f"the run was started with it; a resume may change only {', '.join(RESUME_SETTINGS)}"
+            )
         cfg = new
     if steps is not None:
         cfg = cfg.replace(steps=steps)
     if payload["loop_state"]["env_steps"] >= cfg.steps:
-        raise ConfigError(f"the run already has {payload['loop_state']['env_steps']} env steps; resume with more "
-                          f"steps (--steps > {payload['loop_state']['env_steps']})")
+        raise ConfigError(
+            f"the run already has {payload['loop_state']['env_steps']} env steps; resume with more "
+            f"steps (--steps > {payload['loop_state']['env_steps']})"
+        )
     session = _Session.open(cfg, env_fns or EnvSource(), checkpoint=payload, source=out / "checkpoint.pt")
     try:
         return session.train(cfg, out, progress=progress, run_id=folder_run or "")
@@ -126,6 +134,7 @@ def resume(
 
 def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
     """``{name: "a -> b"}`` for each field (``extra.KEY`` for extra's entries) that differs."""
+
     def flat(cfg: TrainConfig) -> dict:
         fields = cfg.to_dict()
         extra = fields.pop("extra")
@@ -200,9 +209,15 @@ class _Session:
 
     def train(self, cfg: TrainConfig, out: Path, *, progress: bool, run_id: str) -> dict:
         return train(
-            cfg, self.agent, self.env, self.eval_env, out,
-            max_episode_steps=self.max_episode_steps, progress=progress,
-            resume=None if self.checkpoint is None else self.checkpoint["loop_state"], run_id=run_id,
+            cfg,
+            self.agent,
+            self.env,
+            self.eval_env,
+            out,
+            max_episode_steps=self.max_episode_steps,
+            progress=progress,
+            resume=None if self.checkpoint is None else self.checkpoint["loop_state"],
+            run_id=run_id,
         )
 
     def close(self) -> None:

@@ -89,16 +89,25 @@ class STEVEAgent(SACAgent):
     ):
         super().__init__(cfg, obs_dim, action_spec, num_qvalue_nets=settings.num_qvalue_nets, settings=SACSettings())
         self.settings = s = settings
-        self.attach_dynamics(make_dynamics(cfg, obs_dim, action_spec.shape[-1]), cfg, termination_fn=termination_fn,
-                             reward_fn=reward_fn)
+        self.attach_dynamics(
+            make_dynamics(cfg, obs_dim, action_spec.shape[-1]), cfg, termination_fn=termination_fn, reward_fn=reward_fn
+        )
         # The model enters the critic's target only: real batches, nothing imagined.
         self.capabilities = Capabilities(model_fit=True, real_ratio=1.0)
         # SACAgent made the target updater first: the estimator holds the target Q params, and TorchRL
         # warns when they are read before an updater is associated with the loss.
-        self.loss.make_value_estimator(STEVEEstimator.from_sac_loss(
-            self.loss, gamma=cfg.gamma, horizon=s.horizon, dynamics=self.dynamics, termination_fn=termination_fn,
-            reward_fn=reward_fn, sample_model=s.sample_model, eps=s.variance_floor,
-        ))
+        self.loss.make_value_estimator(
+            STEVEEstimator.from_sac_loss(
+                self.loss,
+                gamma=cfg.gamma,
+                horizon=s.horizon,
+                dynamics=self.dynamics,
+                termination_fn=termination_fn,
+                reward_fn=reward_fn,
+                sample_model=s.sample_model,
+                eps=s.variance_floor,
+            )
+        )
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         metrics = super().update(batch)
@@ -112,6 +121,10 @@ def build_steve(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = None)
     fns = fns or env_functions_for(cfg.env)
     obs_dim, _ = env_dims(env)
     return STEVEAgent(
-        cfg, obs_dim, env.action_spec, STEVESettings.from_extra(cfg.extra),
-        termination_fn=fns.termination(), reward_fn=fns.reward_fn,
+        cfg,
+        obs_dim,
+        env.action_spec,
+        STEVESettings.from_extra(cfg.extra),
+        termination_fn=fns.termination(),
+        reward_fn=fns.reward_fn,
     )

@@ -118,19 +118,38 @@ class VMBPOAgent(EMAgent):
         # The one owner of every network (pi, q_c, q_d, nu, V, Q, V', Q', pi_old): the agent's
         # state_dict holds each tensor once, under "loss.".
         self.loss = VMBPOLoss(
-            pi, q_c,
+            pi,
+            q_c,
             make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale),
             make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale),
-            q_d, nu, eta=s.eta, gamma=cfg.gamma, num_qvalue_nets=s.num_qvalue_nets,
+            q_d,
+            nu,
+            eta=s.eta,
+            gamma=cfg.gamma,
+            num_qvalue_nets=s.num_qvalue_nets,
             uniform_prior_weight=s.uniform_prior_weight,
             target_entropy=cfg.target_entropy_for(act_dim) if s.entropy_constraint else None,
-            entropy_weight_init=s.eta * cfg.alpha_init, bootstrap=s.bootstrap,
-            max_weight=s.max_weight, mix=s.weight_mix, min_ess=s.weight_min_ess, normaliser=s.weight_normaliser,
-            m_step_mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std, m_step_period=s.m_step_period,
+            entropy_weight_init=s.eta * cfg.alpha_init,
+            bootstrap=s.bootstrap,
+            max_weight=s.max_weight,
+            mix=s.weight_mix,
+            min_ess=s.weight_min_ess,
+            normaliser=s.weight_normaliser,
+            m_step_mode=s.m_step_mode,
+            kl_coef=s.kl_coef,
+            kl_coef_std=s.kl_coef_std,
+            m_step_period=s.m_step_period,
             weighted_fit_after=s.weighted_fit_after,
         )
-        borrow(self, q_d=q_d, dynamics=q_d, nu=nu, ratio_loss=self.loss.log_ratio, model_loss=self.loss.dynamics,
-               plain_model_loss=self.loss.mle_dynamics)
+        borrow(
+            self,
+            q_d=q_d,
+            dynamics=q_d,
+            nu=nu,
+            ratio_loss=self.loss.log_ratio,
+            model_loss=self.loss.dynamics,
+            plain_model_loss=self.loss.mle_dynamics,
+        )
         self.model_optimizer = make_model_optimizer(self.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
         self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
@@ -152,7 +171,13 @@ class VMBPOAgent(EMAgent):
         with torch.no_grad():
             weights = self.model_loss(real_buffer.sample(self.ratio_batch_size))
         # With mix=1 (plain MLE) the loss never reads the critic, so log_weight_mean is absent.
-        metrics.update({k: float(weights[k]) for k in ("weight_ess", "weight_max", "weight_beta", "log_weight_mean") if k in weights})
+        metrics.update(
+            {
+                k: float(weights[k])
+                for k in ("weight_ess", "weight_max", "weight_beta", "log_weight_mean")
+                if k in weights
+            }
+        )
         metrics["weighted_fit"] = float(self.dynamics_loss() is self.model_loss)
         return metrics
 
@@ -163,4 +188,3 @@ class VMBPOAgent(EMAgent):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "ratio": self.ratio_optimizer}
-

@@ -51,7 +51,6 @@ from torchrl_vmbpo.training.validation import (
 VMBPO_MFE_DEFAULTS: dict = dict(utd=1.0, rollouts_per_step=100)
 
 
-
 @dataclass(frozen=True)
 class VMBPOMFESettings(ExtraSettings):
     """VMBPO-MFE's own settings, read from ``TrainConfig.extra`` (``--set extra.temperature=2``).
@@ -154,9 +153,21 @@ class VMBPOMFEAgent(EMAgent):
             q_d = make_dynamics(cfg, obs_dim, act_dim)
         # The one owner of every network (pi, q_c, V, Q, V', Q', pi_old, q_d): state_dict holds each once.
         self.loss = VMBPOMFELoss(
-            pi, q_c, qvalue, value, q_d, eta=s.eta, gamma=cfg.gamma, temperature=s.temperature,
-            max_exponent=s.max_exponent, num_qvalue_nets=s.num_qvalue_nets, max_weight=s.max_weight,
-            mix=s.weight_mix, m_step_mode=s.m_step_mode, kl_coef=s.kl_coef, kl_coef_std=s.kl_coef_std,
+            pi,
+            q_c,
+            qvalue,
+            value,
+            q_d,
+            eta=s.eta,
+            gamma=cfg.gamma,
+            temperature=s.temperature,
+            max_exponent=s.max_exponent,
+            num_qvalue_nets=s.num_qvalue_nets,
+            max_weight=s.max_weight,
+            mix=s.weight_mix,
+            m_step_mode=s.m_step_mode,
+            kl_coef=s.kl_coef,
+            kl_coef_std=s.kl_coef_std,
             m_step_period=s.m_step_period,
             weighted_fit_after=s.weighted_fit_after,
         )
@@ -203,5 +214,6 @@ def build_vmbpo_mfe(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions | None = N
     settings = VMBPOMFESettings.from_extra(cfg.extra)
     fns = fns or env_functions_for(cfg.env)
     termination_fn = fns.termination() if settings.model_based else None
-    return VMBPOMFEAgent(cfg, obs_dim, env.action_spec, settings, termination_fn=termination_fn,
-                         reward_fn=fns.reward_fn)
+    return VMBPOMFEAgent(
+        cfg, obs_dim, env.action_spec, settings, termination_fn=termination_fn, reward_fn=fns.reward_fn
+    )

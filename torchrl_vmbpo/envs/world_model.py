@@ -32,8 +32,15 @@ class NoStartStates(RuntimeError):
 class _EnsembleTransition(nn.Module):
     """One model step, written at the ROOT keys as ``ModelBasedEnvBase._step`` expects."""
 
-    def __init__(self, dynamics: DynamicsModel, termination_fn: TerminationFn, reward_fn: RewardFn | None,
-                 observation_key="observation", action_key="action", reward_key="reward"):
+    def __init__(
+        self,
+        dynamics: DynamicsModel,
+        termination_fn: TerminationFn,
+        reward_fn: RewardFn | None,
+        observation_key="observation",
+        action_key="action",
+        reward_key="reward",
+    ):
         super().__init__()
         self.dynamics = dynamics
         self.termination_fn = termination_fn
@@ -128,8 +135,10 @@ class WorldModelEnv(ModelBasedEnvBase):
             if key not in ("done", "terminated"):  # the model never truncates: rollouts stop at k steps
                 del done_spec[key]
         self.observation_spec = Composite(
-            {observation_key: Unbounded((*shape, *obs_spec.shape), dtype=self._dtype),
-             INIT_KEY: Categorical(2, (*shape, *done_spec["done"].shape), dtype=torch.bool)},
+            {
+                observation_key: Unbounded((*shape, *obs_spec.shape), dtype=self._dtype),
+                INIT_KEY: Categorical(2, (*shape, *done_spec["done"].shape), dtype=torch.bool),
+            },
             shape=shape,
         )
         action_spec = real_env.full_action_spec_unbatched[action_key].clone().to(self._dtype)

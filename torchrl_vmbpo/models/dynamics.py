@@ -75,7 +75,9 @@ class DynamicsModel(nn.Module):
     def set_elites(self, elites: torch.Tensor) -> None:
         elites = torch.as_tensor(elites, dtype=torch.long).flatten()
         if elites.numel() != self.num_elites or elites.min() < 0 or elites.max() >= self.num_members:
-            raise ValueError(f"elites must be {self.num_elites} indices in [0, {self.num_members}), got {elites.tolist()}")
+            raise ValueError(
+                f"elites must be {self.num_elites} indices in [0, {self.num_members}), got {elites.tolist()}"
+            )
         self.elites.copy_(elites)
 
     @torch.no_grad()

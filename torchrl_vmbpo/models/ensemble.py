@@ -75,9 +75,7 @@ class GaussianEnsemble(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         sizes = [in_features, *hidden]
-        self.hidden_layers = nn.ModuleList(
-            EnsembleLinear(num_members, i, o) for i, o in zip(sizes[:-1], sizes[1:])
-        )
+        self.hidden_layers = nn.ModuleList(EnsembleLinear(num_members, i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.output_layer = EnsembleLinear(num_members, sizes[-1], 2 * out_features)
         self.activation = activation()
         self.max_logvar = nn.Parameter(torch.full((out_features,), 0.5))

@@ -65,8 +65,12 @@ class GaussianEnsembleNLLLoss(KeyedLoss):
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
-        return {"observation": k.observation, "action": k.action, "next_observation": k.next_observation,
-                "reward": k.reward}
+        return {
+            "observation": k.observation,
+            "action": k.action,
+            "next_observation": k.next_observation,
+            "reward": k.reward,
+        }
 
     def _check_batch(self, td: TensorDictBase) -> None:
         k = self.tensor_keys

@@ -112,9 +112,21 @@ class ExponentialTDLoss(VMBPOCriticLoss):
             loss_function=value_loss_function,
         )
         self.temperature = float(temperature)
-        self._out_keys_ = ("loss_qvalue", "loss_value", "q_value", "q_target", "q_target_std", "td_error",
-                           "td_exponent_std", "exp_td", "exp_td_max", "linearised_fraction", "value",
-                           "value_target", "policy_log_ratio")
+        self._out_keys_ = (
+            "loss_qvalue",
+            "loss_value",
+            "q_value",
+            "q_target",
+            "q_target_std",
+            "td_error",
+            "td_exponent_std",
+            "exp_td",
+            "exp_td_max",
+            "linearised_fraction",
+            "value",
+            "value_target",
+            "policy_log_ratio",
+        )
         self.max_exponent = None if max_exponent is None else float(max_exponent)
 
     def _qvalue_loss(self, b: dict) -> tuple[torch.Tensor, dict]:

@@ -43,4 +43,3 @@ def check_feature_shape(td: TensorDictBase, key, where: str) -> None:
             f"{where}: batch entry {key!r} has shape {tuple(value.shape)}; expected [*batch, features] with batch "
             f"{tuple(td.batch_size)} (rewards, done and terminated as [*batch, 1])"
         )
-

@@ -181,7 +181,9 @@ def prior_log_prob(log_pi: torch.Tensor, dist: D.Distribution, *, uniform_weight
         return log_pi
     low, high = getattr(dist, "low", None), getattr(dist, "high", None)
     if low is None or high is None:
-        raise TypeError(f"a uniform prior needs an action box: the policy's distribution {type(dist).__name__} has no low/high")
+        raise TypeError(
+            f"a uniform prior needs an action box: the policy's distribution {type(dist).__name__} has no low/high"
+        )
     width = torch.as_tensor(high, dtype=log_pi.dtype) - torch.as_tensor(low, dtype=log_pi.dtype)
     event = dist.event_shape[-1] if len(dist.event_shape) else 1
     log_uniform = -torch.log(width.expand(*width.shape[:-1], event) if width.ndim else width.expand(event)).sum(-1)

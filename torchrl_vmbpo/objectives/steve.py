@@ -157,8 +157,11 @@ class STEVEEstimator(ValueEstimatorBase):
         ``termination_fn``, ...). Install it with ``loss.make_value_estimator(estimator)``.
         """
         return cls(
-            actor=loss.actor_network, qvalue_network=loss.qvalue_network,
-            qvalue_params=loss.target_qvalue_network_params, log_alpha=loss.log_alpha, **kwargs,
+            actor=loss.actor_network,
+            qvalue_network=loss.qvalue_network,
+            qvalue_params=loss.target_qvalue_network_params,
+            log_alpha=loss.log_alpha,
+            **kwargs,
         )
 
     # --- the pieces of one rollout ---

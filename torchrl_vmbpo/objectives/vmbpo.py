@@ -45,8 +45,9 @@ class _EMLoss(KeyedLoss):
     actor: VMBPOActorLoss
     m_step: MStepLoss
 
-    def _init_objectives(self, critic, pi, q_c, dynamics_model, *, m_step: dict, dynamics: dict,
-                         weighted_fit_after: int) -> None:
+    def _init_objectives(
+        self, critic, pi, q_c, dynamics_model, *, m_step: dict, dynamics: dict, weighted_fit_after: int
+    ) -> None:
         if not (isinstance(weighted_fit_after, int) and weighted_fit_after >= 0):
             raise ValueError(f"weighted_fit_after must be an int >= 0, got {weighted_fit_after!r}")
         self.critic = critic
@@ -85,15 +86,25 @@ class _EMLoss(KeyedLoss):
 
     def objectives(self) -> dict[str, LossModule]:
         """The objectives this loss composes, by name (each usable alone on its own batch)."""
-        named = {"dynamics": self.dynamics, "log_ratio": getattr(self, "log_ratio", None), "critic": self.critic,
-                 "actor": self.actor, "m_step": self.m_step}
+        named = {
+            "dynamics": self.dynamics,
+            "log_ratio": getattr(self, "log_ratio", None),
+            "critic": self.critic,
+            "actor": self.actor,
+            "m_step": self.m_step,
+        }
         return {name: loss for name, loss in named.items() if loss is not None}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """The parameters each optimizer group steps (``LOSS_GROUPS`` maps every ``loss_*`` to its group):
         ``dynamics`` q_d, ``log_ratio`` nu, ``critic`` Q and V (and alpha_H), ``actor`` q_c, ``policy`` pi."""
-        groups = {"dynamics": self.dynamics, "log_ratio": getattr(self, "log_ratio", None), "critic": self.critic,
-                  "actor": self.actor, "policy": self.m_step}
+        groups = {
+            "dynamics": self.dynamics,
+            "log_ratio": getattr(self, "log_ratio", None),
+            "critic": self.critic,
+            "actor": self.actor,
+            "policy": self.m_step,
+        }
         return {name: list(loss.parameters()) for name, loss in groups.items() if loss is not None}
 
     def _read_keys(self) -> dict:
@@ -115,8 +126,12 @@ class _EMLoss(KeyedLoss):
             if loss is None:
                 continue
             if isinstance(loss, GaussianEnsembleNLLLoss):  # absolute keys: the dynamics loss's mapping
-                loss.set_keys(**{n: self.dynamics.nll_loss.tensor_keys.__dict__[n]
-                                 for n in ("observation", "action", "next_observation", "reward")})
+                loss.set_keys(
+                    **{
+                        n: self.dynamics.nll_loss.tensor_keys.__dict__[n]
+                        for n in ("observation", "action", "next_observation", "reward")
+                    }
+                )
                 continue
             accepted = loss._AcceptedKeys.__dataclass_fields__
             loss.set_keys(**{n: v for n, v in kwargs.items() if n in accepted})
@@ -237,16 +252,34 @@ class VMBPOLoss(_EMLoss):
     ):
         super().__init__()
         critic = VMBPOCriticLoss(
-            qvalue_network, value_network, variational_network, actor_network, log_ratio_network, eta=eta,
-            gamma=gamma, num_qvalue_nets=num_qvalue_nets, loss_function=loss_function,
-            uniform_prior_weight=uniform_prior_weight, target_entropy=target_entropy,
-            entropy_weight_init=entropy_weight_init, bootstrap=bootstrap,
+            qvalue_network,
+            value_network,
+            variational_network,
+            actor_network,
+            log_ratio_network,
+            eta=eta,
+            gamma=gamma,
+            num_qvalue_nets=num_qvalue_nets,
+            loss_function=loss_function,
+            uniform_prior_weight=uniform_prior_weight,
+            target_entropy=target_entropy,
+            entropy_weight_init=entropy_weight_init,
+            bootstrap=bootstrap,
         )
         self._init_objectives(
-            critic, actor_network, variational_network, dynamics_model,
+            critic,
+            actor_network,
+            variational_network,
+            dynamics_model,
             m_step=dict(mode=m_step_mode, kl_coef=kl_coef, kl_coef_std=kl_coef_std, period=m_step_period),
-            dynamics=dict(max_weight=max_weight, mix=mix, min_ess=min_ess, normaliser=normaliser,
-                          normaliser_samples=normaliser_samples, logvar_penalty=logvar_penalty),
+            dynamics=dict(
+                max_weight=max_weight,
+                mix=mix,
+                min_ess=min_ess,
+                normaliser=normaliser,
+                normaliser_samples=normaliser_samples,
+                logvar_penalty=logvar_penalty,
+            ),
             weighted_fit_after=weighted_fit_after,
         )
         self.log_ratio = None if log_ratio_network is None else LogRatioLoss(log_ratio_network, dynamics_model)
@@ -297,11 +330,22 @@ class VMBPOMFELoss(_EMLoss):
     ):
         super().__init__()
         critic = ExponentialTDLoss(
-            qvalue_network, value_network, variational_network, actor_network, eta=eta, gamma=gamma,
-            temperature=temperature, max_exponent=max_exponent, num_qvalue_nets=num_qvalue_nets,
+            qvalue_network,
+            value_network,
+            variational_network,
+            actor_network,
+            eta=eta,
+            gamma=gamma,
+            temperature=temperature,
+            max_exponent=max_exponent,
+            num_qvalue_nets=num_qvalue_nets,
         )
         self._init_objectives(
-            critic, actor_network, variational_network, dynamics_model,
+            critic,
+            actor_network,
+            variational_network,
+            dynamics_model,
             m_step=dict(mode=m_step_mode, kl_coef=kl_coef, kl_coef_std=kl_coef_std, period=m_step_period),
-            dynamics=dict(max_weight=max_weight, mix=mix), weighted_fit_after=weighted_fit_after,
+            dynamics=dict(max_weight=max_weight, mix=mix),
+            weighted_fit_after=weighted_fit_after,
         )

@@ -113,8 +113,17 @@ class VMBPOCriticLoss(KeyedLoss):
 
     _AcceptedKeys = TransitionKeys  # model transitions; reward and terminated under "next"
     default_keys = _AcceptedKeys
-    _out_keys_ = ("loss_qvalue", "loss_value", "q_value", "q_target", "td_error", "log_ratio", "value",
-                  "value_target", "policy_log_ratio")
+    _out_keys_ = (
+        "loss_qvalue",
+        "loss_value",
+        "q_value",
+        "q_target",
+        "td_error",
+        "log_ratio",
+        "value",
+        "value_target",
+        "policy_log_ratio",
+    )
     SUPPORTED_VALUE_ESTIMATORS = (ValueEstimators.TD0,)
     qvalue_network: TensorDictModule
     qvalue_network_params: TensorDictParams
@@ -201,8 +210,13 @@ class VMBPOCriticLoss(KeyedLoss):
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
-        return {"observation": k.observation, "action": k.action, "reward": next_key(k.reward),
-                "next_observation": next_key(k.observation), "terminated": next_key(k.terminated)}
+        return {
+            "observation": k.observation,
+            "action": k.action,
+            "reward": next_key(k.reward),
+            "next_observation": next_key(k.observation),
+            "terminated": next_key(k.terminated),
+        }
 
     def make_value_estimator(self, value_type=None, **hyperparams):
         """TD(0) only (eq. 23 is a one-step target; ``gamma`` may be given); anything else: ValueError."""

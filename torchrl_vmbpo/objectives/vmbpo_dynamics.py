@@ -111,8 +111,16 @@ class VMBPODynamicsLoss(KeyedLoss):
         weight: tuple = keys.WEIGHT
 
     default_keys = _AcceptedKeys
-    _out_keys_ = ("loss_dynamics", "model_nll", "model_mse", "weight_ess", "weight_max", "weight_beta",
-                  "log_weight_mean", "log_mean_weight")
+    _out_keys_ = (
+        "loss_dynamics",
+        "model_nll",
+        "model_mse",
+        "weight_ess",
+        "weight_max",
+        "weight_beta",
+        "log_weight_mean",
+        "log_mean_weight",
+    )
 
     def __init__(
         self,
@@ -128,7 +136,9 @@ class VMBPODynamicsLoss(KeyedLoss):
     ):
         super().__init__()
         if critic is not None and not isinstance(critic, VMBPOCriticLoss):
-            raise TypeError(f"critic must be a VMBPOCriticLoss (owner of V' and Q') or None, got {type(critic).__name__}")
+            raise TypeError(
+                f"critic must be a VMBPOCriticLoss (owner of V' and Q') or None, got {type(critic).__name__}"
+            )
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"mix must be in [0, 1], got {mix}")
         if critic is None and mix != 1.0:
@@ -153,21 +163,32 @@ class VMBPODynamicsLoss(KeyedLoss):
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
-        return {"observation": k.observation, "action": k.action, "next_observation": next_key(k.observation),
-                "reward": next_key(k.reward), "terminated": next_key(k.terminated)}
+        return {
+            "observation": k.observation,
+            "action": k.action,
+            "next_observation": next_key(k.observation),
+            "reward": next_key(k.reward),
+            "terminated": next_key(k.terminated),
+        }
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         # The inner NLL loss reads the same batch (with absolute keys): keep its keys in step with ours.
         read = self._read_keys()
-        self.nll_loss.set_keys(observation=read["observation"], action=read["action"],
-                               next_observation=read["next_observation"], reward=read["reward"],
-                               weight=self.tensor_keys.weight)
+        self.nll_loss.set_keys(
+            observation=read["observation"],
+            action=read["action"],
+            next_observation=read["next_observation"],
+            reward=read["reward"],
+            weight=self.tensor_keys.weight,
+        )
 
     @torch.no_grad()
     def log_weight(self, td: TensorDictBase) -> torch.Tensor:
         """Raw ``log w`` of eq. 19, shaped like the batch (``[B]`` or ``[B, E]``)."""
         b = fv.fetch(td, self._read_keys(), type(self).__name__)
-        reward, terminated = (b[n].squeeze(-1) if b[n].ndim == td.batch_dims + 1 else b[n] for n in ("reward", "terminated"))
+        reward, terminated = (
+            b[n].squeeze(-1) if b[n].ndim == td.batch_dims + 1 else b[n] for n in ("reward", "terminated")
+        )
         eta, gamma = self.critic.eta, self.critic.gamma
         next_value = self.critic.state_value(b["next_observation"], target=True)
         if self.normaliser == "critic":
@@ -216,7 +237,9 @@ class VMBPODynamicsLoss(KeyedLoss):
                 "log_mean_weight": (torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(batch)))).mean(),
             }
         read = self._read_keys()
-        nll_batch = td.select(*(read[n] for n in ("observation", "action", "next_observation", "reward")))  # shared tensors
+        nll_batch = td.select(
+            *(read[n] for n in ("observation", "action", "next_observation", "reward"))
+        )  # shared tensors
         if weight is not None:
             nll_batch.set(k.weight, weight)
         out = self.nll_loss(nll_batch)

@@ -71,7 +71,9 @@ def cem_search(
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     batch = mean.shape[:-2]
-    var = (initial_std(lower, upper) if std is None else torch.as_tensor(std, dtype=mean.dtype, device=mean.device)).pow(2)
+    var = (
+        initial_std(lower, upper) if std is None else torch.as_tensor(std, dtype=mean.dtype, device=mean.device)
+    ).pow(2)
     var = var.expand_as(mean).clone()
     pop_scores, elite_scores = [], []
     for _ in range(iterations):
@@ -80,7 +82,9 @@ def cem_search(
         sigma = torch.minimum(var, half_room.pow(2)).sqrt()
         noise = torch.nn.init.trunc_normal_(
             torch.empty(*batch, population, *mean.shape[-2:], dtype=mean.dtype, device=mean.device),
-            a=-2.0, b=2.0, generator=generator,
+            a=-2.0,
+            b=2.0,
+            generator=generator,
         )
         samples = mean.unsqueeze(-3) + sigma.unsqueeze(-3) * noise  # [*B, N, H, A]
         scores = score_fn(samples)

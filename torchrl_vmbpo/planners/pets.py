@@ -99,8 +99,12 @@ class PETSPlanner(MPCPlannerBase):
             raise ValueError(
                 f"the planner's env must have batch_size=[] (planners batch internally), got {env.batch_size}"
             )
-        for name, value in [("planning_horizon", planning_horizon), ("population", population),
-                            ("iterations", iterations), ("particles", particles)]:
+        for name, value in [
+            ("planning_horizon", planning_horizon),
+            ("population", population),
+            ("iterations", iterations),
+            ("particles", particles),
+        ]:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 1 <= elites <= population:
@@ -171,14 +175,25 @@ class PETSPlanner(MPCPlannerBase):
 
         def score(sequences: torch.Tensor) -> torch.Tensor:
             returns = particle_returns(
-                self.dynamics, obs, sequences, particles=self.particles, propagation=self.propagation,
-                termination_fn=world.termination_fn, reward_fn=world.reward_fn,
+                self.dynamics,
+                obs,
+                sequences,
+                particles=self.particles,
+                propagation=self.propagation,
+                termination_fn=world.termination_fn,
+                reward_fn=world.reward_fn,
             )
             return returns.mean(-1)  # PETS: the mean over particles
 
         return cem_search(
-            score, init_mean, self.action_low, self.action_high, population=self.population,
-            elites=self.elites, iterations=self.iterations, momentum=self.momentum,
+            score,
+            init_mean,
+            self.action_low,
+            self.action_high,
+            population=self.population,
+            elites=self.elites,
+            iterations=self.iterations,
+            momentum=self.momentum,
         )
 
     def _captured_plan(self, obs: torch.Tensor, init_mean: torch.Tensor) -> CapturedFunction | None:
@@ -188,8 +203,11 @@ class PETSPlanner(MPCPlannerBase):
             try:
                 self._graphs[key] = CapturedFunction(self._plan, (obs, init_mean))
             except Exception as err:  # noqa: BLE001 - any capture failure: plan eagerly, say why
-                warnings.warn(f"PETSPlanner: CUDA graph capture failed, planning eagerly from now on: {err}",
-                              RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"PETSPlanner: CUDA graph capture failed, planning eagerly from now on: {err}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self.cuda_graph = False
                 return None
         return self._graphs[key]

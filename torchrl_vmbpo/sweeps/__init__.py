@@ -27,10 +27,20 @@ def run_sweep(suite: Suite | str | Path, out: str | Path | None = None, **kwargs
     try:
         from torchrl_vmbpo.sweeps import runner
     except ImportError as err:
-        raise ConfigError(f"sweeps run on Ray, which is not installed ({err}); "
-                          "pip install 'torchrl_vmbpo[sweep]' (or 'ray[tune]')") from None
+        raise ConfigError(
+            f"sweeps run on Ray, which is not installed ({err}); pip install 'torchrl_vmbpo[sweep]' (or 'ray[tune]')"
+        ) from None
     return runner.run_sweep(suite, out if out is not None else default_out(suite), **kwargs)
 
 
-__all__ = ["SUITES_DIR", "Suite", "Trial", "available_suites", "default_out", "execute_trial", "load_suite",
-           "run_sweep", "write_suite_report"]
+__all__ = [
+    "SUITES_DIR",
+    "Suite",
+    "Trial",
+    "available_suites",
+    "default_out",
+    "execute_trial",
+    "load_suite",
+    "run_sweep",
+    "write_suite_report",
+]

@@ -136,22 +136,38 @@ class Suite:
                     where = f"{self.path}: algos.{algo}, env {env}, configuration {tag}"
                     base = _checked(where, lambda: default_config(algo, env, overrides=sets, steps=self.envs[env]))  # noqa: B023 (called at once)
                     steps = max(1, round(self.envs[env] * self.scale))
-                    budgets = [f"{n}={max(1 if n == 'eval_every' else 0, round(getattr(base, n) * self.scale))}"
-                               for n in SCALED] if self.scale != 1.0 else []
+                    budgets = (
+                        [
+                            f"{n}={max(1 if n == 'eval_every' else 0, round(getattr(base, n) * self.scale))}"
+                            for n in SCALED
+                        ]
+                        if self.scale != 1.0
+                        else []
+                    )
                     overrides = (*sets, *budgets, f"num_threads={self.cpus_per_trial}")
                     device = str(getattr(base.extra, "device", None) or "")  # PETS plans on extra.device
                     for seed in self.seeds:
                         folder = self.folder.format(algo=algo, env=env.replace("/", "_"), tag=_safe(tag), seed=seed)
-                        trial = Trial(algo, env, seed, steps, tag, overrides, str(out / folder),
-                                      cpus=self.cpus_per_trial,
-                                      gpus=self.gpus_per_trial if device.startswith("cuda") else 0.0)
+                        trial = Trial(
+                            algo,
+                            env,
+                            seed,
+                            steps,
+                            tag,
+                            overrides,
+                            str(out / folder),
+                            cpus=self.cpus_per_trial,
+                            gpus=self.gpus_per_trial if device.startswith("cuda") else 0.0,
+                        )
                         _checked(where, trial.config)
                         trials.append(trial)
         folders = [t.folder for t in trials]
         if len(set(folders)) < len(folders):
             twice = next(f for f in folders if folders.count(f) > 1)
-            raise SuiteError(f"{self.path}: folder {self.folder!r} gives two trials the same folder ({twice}); "
-                             "include {tag} (and {algo}, {env}, {seed})")
+            raise SuiteError(
+                f"{self.path}: folder {self.folder!r} gives two trials the same folder ({twice}); "
+                "include {tag} (and {algo}, {env}, {seed})"
+            )
         return trials
 
 
@@ -168,8 +184,10 @@ def execute_trial(trial: Trial, *, progress: bool = False) -> tuple[str, dict]:
     if state == "killed" and read_checkpoint(folder / "checkpoint.pt")["env_steps"] < trial.steps:
         return "resumed", resume(folder, steps=trial.steps, progress=progress, overrides=list(trial.overrides))
     if (folder / "summary.json").is_file():
-        raise RunFolderError(f"{folder} holds a finished run of another length than the {trial.steps} steps of "
-                             f"{trial.name}, which it cannot be extended to; move it away to run this trial")
+        raise RunFolderError(
+            f"{folder} holds a finished run of another length than the {trial.steps} steps of "
+            f"{trial.name}, which it cannot be extended to; move it away to run this trial"
+        )
     return "started", run(trial.config(), folder, overwrite=True, progress=progress)
 
 
@@ -197,8 +215,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
     path = Path(name_or_path)
     if not path.suffix == ".toml":
         if not (SUITES_DIR / f"{name_or_path}.toml").is_file():
-            raise SuiteError(f"unknown suite {str(name_or_path)!r}; available: {', '.join(available_suites())} "
-                             "(or a path to a .toml suite file)")
+            raise SuiteError(
+                f"unknown suite {str(name_or_path)!r}; available: {', '.join(available_suites())} "
+                "(or a path to a .toml suite file)"
+            )
         path = SUITES_DIR / f"{name_or_path}.toml"
     try:
         data = tomllib.loads(path.read_text())
@@ -209,8 +229,18 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return _parse(path, data)
 
 
-_TOP = {"folder": str, "name": str, "description": str, "seeds": list, "scale": (int, float), "cpus_per_trial": int,
-        "gpus_per_trial": (int, float), "set": list, "envs": dict, "algos": dict}
+_TOP = {
+    "folder": str,
+    "name": str,
+    "description": str,
+    "seeds": list,
+    "scale": (int, float),
+    "cpus_per_trial": int,
+    "gpus_per_trial": (int, float),
+    "set": list,
+    "envs": dict,
+    "algos": dict,
+}
 
 
 def _parse(path: Path, data: dict) -> Suite:
@@ -228,7 +258,9 @@ def _parse(path: Path, data: dict) -> Suite:
     seeds = data.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise bad("seeds", "a non-empty list of integers >= 0", seeds)
-    if not data["envs"] or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in data["envs"].values()):
+    if not data["envs"] or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in data["envs"].values()
+    ):
         raise bad("envs", "a table of env id = steps (integers > 0)", data["envs"])
     if not data.get("scale", 1.0) > 0:
         raise bad("scale", "a number > 0", data["scale"])
@@ -260,10 +292,19 @@ def _parse(path: Path, data: dict) -> Suite:
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
             raise bad(f"{where}.grid", "a table of setting = [values, ...] (non-empty lists)", grid)
         algos[algo] = AlgoEntry(tuple(envs) if envs else None, tuple(entry.get("set", [])), dict(grid))
-    return Suite(name=data.get("name", path.stem), path=path, envs=dict(data["envs"]), algos=algos,
-                 seeds=tuple(seeds), description=data.get("description", ""), scale=float(data.get("scale", 1.0)),
-                 cpus_per_trial=data.get("cpus_per_trial", 1), gpus_per_trial=float(data.get("gpus_per_trial", 0.25)),
-                 set=tuple(data.get("set", [])), folder=data.get("folder", FOLDER))
+    return Suite(
+        name=data.get("name", path.stem),
+        path=path,
+        envs=dict(data["envs"]),
+        algos=algos,
+        seeds=tuple(seeds),
+        description=data.get("description", ""),
+        scale=float(data.get("scale", 1.0)),
+        cpus_per_trial=data.get("cpus_per_trial", 1),
+        gpus_per_trial=float(data.get("gpus_per_trial", 0.25)),
+        set=tuple(data.get("set", [])),
+        folder=data.get("folder", FOLDER),
+    )
 
 
 def _check_sets(name: str, sets, bad) -> None:

@@ -185,12 +185,20 @@ def model_free_value_iteration(
 
 
 def _policy_iteration(
-    mdp, policy, evaluation_operator, optimal_operator, tol, max_iterations, evaluation_tol,
-    max_evaluation_iterations, initial_q_c,
+    mdp,
+    policy,
+    evaluation_operator,
+    optimal_operator,
+    tol,
+    max_iterations,
+    evaluation_tol,
+    max_evaluation_iterations,
+    initial_q_c,
 ) -> EStepSolution:
     _check_tolerances(tol, max_iterations)
-    _check_tolerances(tol if evaluation_tol is None else evaluation_tol, max_evaluation_iterations,
-                      "max_evaluation_iterations")
+    _check_tolerances(
+        tol if evaluation_tol is None else evaluation_tol, max_evaluation_iterations, "max_evaluation_iterations"
+    )
     policy = mdp.check_policy(policy, "policy")
     q_c = policy if initial_q_c is None else mdp.check_policy(initial_q_c, "initial_q_c")
     if evaluation_tol is None:
@@ -204,7 +212,9 @@ def _policy_iteration(
         # policy evaluation: V_{q_c} = lim T_{q_c}^n[V], warm-started from the previous V
         value, eval_residuals, evaluated = _fixed_point(
             lambda v: evaluation_operator(mdp, policy, v, q_c),  # noqa: B023 (used within this iteration)
-            value, evaluation_tol, max_evaluation_iterations,
+            value,
+            evaluation_tol,
+            max_evaluation_iterations,
         )
         sweeps.append(len(eval_residuals))
         residuals.append(_sup(optimal_operator(mdp, policy, value) - value))
@@ -249,8 +259,17 @@ def model_based_policy_iteration(
         >>> torch.allclose(pi_sol.value, vi_sol.value), pi_sol.iterations < vi_sol.iterations  # Lemma 4
         (True, True)
     """
-    return _policy_iteration(mdp, policy, bellman_qc, bellman_optimal, tol, max_iterations, evaluation_tol,
-                             max_evaluation_iterations, initial_q_c)
+    return _policy_iteration(
+        mdp,
+        policy,
+        bellman_qc,
+        bellman_optimal,
+        tol,
+        max_iterations,
+        evaluation_tol,
+        max_evaluation_iterations,
+        initial_q_c,
+    )
 
 
 def model_free_policy_iteration(
@@ -275,8 +294,17 @@ def model_free_policy_iteration(
         >>> sol.value.shape, sol.residuals.shape[1:], sol.evaluation_sweeps.shape == (sol.iterations,)
         (torch.Size([4, 3]), torch.Size([4]), True)
     """
-    return _policy_iteration(mdp, policy, bellman_qc_rewritten, bellman_optimal_rewritten, tol, max_iterations,
-                             evaluation_tol, max_evaluation_iterations, initial_q_c)
+    return _policy_iteration(
+        mdp,
+        policy,
+        bellman_qc_rewritten,
+        bellman_optimal_rewritten,
+        tol,
+        max_iterations,
+        evaluation_tol,
+        max_evaluation_iterations,
+        initial_q_c,
+    )
 
 
 E_STEP_SOLVERS = {

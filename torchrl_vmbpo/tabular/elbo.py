@@ -34,8 +34,10 @@ def _check_dynamics(mdp: TabularMDP, q_d: torch.Tensor) -> torch.Tensor:
     q_d = torch.as_tensor(q_d, dtype=torch.float64)
     shape = (*mdp.batch_shape, mdp.num_states, mdp.num_actions, mdp.num_next_states)
     if tuple(q_d.shape) != shape:
-        raise ValueError(f"q_d must have shape {shape} (next states X' = {mdp.num_next_states} in form "
-                         f"{mdp.discount!r}), got {tuple(q_d.shape)}")
+        raise ValueError(
+            f"q_d must have shape {shape} (next states X' = {mdp.num_next_states} in form "
+            f"{mdp.discount!r}), got {tuple(q_d.shape)}"
+        )
     check_distribution(q_d, "q_d")
     return q_d
 
@@ -147,8 +149,10 @@ def log_likelihood_values(mdp: TabularMDP, policy: torch.Tensor) -> torch.Tensor
     offset = (1 - gamma[..., 0]) * weight.sum(-1) + (1 - live)
     radius = torch.linalg.eigvals(matrix).abs().amax(-1)
     if (radius >= 1).any():
-        raise ValueError(f"log p_pi(O=1) is infinite: spectral radius {radius.max().item():.4f} >= 1 "
-                         "(exp(eta r) gamma too large; use rewards <= 0)")
+        raise ValueError(
+            f"log p_pi(O=1) is infinite: spectral radius {radius.max().item():.4f} >= 1 "
+            "(exp(eta r) gamma too large; use rewards <= 0)"
+        )
     eye = torch.eye(mdp.num_states, dtype=torch.float64)
     desirability = torch.linalg.solve(eye - matrix, offset[..., None])[..., 0]
     return desirability.log()

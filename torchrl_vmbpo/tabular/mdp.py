@@ -113,8 +113,10 @@ class TabularMDP:
             gamma = _as_f64(gamma, "gamma").expand(batch_shape)
             eta = _as_f64(eta, "eta").expand(batch_shape)
         except RuntimeError as err:
-            raise ValueError(f"terminal, initial, gamma and eta must broadcast to batch {tuple(batch_shape)}"
-                             f" with {num_states} states: {err}") from err
+            raise ValueError(
+                f"terminal, initial, gamma and eta must broadcast to batch {tuple(batch_shape)}"
+                f" with {num_states} states: {err}"
+            ) from err
         return cls(transition, reward, terminal, initial, gamma, eta, discount)
 
     def __post_init__(self):

@@ -8,5 +8,14 @@ from torchrl_vmbpo.training.loop import train
 from torchrl_vmbpo.training.model_fit import fit_dynamics, make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 
-__all__ = ["Agent", "TrainConfig", "fit_dynamics", "imagine", "load_checkpoint", "make_model_optimizer", "optimize",
-           "save_checkpoint", "train"]
+__all__ = [
+    "Agent",
+    "TrainConfig",
+    "fit_dynamics",
+    "imagine",
+    "load_checkpoint",
+    "make_model_optimizer",
+    "optimize",
+    "save_checkpoint",
+    "train",
+]

@@ -116,7 +116,9 @@ def restore_checkpoint(payload: dict, agent: Agent, *, source: str | Path = "che
         agent.load_state_dict(modules_before)
         for name, state in optimizers_before.items():
             optimizers[name].load_state_dict(state)
-        raise CheckpointError(f"{source} does not load into this agent ({_first_line(err)}); the agent is unchanged") from None
+        raise CheckpointError(
+            f"{source} does not load into this agent ({_first_line(err)}); the agent is unchanged"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, agent: Agent) -> dict:
@@ -150,7 +152,9 @@ def convert_checkpoint(path: str | Path, *, run_id: str | None = None) -> Path:
         raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
     if not isinstance(old, dict) or old.get("format") not in _OLD_FORMATS:
         found = old.get("format") if isinstance(old, dict) else None
-        raise CheckpointError(f"{path} is not a checkpoint of an earlier version (format {found!r}); nothing to convert")
+        raise CheckpointError(
+            f"{path} is not a checkpoint of an earlier version (format {found!r}); nothing to convert"
+        )
     state = old.get("loop_state")
     if state is not None:
         state = dict(state)
@@ -180,7 +184,9 @@ def _mismatches(payload: dict, agent: Agent) -> list[str]:
     identity = getattr(agent, "identity", None)
     config = payload.get("config") or {}
     if identity is not None and (config.get("algo"), config.get("env")) != tuple(identity):
-        problems.append(f"it holds {config.get('algo')} on {config.get('env')}, the agent is {identity[0]} on {identity[1]}")
+        problems.append(
+            f"it holds {config.get('algo')} on {config.get('env')}, the agent is {identity[0]} on {identity[1]}"
+        )
     ours, theirs = agent.state_dict(), payload.get("agent") or {}
     missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     if missing:
@@ -208,8 +214,10 @@ def _optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | 
     try:
         saved_groups, saved_state = saved["param_groups"], saved["state"]
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in saved_groups]:
-            return (f"parameters per group {[len(g['params']) for g in saved_groups]} vs the agent's "
-                    f"{[len(g['params']) for g in groups]}")
+            return (
+                f"parameters per group {[len(g['params']) for g in saved_groups]} vs the agent's "
+                f"{[len(g['params']) for g in groups]}"
+            )
         params = [p for g in groups for p in g["params"]]
         ids = [i for g in saved_groups for i in g["params"]]
         for param, index in zip(params, ids):

@@ -51,8 +51,14 @@ def imagine(
         action_key=action_key,
         reward_key=reward_key,
     )
-    stored_keys = (observation_key, action_key, ("next", observation_key), ("next", reward_key), ("next", "done"),
-                   ("next", "terminated"))
+    stored_keys = (
+        observation_key,
+        action_key,
+        ("next", observation_key),
+        ("next", reward_key),
+        ("next", "done"),
+        ("next", "terminated"),
+    )
     frames = num_rollouts * horizon
     collector = Collector(
         env,

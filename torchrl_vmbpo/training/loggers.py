@@ -27,8 +27,10 @@ def check_logger(kind: str) -> None:
     """ConfigError unless ``kind``'s package is importable (``kind`` itself is checked by TrainConfig)."""
     package = PACKAGES.get(kind)
     if package is not None and importlib.util.find_spec(package) is None:
-        raise ConfigError(f"logger={kind} needs the {package!r} package, which is not installed: "
-                          f"pip install {package} (or 'torchrl_vmbpo[{kind}]'); logger=csv needs nothing")
+        raise ConfigError(
+            f"logger={kind} needs the {package!r} package, which is not installed: "
+            f"pip install {package} (or 'torchrl_vmbpo[{kind}]'); logger=csv needs nothing"
+        )
 
 
 def make_logger(cfg, out: Path):
@@ -43,9 +45,12 @@ def make_logger(cfg, out: Path):
         from torchrl.record.loggers.wandb import WandbLogger
 
         (out / "logs").mkdir(parents=True, exist_ok=True)
-        return WandbLogger(exp_name=name, save_dir=str(out / "logs"),
-                           project=os.environ.get("WANDB_PROJECT", "torchrl_vmbpo"),
-                           offline=os.environ.get("WANDB_MODE") == "offline")
+        return WandbLogger(
+            exp_name=name,
+            save_dir=str(out / "logs"),
+            project=os.environ.get("WANDB_PROJECT", "torchrl_vmbpo"),
+            offline=os.environ.get("WANDB_MODE") == "offline",
+        )
     if cfg.logger == "mlflow":
         from torchrl.record.loggers.mlflow import MLFlowLogger
 

@@ -85,7 +85,9 @@ class _Loop:
         self.max_episode_steps, self.run_id = max_episode_steps, run_id
         self.caps = agent.capabilities
         if self.caps.imagination and cfg.rollouts_per_step < 1:
-            raise ConfigError(f"{cfg.algo} imagines model rollouts: rollouts_per_step must be >= 1, got {cfg.rollouts_per_step}")
+            raise ConfigError(
+                f"{cfg.algo} imagines model rollouts: rollouts_per_step must be >= 1, got {cfg.rollouts_per_step}"
+            )
         self.commit = git_commit()  # the code this run imported, before anyone can commit during the run
         self.real_buffer = make_buffer(cfg.buffer_size)
         if resume is None:
@@ -93,8 +95,10 @@ class _Loop:
         else:
             self.state, real_data, rng = LoopState.from_checkpoint(resume)
             if self.state.env_steps >= cfg.steps:
-                raise ConfigError(f"the run already has {self.state.env_steps} env steps; resume with more steps "
-                                  f"(--steps > {self.state.env_steps})")
+                raise ConfigError(
+                    f"the run already has {self.state.env_steps} env steps; resume with more steps "
+                    f"(--steps > {self.state.env_steps})"
+                )
             if real_data is not None:
                 self.real_buffer.extend(real_data)
             self.state.resumed_at.append(self.state.env_steps)
@@ -109,14 +113,24 @@ class _Loop:
         atomic_write_text(out / "logs" / "run_id", run_id + "\n")  # which run the scalar logs belong to
         self.curve = MetricsCSV(out / "metrics.csv", rows=self.state.curve, run_id=run_id)
         self.start = time.perf_counter() - self.state.wall_seconds
-        self.bar = tqdm(total=cfg.steps, initial=self.state.env_steps, disable=not progress, unit="step",
-                        dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env}")
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=self.state.env_steps,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"{cfg.algo} {cfg.env}",
+        )
 
     def run(self, stop: StopRequest) -> dict:
         cfg, caps, state = self.cfg, self.caps, self.state
         collector = Collector(
-            self.env, self.agent.policy, frames_per_batch=cfg.collect_steps, total_frames=cfg.steps - state.env_steps,
-            init_random_frames=max(0, cfg.init_random_steps - state.env_steps), trust_policy=True,
+            self.env,
+            self.agent.policy,
+            frames_per_batch=cfg.collect_steps,
+            total_frames=cfg.steps - state.env_steps,
+            init_random_frames=max(0, cfg.init_random_steps - state.env_steps),
+            trust_policy=True,
         )
         try:
             for batch in _timed(collector, self.timer, "collect"):
@@ -164,8 +178,11 @@ class _Loop:
     def ready_to_update(self) -> bool:
         """Past the random steps, a model fitted (if the agent fits one), a batch's worth of data in D."""
         state = self.state
-        return (state.env_steps >= self.cfg.init_random_steps and (not self.caps.model_fit or self.last_fit is not None)
-                and len(self.real_buffer) >= self.cfg.batch_size)
+        return (
+            state.env_steps >= self.cfg.init_random_steps
+            and (not self.caps.model_fit or self.last_fit is not None)
+            and len(self.real_buffer) >= self.cfg.batch_size
+        )
 
     def log_train_metrics(self) -> None:
         state = self.state
@@ -182,8 +199,13 @@ class _Loop:
         with self.timer("evaluate"):
             mean, std = evaluate_policy(self.cfg, self.agent, self.eval_env, max_episode_steps=self.max_episode_steps)
         state.best = max(state.best, mean)
-        row = {"env_steps": state.env_steps, "eval_return_mean": mean, "eval_return_std": std,
-               "wall_seconds": round(time.perf_counter() - self.start, 3), "updates": state.updates}
+        row = {
+            "env_steps": state.env_steps,
+            "eval_return_mean": mean,
+            "eval_return_std": std,
+            "wall_seconds": round(time.perf_counter() - self.start, 3),
+            "updates": state.updates,
+        }
         self.curve.append(row)
         state.curve.append(row)
         self.logger.log_scalar("eval_return_mean", mean, step=state.env_steps)
@@ -202,9 +224,14 @@ class _Loop:
         with self.timer("checkpoint"):
             self.state.wall_seconds = time.perf_counter() - self.start
             self.state.phase_seconds = dict(self.timer.seconds)
-            save_checkpoint(self.out / "checkpoint.pt", self.agent, config=self.cfg.to_dict(),
-                            env_steps=self.state.env_steps, loop_state=self.state.to_checkpoint(self.real_buffer[:]),
-                            run_id=self.run_id)
+            save_checkpoint(
+                self.out / "checkpoint.pt",
+                self.agent,
+                config=self.cfg.to_dict(),
+                env_steps=self.state.env_steps,
+                loop_state=self.state.to_checkpoint(self.real_buffer[:]),
+                run_id=self.run_id,
+            )
 
     def finish(self) -> dict:
         """The learning curve and summary.json."""

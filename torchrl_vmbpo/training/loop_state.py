@@ -63,15 +63,20 @@ class LoopState:
 
 def rng_states() -> dict:
     """The current torch, numpy and Python RNG states as tensors and plain containers."""
-    return plain_rng_states({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()})
+    return plain_rng_states(
+        {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    )
 
 
 def plain_rng_states(states: dict) -> dict:
     """RNG states as tensors and plain containers (numpy's key array as an int64 tensor)."""
     kind, key, pos, has_gauss, cached = states["numpy"]
     key = torch.as_tensor(np.asarray(key).astype(np.int64))
-    return {"torch": states["torch"], "numpy": (str(kind), key, int(pos), int(has_gauss), float(cached)),
-            "python": states["python"]}
+    return {
+        "torch": states["torch"],
+        "numpy": (str(kind), key, int(pos), int(has_gauss), float(cached)),
+        "python": states["python"],
+    }
 
 
 def set_rng_states(states: dict) -> None:

@@ -13,7 +13,9 @@ from torchrl_vmbpo.training.optim import optimize
 
 def make_dynamics(cfg, obs_dim: int, act_dim: int) -> DynamicsModel:
     """The ensemble q_d of a run config (``num_members``, ``num_elites``, ``model_hidden``)."""
-    return DynamicsModel(obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden)
+    return DynamicsModel(
+        obs_dim, act_dim, num_members=cfg.num_members, num_elites=cfg.num_elites, hidden=cfg.model_hidden
+    )
 
 
 def make_model_optimizer(model: DynamicsModel, *, lr: float, weight_decay: float) -> torch.optim.Adam:

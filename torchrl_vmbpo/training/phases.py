@@ -137,6 +137,8 @@ def run_updates(
     return None if metrics is None else {k: float(v) for k, v in metrics.items()}
 
 
-def evaluate_policy(cfg: TrainConfig, agent: Agent, eval_env: EnvBase, *, max_episode_steps: int) -> tuple[float, float]:
+def evaluate_policy(
+    cfg: TrainConfig, agent: Agent, eval_env: EnvBase, *, max_episode_steps: int
+) -> tuple[float, float]:
     """Mean and std of ``eval_episodes`` returns of the policy's mode on the evaluation env."""
     return evaluate(eval_env, agent.policy, episodes=cfg.eval_episodes, max_steps=max_episode_steps)

@@ -22,8 +22,16 @@ from torchrl_vmbpo.errors import RunFolderError
 METRIC_COLUMNS = ["env_steps", "eval_return_mean", "eval_return_std", "wall_seconds", "updates", "run_id"]
 RUN_MANIFEST = "run.json"
 # Everything a run writes in its folder: --overwrite removes exactly these, and only with it.
-RUN_FILES = (RUN_MANIFEST, "metrics.csv", "summary.json", "checkpoint.pt", "checkpoint.pt.tmp", "learning_curve.png",
-             "logs", "scalars.csv")
+RUN_FILES = (
+    RUN_MANIFEST,
+    "metrics.csv",
+    "summary.json",
+    "checkpoint.pt",
+    "checkpoint.pt.tmp",
+    "learning_curve.png",
+    "logs",
+    "scalars.csv",
+)
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -64,7 +72,9 @@ def prepare_run_folder(out: Path, *, overwrite: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise RunFolderError(f"cannot use {out} as the run folder: {err.strerror or err} ({type(err).__name__})") from None
+        raise RunFolderError(
+            f"cannot use {out} as the run folder: {err.strerror or err} ({type(err).__name__})"
+        ) from None
 
 
 def new_run_id() -> str:
@@ -73,8 +83,13 @@ def new_run_id() -> str:
 
 def write_run_manifest(out: Path, run_id: str, config: dict) -> None:
     """``run.json``: the folder's current run; its checkpoint, metrics and logs carry the same id."""
-    manifest = {"run_id": run_id, "algo": config.get("algo"), "env": config.get("env"), "seed": config.get("seed"),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest = {
+        "run_id": run_id,
+        "algo": config.get("algo"),
+        "env": config.get("env"),
+        "seed": config.get("seed"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     atomic_write_text(out / RUN_MANIFEST, json.dumps(manifest, indent=2))
 
 
@@ -106,7 +121,10 @@ def git_commit(*paths: str) -> str:
             return "unknown"
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "torchrl_vmbpo", *paths],
-            cwd=root, capture_output=True, text=True, timeout=5,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

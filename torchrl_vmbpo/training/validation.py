@@ -191,7 +191,11 @@ def field_docs(cls: type) -> dict[str, str]:
         for node, after in zip(body, [*body[1:], None]):
             if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
                 continue
-            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            if (
+                isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
             elif "#:" in lines[node.end_lineno - 1]:
                 docs[node.target.id] = lines[node.end_lineno - 1].split("#:", 1)[1].strip()
@@ -202,5 +206,8 @@ def describe_fields(obj: Any, *, prefix: str = "") -> list[tuple[str, Any, str, 
     """``(name, value, what is accepted, documentation)`` for every field of the dataclass ``obj``."""
     hints = typing.get_type_hints(type(obj), include_extras=True)
     docs = field_docs(type(obj))
-    return [(prefix + f.name, getattr(obj, f.name), describe(hints[f.name]), docs.get(f.name, ""))
-            for f in dataclasses.fields(obj) if f.init]
+    return [
+        (prefix + f.name, getattr(obj, f.name), describe(hints[f.name]), docs.get(f.name, ""))
+        for f in dataclasses.fields(obj)
+        if f.init
+    ]
