@@ -22,7 +22,7 @@ from torchrl_vmbpo.envs.functions import EnvFunctions
 from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
-from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.agent import Agent, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
@@ -110,6 +110,7 @@ class MPOAgent(Agent):
             alpha_std_init=s.alpha_std_init,
             action_penalty=s.action_penalty,
         )
+        borrow(self, policy=self.policy)  # the loss owns the actor: state_dict holds each tensor once
         if s.target_update == "hard":
             # TorchRL's HardUpdate copies when its counter (0, 1, ...) equals the interval, i.e. every
             # interval + 1 steps: interval = period - 1 copies every `period` updates.

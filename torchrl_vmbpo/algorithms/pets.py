@@ -26,7 +26,7 @@ from torchrl_vmbpo.envs.termination import TerminationFn, inverted_pendulum_done
 from torchrl_vmbpo.envs.world_model import RewardFn, WorldModelEnv
 from torchrl_vmbpo.errors import ConfigError, UnknownEnvFunction
 from torchrl_vmbpo.planners.pets import PETSPlanner
-from torchrl_vmbpo.training.agent import Agent, Capabilities
+from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.model_fit import make_dynamics
 from torchrl_vmbpo.training.validation import PositiveInt, Range
@@ -165,6 +165,7 @@ class PETSAgent(Agent):
             make_dynamics(cfg, obs_dim, act_dim), cfg, termination_fn=termination_fn, reward_fn=reward_fn
         )
         model_env = WorldModelEnv(self.dynamics, env, termination_fn=termination_fn, reward_fn=reward_fn)
+        # Not registered: the planner holds q_d (registered as dynamics) through its world-model env.
         self.policy = PETSPlanner(
             model_env,
             planning_horizon=s.planning_horizon,
@@ -177,6 +178,7 @@ class PETSAgent(Agent):
             device=s.device,
             cuda_graph=s.cuda_graph,
         )
+        borrow(self, policy=self.policy)
 
     def after_model_fit(self, real_buffer) -> dict[str, float]:
         self.policy.sync_dynamics()  # the planner's device copy of q_d follows every fit

@@ -24,7 +24,7 @@ from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
-from torchrl_vmbpo.training.agent import Agent, Capabilities
+from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 
@@ -148,6 +148,7 @@ class SACAgent(Agent):
         # SACLoss registers its `_target_entropy` buffer lazily, on first use: materialise it now so a
         # fresh agent has the same state-dict keys as a trained one (checkpoints load strictly).
         _ = self.loss.target_entropy
+        borrow(self, policy=self.policy)  # the loss owns the actor: state_dict holds each tensor once
         self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
         # fused: one C++ kernel per parameter group, instead of ~10 tensor ops per parameter tensor.
         self.optimizer = torch.optim.Adam(

@@ -100,7 +100,7 @@ class Agent(nn.Module):
         if termination_fn is None:
             raise ValueError(f"a model-based {type(self).__name__} needs termination_fn")
         self.dynamics = dynamics
-        self.model_loss = GaussianEnsembleNLLLoss(dynamics)
+        borrow(self, model_loss=GaussianEnsembleNLLLoss(dynamics))  # holds q_d, registered as dynamics
         self.model_optimizer = make_model_optimizer(dynamics, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
 
