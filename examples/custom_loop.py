@@ -45,20 +45,8 @@ def minimise(loss, optimizer, batch):
     return out
 
 
-def train(
-    steps=3000,
-    seed=0,
-    hidden=(64, 64),
-    init_random=500,
-    frames_per_batch=10,
-    batch_size=256,
-    rollouts=100,
-    horizon=1,
-    model_every=250,
-    model_epochs=20,
-    ratio_steps=50,
-    eval_steps=200,
-):
+def train(steps=3000, seed=0, hidden=(64, 64), init_random=500, frames_per_batch=10, batch_size=256,
+          rollouts=100, horizon=1, model_every=250, model_epochs=20, ratio_steps=50, eval_steps=200):
     torch.manual_seed(seed)
     env = make_env("Pendulum-v1", seed=seed)
     obs_dim, act_dim, spec = 3, 1, env.action_spec
@@ -68,53 +56,21 @@ def train(
     # >>> algorithm: VMBPO
     q_c = make_tanh_gaussian_actor(obs_dim, spec, hidden=hidden)
     q_c.load_state_dict(pi.state_dict())  # the EM starts from q_c = pi
-    loss = VMBPOLoss(
-        pi,
-        q_c,
-        make_q_value(obs_dim, act_dim, hidden=hidden),
-        make_state_value(obs_dim, hidden=hidden),
-        q_d,
-        make_log_ratio_network(obs_dim, act_dim, hidden=hidden, bound=0.5),
-        eta=3.0,
-        gamma=0.99,
-        mix=1.0,
-        m_step_mode="weighted_map",
-        kl_coef=0.1,
-        kl_coef_std=100.0,
-        m_step_period=100,
-    )
-    update_losses, targets, rollout_policy = (
-        [loss.critic, loss.actor, loss.m_step],
-        SoftUpdate(loss.critic, tau=0.005),
-        q_c,
-    )
+    loss = VMBPOLoss(pi, q_c, make_q_value(obs_dim, act_dim, hidden=hidden), make_state_value(obs_dim, hidden=hidden),
+                     q_d, make_log_ratio_network(obs_dim, act_dim, hidden=hidden, bound=0.5), eta=3.0, gamma=0.99,
+                     mix=1.0, m_step_mode="weighted_map", kl_coef=0.1, kl_coef_std=100.0, m_step_period=100)
+    update_losses, targets, rollout_policy = [loss.critic, loss.actor, loss.m_step], SoftUpdate(loss.critic, tau=0.005), q_c
     model_objective, after_fit, after_update = loss.dynamics_objective, [loss.log_ratio], loss.m_step_schedule
     # <<< algorithm
     real_buffer = ReplayBuffer(storage=LazyTensorStorage(steps))  # D
     model_buffer = ReplayBuffer(storage=LazyTensorStorage(rollouts * horizon * 20))  # E
     # Built before D has data: the world model draws its start states from D at each reset.
-    world = WorldModelEnv(
-        q_d, env, start_state_sampler=buffer_start_states(real_buffer), termination_fn=never_done, batch_size=[rollouts]
-    )
-    imagination = iter(
-        Collector(
-            world,
-            rollout_policy,
-            frames_per_batch=rollouts * horizon,
-            total_frames=-1,
-            max_frames_per_traj=horizon,
-            reset_at_each_iter=True,
-            trust_policy=True,
-        )
-    )
-    collector = Collector(
-        env,
-        pi,
-        frames_per_batch=frames_per_batch,
-        total_frames=steps,
-        init_random_frames=init_random,
-        trust_policy=True,
-    )
+    world = WorldModelEnv(q_d, env, start_state_sampler=buffer_start_states(real_buffer), termination_fn=never_done,
+                          batch_size=[rollouts])
+    imagination = iter(Collector(world, rollout_policy, frames_per_batch=rollouts * horizon, total_frames=-1,
+                                 max_frames_per_traj=horizon, reset_at_each_iter=True, trust_policy=True))
+    collector = Collector(env, pi, frames_per_batch=frames_per_batch, total_frames=steps,
+                          init_random_frames=init_random, trust_policy=True)
     optimizers = {loss_: torch.optim.Adam(loss_.parameters(), lr=3e-4) for loss_ in [*update_losses, *after_fit]}
     model_optimizer = torch.optim.Adam(q_d.parameters(), lr=1e-3)
     updates, metrics = 0, {}
@@ -139,11 +95,8 @@ def train(
     collector.shutdown()
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         episode_return = env.rollout(eval_steps, pi)["next", "reward"].sum().item()
-    return {
-        "return": episode_return,
-        "updates": updates,
-        **{key: float(value.detach()) for key, value in metrics.items() if key.startswith("loss_")},
-    }
+    return {"return": episode_return, "updates": updates,
+            **{key: float(value.detach()) for key, value in metrics.items() if key.startswith("loss_")}}
 
 
 def main():

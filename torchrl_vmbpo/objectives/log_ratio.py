@@ -50,6 +50,7 @@ class LogRatioLoss(KeyedLoss):
     ``exp_log_ratio_real`` (mean ``exp nu(x'_p)``, one at the optimum since ``E_p[q_d / p] = 1``).
 
     Example:
+        >>> import torch
         >>> from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
         >>> loss = LogRatioLoss(make_log_ratio_network(3, 1, hidden=(16,)), DynamicsModel(3, 1, hidden=(16,)))
         >>> td = TensorDict({"observation": torch.randn(8, 3), "action": torch.randn(8, 1),

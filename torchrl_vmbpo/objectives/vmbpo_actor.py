@@ -42,6 +42,7 @@ class VMBPOActorLoss(KeyedLoss):
     ``log q_c/pi``, a KL(q_c || pi) estimate), ``entropy`` (``-mean log q_c``), ``q_value``.
 
     Example:
+        >>> import torch
         >>> from torchrl.data import Bounded
         >>> from torchrl_vmbpo.models.networks import make_tanh_gaussian_actor, make_q_value, make_state_value
         >>> spec = Bounded(-1.0, 1.0, shape=(1,))

@@ -73,9 +73,8 @@ class TrainConfig:
     model_patience: NonNegativeInt = 5  #: epochs without > 1% holdout improvement before stopping
     model_max_epochs: PositiveInt = 200  #: cap on epochs per fit (bounds the first fit's cost)
     model_retrain_every: PositiveInt = 250  #: env steps between model fits (and imagination phases)
-    rollouts_per_step: NonNegativeInt = (
-        400  #: model rollouts started per real env step (0: no imagination, as PETS, STEVE)
-    )
+    rollouts_per_step: NonNegativeInt = 400
+    """Model rollouts started per real env step, for agents that imagine (their capabilities say so)."""
     rollout_schedule: Annotated[tuple[float, float, float, float], Range(0)] = (20, 100, 1, 1)
     """[epoch_a, epoch_b, k_a, k_b]: rollout length k, linear in epoch (1 epoch = 1000 env steps)."""
     model_retain_epochs: PositiveInt = 1  #: model-buffer capacity in epochs of imagined data
