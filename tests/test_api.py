@@ -101,7 +101,7 @@ def test_registered_functions_serve_the_command_line_with_a_module_env_id(tmp_pa
             [
                 "train",
                 "--algo",
-                "mbpo",
+                "vmbpo",
                 "--env",
                 "my_point_mass:MyPointMass-v0",
                 "--steps",
