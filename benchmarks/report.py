@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torchrl_vmbpo.sweeps.report import fmt as _fmt
 from torchrl_vmbpo.sweeps.report import plot_bands
-from torchrl_vmbpo.training.results import read_scalars
+from torchrl_vmbpo.training.results import read_metrics, read_scalars
 
 CHECKPOINT_STEPS = (3000, 5000, 10000, 20000)
 
@@ -28,8 +28,7 @@ def _load_runs(results: Path) -> list[dict]:
     runs = []
     for summary_path in sorted(results.glob("*/*/seed*/summary.json")):
         summary = json.loads(summary_path.read_text())
-        with open(summary_path.parent / "metrics.csv", newline="") as f:
-            curve = [{k: float(v) for k, v in row.items() if k != "run_id"} for row in csv.DictReader(f)]
+        curve = read_metrics(summary_path.parent / "metrics.csv")
         runs.append({"summary": summary, "curve": curve, "dir": summary_path.parent})
     return runs
 

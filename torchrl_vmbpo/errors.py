@@ -8,6 +8,14 @@ exception keeps its traceback. Each subclasses the built-in a caller would have 
 from __future__ import annotations
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name if empty), cut at ``limit`` characters:
+    what the library's one-line messages quote of an error it wraps."""
+    lines = str(err).strip().splitlines()
+    line = lines[0] if lines else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class VMBPOError(Exception):
     """Base of every error the library raises about its input (settings, envs, run folders, checkpoints)."""
 

@@ -9,7 +9,7 @@ import torch
 from torchrl.data import Bounded
 from torchrl.envs import Compose, DoubleToFloat, EnvBase, GymEnv, InitTracker, RewardSum, StepCounter, TransformedEnv
 
-from torchrl_vmbpo.errors import EnvError
+from torchrl_vmbpo.errors import EnvError, first_line
 
 SUPPORTED = "Pendulum-v1, InvertedPendulum-v5, Hopper-v5, Walker2d-v5, HalfCheetah-v5, Reacher-v5"
 
@@ -53,10 +53,10 @@ def _open(env_id: str, kwargs: dict) -> GymEnv:
     try:
         return GymEnv(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as err:
-        raise EnvError(f"{env_id!r} needs an optional package that is not installed: {_first_line(err)}") from None
+        raise EnvError(f"{env_id!r} needs an optional package that is not installed: {first_line(err)}") from None
     except ImportError as err:
         raise EnvError(
-            f"{env_id!r} needs a package that is not installed ({err.name or _first_line(err)}); install it "
+            f"{env_id!r} needs a package that is not installed ({err.name or first_line(err)}); install it "
             "(e.g. pip install 'gymnasium[box2d]' for Box2D envs)"
         ) from None
 
@@ -111,11 +111,6 @@ def wrap_env(base: EnvBase, *, name: str, max_episode_steps: int | None) -> Tran
             "gymnasium wrapper such as FlattenObservation)."
         )
     return TransformedEnv(base, Compose(InitTracker(), StepCounter(max_episode_steps), DoubleToFloat(), RewardSum()))
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def env_dims(env: EnvBase) -> tuple[int, int]:

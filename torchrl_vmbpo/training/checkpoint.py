@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDictBase
 
-from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound
+from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound, first_line
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.loop_state import plain_rng_states
 from torchrl_vmbpo.training.results import atomic_write
@@ -78,10 +78,10 @@ def read_checkpoint(path: str | Path) -> dict:
                 "earlier version, or a crafted one); refused, nothing from it was executed. If you wrote it "
                 f"with an earlier torchrl_vmbpo and trust it: vmbpo convert-checkpoint {path}"
             ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line(err)})") from None
     except Exception as err:  # torch raises several types for truncated/garbled files
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(err).__name__}: {_first_line(err)}); expected a file "
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {first_line(err)}); expected a file "
             "written by torchrl_vmbpo.training.save_checkpoint"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
@@ -117,7 +117,7 @@ def restore_checkpoint(payload: dict, agent: Agent, *, source: str | Path = "che
         for name, state in optimizers_before.items():
             optimizers[name].load_state_dict(state)
         raise CheckpointError(
-            f"{source} does not load into this agent ({_first_line(err)}); the agent is unchanged"
+            f"{source} does not load into this agent ({first_line(err)}); the agent is unchanged"
         ) from None
 
 
@@ -149,7 +149,7 @@ def convert_checkpoint(path: str | Path, *, run_id: str | None = None) -> Path:
     try:
         old = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line(err)})") from None
     if not isinstance(old, dict) or old.get("format") not in _OLD_FORMATS:
         found = old.get("format") if isinstance(old, dict) else None
         raise CheckpointError(
@@ -232,9 +232,3 @@ def _optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | 
 def _names(items: list[str]) -> str:
     shown = ", ".join(items[:_SHOWN])
     return shown + (f", and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
