@@ -23,15 +23,10 @@ def _batch(b=16):
     )
 
 
-def test_compile_setting_is_validated():
-    with pytest.raises(ValueError, match="extra.compile"):
-        SACAgent(TrainConfig(hidden=(8,), extra={"compile": "yes"}), 3, SPEC)
-
-
 def test_compiled_update_steps_every_group_and_keeps_checkpoint_keys():
     torch.manual_seed(0)
     eager = SACAgent(TrainConfig(hidden=(16,)), 3, SPEC)
-    compiled = SACAgent(TrainConfig(hidden=(16,), extra={"compile": True}), 3, SPEC)
+    compiled = SACAgent(TrainConfig(hidden=(16,)), 3, SPEC).setup_compute("cpu", compile_updates=True)  # Inductor
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints interchange
     compiled.load_state_dict(eager.state_dict())
     loss = compiled.loss

@@ -134,10 +134,28 @@ def test_resume_may_change_where_a_run_computes_but_not_what(tmp_path, capsys):
     # What the run computes: refused, naming the setting, its values and what may change; nothing touched.
     assert main([*resume, "--set", "utd=3", "--set", "gamma=0.9"]) == 2
     err = capsys.readouterr().err
-    assert "cannot change gamma (0.99 -> 0.9), utd (2.0 -> 3.0)" in err and "extra.device" in err
+    assert "cannot change gamma (0.99 -> 0.9), utd (2.0 -> 3.0)" in err and "device, compile" in err
     assert (out / "metrics.csv").read_text() == before
     # Where and how fast it computes, plus restated settings (a sweep's same --set list): accepted.
-    assert main([*resume, "--set", "checkpoint_every=50", "--set", "num_threads=1", "--set", "utd=2"]) == 0
+    assert (
+        main(
+            [
+                *resume,
+                "--set",
+                "checkpoint_every=50",
+                "--set",
+                "num_threads=1",
+                "--set",
+                "utd=2",
+                "--set",
+                "device=cpu",
+                "--set",
+                "compile=off",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["checkpoint_every"] == 50 and summary["config"]["utd"] == 2
+    assert summary["config"]["device"] == "cpu" and summary["device"] == "cpu"
     assert summary["env_steps"] == 300

@@ -33,8 +33,11 @@ from torchrl_vmbpo.training import TrainConfig
         ("rollout_schedule=[1,2,3]", "rollout_schedule must be a list of 4 numbers"),
         ("max_grad_norm=0", "max_grad_norm must be a number > 0 or null, got 0"),
         ("algo=nosuch", "unknown algorithm 'nosuch'; available: ['mbpo'"),  # through with_overrides
-        ("extra.eta=0", "unknown SAC/MBPO setting(s) ['eta']; known: ['compile']"),
-        ("extra.compile=yes", "extra.compile must be true or false, got 'yes'"),
+        ("extra.eta=0", "unknown SAC/MBPO setting(s) ['eta']; known: none"),
+        ("extra.compile=true", "unknown SAC/MBPO setting(s) ['compile']"),  # TrainConfig.compile now
+        ("compile=yes", "compile must be one of 'auto', 'on', 'off', got 'yes'"),
+        ("device=gpu", "device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+        ("device=cuda:x", "device must be cpu, cuda, cuda:N or auto, got 'cuda:x'"),
         ("num_elites=9", "num_elites (9) must be <= num_members (7)"),
     ],
 )
@@ -56,7 +59,7 @@ def test_a_bad_setting_is_refused_naming_field_value_and_what_is_accepted(assign
         ("mpo", "extra.num_samples=1", "extra.num_samples must be an integer >= 2, got 1"),
         ("pets", "extra.momentum=1", "extra.momentum must be a number in [0, 1), got 1"),
         ("pets", "extra.elites=500", "extra.elites (500) must be <= extra.population (200)"),
-        ("pets", "extra.device=nowhere", "extra.device must be a torch device string"),
+        ("pets", "extra.device=cuda", "unknown PETS setting(s) ['device']"),  # TrainConfig.device now
         ("steve", "extra.sample_model=1", "extra.sample_model must be true or false, got 1"),
         ("sac", "extra.horizon=3", "unknown SAC/MBPO setting(s) ['horizon']"),
     ],

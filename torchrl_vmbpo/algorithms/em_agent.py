@@ -8,6 +8,7 @@ from tensordict import TensorDictBase
 from torchrl.objectives import LossModule, SoftUpdate
 
 from torchrl_vmbpo.training.agent import Agent, borrow
+from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.optim import optimize, total_loss
 
@@ -38,6 +39,17 @@ class EMAgent(Agent):
         self.max_grad_norm = cfg.max_grad_norm
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         borrow(self, policy=pi if acting_policy == "pi" else q_c)
+        # Plain function attributes (not submodules): compiling them adds no state-dict keys.
+        self._e_step_losses = self._eager_e_step_losses
+        self._m_step_loss = self.m_step.__call__
+
+    def _eager_e_step_losses(self, batch: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
+        return self.critic(batch), self.actor_loss(batch)
+
+    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
+        """Compile the E-step's critic and actor losses as one function, and the M-step's loss."""
+        self._e_step_losses = compile_fn(self._eager_e_step_losses, device=device, backend=backend)
+        self._m_step_loss = compile_fn(self.m_step, device=device, backend=backend)
 
     # --- the critic's networks, by the paper's names ---
     @property
@@ -63,8 +75,7 @@ class EMAgent(Agent):
     def e_step_update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """Critic (VMBPO: eqs. 22-24 on E; VMBPO-MFE: eq. 9 on D) and actor (eq. 25) in one backward, then
         the target update."""
-        critic = self.critic(batch)
-        actor = self.actor_loss(batch)
+        critic, actor = self._e_step_losses(batch)
         # Every loss_* of the critic: Q, V and, under an entropy constraint, its multiplier's dual.
         optimize(total_loss(critic) + actor["loss_actor"], self.e_step_optimizer, max_grad_norm=self.max_grad_norm)
         self.target_updater.step()
@@ -80,7 +91,7 @@ class EMAgent(Agent):
             return {}
         if states is None:
             raise KeyError(f"{type(self).__name__}'s weighted-MAP M-step needs a batch of states, got none")
-        out = m_step(states)
+        out = self._m_step_loss(states)
         optimize(out["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
         return {f"m_step_{k}": v.detach() for k, v in out.items()}
 

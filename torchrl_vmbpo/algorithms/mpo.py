@@ -23,6 +23,7 @@ from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
 from torchrl_vmbpo.training.agent import Agent, borrow
+from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
@@ -126,9 +127,13 @@ class MPOAgent(Agent):
             ]
         )
         self.max_grad_norm = cfg.max_grad_norm
+        self._loss_fn = self.loss.__call__  # a plain function attribute: compiling adds no state-dict keys
+
+    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
+        self._loss_fn = compile_fn(self.loss, device=device, backend=backend)
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        losses = self.loss(batch)
+        losses = self._loss_fn(batch)
         optimize(losses, self.optimizer, max_grad_norm=self.max_grad_norm)
         self.target_updater.step()
         return {k: v.detach() for k, v in losses.items()}

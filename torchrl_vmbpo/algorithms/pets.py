@@ -86,13 +86,9 @@ class PETSSettings(ExtraSettings):
     """"ts_inf": a particle keeps its ensemble member for the whole horizon; "ts1": re-drawn every step."""
     momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.1
     """CEM's alpha: weight of the previous mean/variance in each refit."""
-    device: str | None = None
-    """Where the planner runs ("cuda", "cuda:1", ...): it plans with a copy of q_d there, refreshed after
-    every model fit, while the loop (real env, buffers, model fit) stays on the CPU. None: plan on the CPU.
-    PETS's settings cost 3-7 s per action on one CPU thread and ~0.12 s on an H200
-    (benchmarks/results/pets_planning_cost_*.md)."""
     cuda_graph: bool = True
-    """With a CUDA ``device``: capture each plan as one CUDA graph and replay it (PETSPlanner,
+    """On a CUDA device (``TrainConfig.device``; PETS's settings cost 3-7 s per action on one CPU thread
+    and ~0.12 s on an H200, benchmarks/results/pets_planning_cost_*.md): capture each plan as one CUDA graph and replay it (PETSPlanner,
     ``cuda_graph``) instead of launching its ~2,000 kernels one by one: 0.029 s instead of 0.144 s per
     action at PETS's published settings on an H100, whose 8 tests/planners/test_cuda_graph.py passed
     there (benchmarks/results/pets_planning_cost_h100_*.md). ``false``: eager planning. No effect on
@@ -105,13 +101,6 @@ class PETSSettings(ExtraSettings):
         super().check()
         if self.elites > self.population:
             raise ConfigError(f"extra.elites ({self.elites}) must be <= extra.population ({self.population})")
-        if self.device is not None:
-            try:
-                torch.device(self.device)
-            except (RuntimeError, TypeError) as err:
-                raise ConfigError(
-                    f"extra.device must be a torch device string such as 'cuda' or 'cuda:1', got {self.device!r}"
-                ) from err
 
 
 def known_reward_fn_for(env_id: str) -> RewardFn:
@@ -160,7 +149,7 @@ class PETSAgent(Agent):
         self.settings = s = settings
         obs_dim, act_dim = env_dims(env)
         # No policy to train and nothing imagined: the planner acts with q_d.
-        self.capabilities = Capabilities(updates=False, model_fit=True, planning=True, device=s.device or "cpu")
+        self.capabilities = Capabilities(updates=False, model_fit=True, planning=True)
         self.attach_dynamics(
             make_dynamics(cfg, obs_dim, act_dim), cfg, termination_fn=termination_fn, reward_fn=reward_fn
         )
@@ -175,10 +164,16 @@ class PETSAgent(Agent):
             particles=s.particles,
             propagation=s.propagation,
             momentum=s.momentum,
-            device=s.device,
             cuda_graph=s.cuda_graph,
         )
         borrow(self, policy=self.policy)
+
+    def setup_compute(self, device, **compile_flags) -> PETSAgent:
+        """As for every agent, and the planner (held by reference, not registered) with its world-model
+        env and action bounds: it plans on the agent's device with the agent's own q_d."""
+        super().setup_compute(device, **compile_flags)
+        self.policy.to(self.device)
+        return self
 
     def after_model_fit(self, real_buffer) -> dict[str, float]:
         self.policy.sync_dynamics()  # the planner's device copy of q_d follows every fit

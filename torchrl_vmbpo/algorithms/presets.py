@@ -24,6 +24,7 @@ from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.training.agent import Agent
+from torchrl_vmbpo.training.compile import compile_enabled
 from torchrl_vmbpo.training.config import (
     ExtraSettings,
     TrainConfig,
@@ -31,6 +32,7 @@ from torchrl_vmbpo.training.config import (
     register_settings,
     settings_class,
 )
+from torchrl_vmbpo.training.device import resolve_device
 from torchrl_vmbpo.training.model_fit import make_dynamics
 
 if sys.version_info >= (3, 11):
@@ -172,9 +174,15 @@ def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **chan
 def build_agent(
     cfg: TrainConfig, env: EnvBase, *, termination_fn: TerminationFn | None = None, reward_fn: RewardFn | None = None
 ) -> Agent:
-    """The preset's agent for ``env``; ``termination_fn`` / ``reward_fn`` for an env the library does not
-    know (else those registered with ``register_env_functions``, else the library's known ones)."""
+    """The preset's agent for ``env`` on ``cfg.device``, compiled as ``cfg.compile`` says;
+    ``termination_fn`` / ``reward_fn`` for an env the library does not know (else those registered with
+    ``register_env_functions``, else the library's known ones)."""
     settings_class(cfg.algo)  # a TrainConfig made before the presets were registered was not checked
+    device = resolve_device(cfg.device)  # a missing GPU is a ConfigError before anything is built
     agent = ALGORITHMS[cfg.algo].build(cfg, env, env_functions_for(cfg.env, termination_fn, reward_fn))
     agent.identity = (cfg.algo, cfg.env)  # checked when a checkpoint is loaded into it
-    return agent
+    return agent.setup_compute(
+        device,
+        compile_updates=compile_enabled(cfg, what="updates"),
+        compile_model_fit=compile_enabled(cfg, what="model_fit"),
+    )

@@ -58,9 +58,9 @@ def run(
         session.close()
 
 
-RESUME_SETTINGS = ("num_threads", "checkpoint_every", "extra.device", "extra.cuda_graph")
+RESUME_SETTINGS = ("num_threads", "checkpoint_every", "device", "compile", "extra.cuda_graph")
 """The settings a resume may change: where and how fast the run computes, not what it computes (a run
-started on a CPU can go on planning on a GPU). Any other change would make one record of two configs."""
+started on a CPU can go on on a GPU, and back). Any other change would make one record of two configs."""
 
 
 def resume(
@@ -105,7 +105,7 @@ def resume(
             "it can be loaded with load_checkpoint but not resumed"
         )
     try:
-        cfg = TrainConfig(**payload["config"])
+        cfg = TrainConfig(**_current_fields(payload["config"]))
     except TypeError as err:  # a field this version does not know
         raise CheckpointError(
             f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})"
@@ -130,6 +130,20 @@ def resume(
         return session.train(cfg, out, progress=progress, run_id=folder_run or "")
     finally:
         session.close()
+
+
+def _current_fields(saved: dict) -> dict:
+    """A checkpoint's config in this version's fields: PETS's ``extra.device`` and SAC/MBPO's
+    ``extra.compile`` of earlier versions became ``TrainConfig.device`` and ``compile``."""
+    saved = dict(saved)
+    extra = dict(saved.get("extra") or {})
+    if "device" in extra:
+        saved.setdefault("device", extra.pop("device") or "cpu")
+    if "compile" in extra:
+        saved.setdefault("compile", "on" if extra.pop("compile") else "off")
+    saved["extra"] = extra
+    saved.setdefault("device", "cpu")  # runs before the setting computed on the CPU
+    return saved
 
 
 def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:

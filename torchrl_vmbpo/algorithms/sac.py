@@ -1,100 +1,38 @@
 """SAC (Haarnoja et al. 2018) on TorchRL's ``SACLoss``, reused as it is; MBPO is this agent plus a model.
 
-Speed (``benchmarks/sac_update_speed.py`` measures it against Stable-Baselines3 at Hopper sizes): at
-batch 256 and 256x256 networks, eager TorchRL spends about as long in tensordict / functional-call /
-vmap Python as in the matmuls. ``extra.compile=true`` traces ``SACLoss.forward`` with
-``torch.compile`` so that overhead disappears (see :func:`compile_loss`); the optimizer is a fused
+Speed (``benchmarks/phase_timing.py``; ``benchmarks/sac_update_speed.py`` against Stable-Baselines3):
+at batch 256 and 256x256 networks, eager TorchRL spends about as long in tensordict / functional-call
+/ vmap Python as in the matmuls. A compiled run (``TrainConfig.compile``) traces ``SACLoss.forward``
+with ``torch.compile`` so that overhead disappears (training/compile.py); the optimizer is a fused
 Adam either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from tensordict import TensorDictBase
-from torch._inductor.custom_graph_pass import CustomGraphPass
-from torch.utils.checkpoint import CheckpointPolicy
 from torchrl.data import Bounded
-from torchrl.objectives import LossModule, SACLoss, SoftUpdate
+from torchrl.objectives import SACLoss, SoftUpdate
 
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
+from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 
 
-class _RecomputeBoolMasks(CustomGraphPass):
-    """Inductor joint-graph pass: recompute in the backward every bool tensor the backward reads.
-
-    Under ``vmap`` the critics' ReLU runs as ``clamp_min``, whose backward reads the mask
-    ``pre-activation >= 0``; Inductor's partitioner saves that mask as a bool tensor, and on this AVX2
-    CPU its compiled kernels wrote a [2, 256, 256] bool mask in ~1.7 ms (eager: ~0.15 ms), which made
-    the compiled update no faster than the eager one. Tagged ``PREFER_RECOMPUTE``, the mask is
-    rebuilt inside the backward's fused kernel from the saved float pre-activation instead. Only
-    where the bool tensors are stored changes, not what is computed.
-    """
-
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        # the backward part of the joint graph: everything downstream of the incoming gradients
-        backward = set()
-        for node in graph.nodes:
-            if (node.op == "placeholder" and node.name.startswith("tangents")) or any(
-                arg in backward for arg in node.all_input_nodes
-            ):
-                backward.add(node)
-        for node in graph.nodes:
-            val = node.meta.get("val")
-            if (
-                node.op == "call_function"
-                and node not in backward
-                and isinstance(val, torch.Tensor)
-                and val.dtype == torch.bool
-                and any(user in backward for user in node.users)
-            ):
-                node.meta["recompute"] = CheckpointPolicy.PREFER_RECOMPUTE
-
-    def uuid(self) -> str:  # part of Inductor's cache key
-        return "torchrl_vmbpo.sac._RecomputeBoolMasks.v1"
-
-
-def compile_loss(loss: LossModule) -> Callable[[TensorDictBase], TensorDictBase]:
-    """``torch.compile`` (Inductor, CPU C++ kernels) of ``loss(batch)``; same maths and outputs.
-
-    The returned function is a plain function, not a module, so an agent holding it keeps its state-dict
-    keys. Only the forward is compiled (its backward becomes one autograd node); the optimizer step and
-    the target update stay eager. Compilation happens on the first call (10-30 s on 2 busy cores:
-    worth it from a few thousand updates on); a batch with other keys recompiles, and torch.compile
-    stops compiling (falls back to eager, with a warning) after 8 compiled loss modules in one process.
-    Sampling inside the compiled graph uses Inductor's RNG: seeded from torch's generator (runs stay
-    reproducible) but a different stream from an eager run with the same seed.
-
-    Example:
-        >>> from torchrl.data import Bounded
-        >>> from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
-        >>> agent = SACAgent(TrainConfig(hidden=(8,)), 3, Bounded(-1.0, 1.0, shape=(1,)))
-        >>> fn = compile_loss(agent.loss)  # nothing is compiled before the first call
-        >>> callable(fn) and not isinstance(fn, torch.nn.Module)
-        True
-    """
-    return torch.compile(lambda batch: loss(batch), options={"joint_custom_pre_pass": _RecomputeBoolMasks()})
-
-
 @dataclass(frozen=True)
 class SACSettings(ExtraSettings):
-    """SAC's and MBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.compile=true``)."""
+    """SAC's and MBPO's own settings, read from ``TrainConfig.extra``: none (SAC's hyper-parameters are
+    TrainConfig's fields; compiling is ``TrainConfig.compile``), so any ``extra.NAME`` is refused."""
 
     algorithm: ClassVar[str] = "SAC/MBPO"
-
-    compile: bool = False
-    """Compile the loss forward with :func:`compile_loss`: about 1.6x the eager updates per second at
-    Hopper sizes, 1.3-1.4x SB3's (``benchmarks/results/sac_update_speed.md``), after a one-off compile
-    of 10-30 s, so off by default for short runs and tests."""
 
 
 class SACAgent(Agent):
@@ -162,10 +100,16 @@ class SACAgent(Agent):
         self.max_grad_norm = cfg.max_grad_norm
         self.settings = SACSettings.from_extra(cfg.extra) if settings is None else settings
         # A plain function attribute (not a submodule): compiling adds no state-dict keys.
-        self._loss_fn = compile_loss(self.loss) if self.settings.compile else self.loss.__call__
+        self._loss_fn = self.loss.__call__
         if dynamics is not None:  # MBPO: SAC on real and imagined rows
             self.attach_dynamics(dynamics, cfg, termination_fn=termination_fn, reward_fn=reward_fn)
             self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
+
+    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
+        """Compile ``SACLoss.forward`` (STEVE's target estimator included): about 1.6x the eager updates
+        per second at Hopper sizes on a CPU core (benchmarks/results/phase_timing_*.md)."""
+        _ = self.loss.value_estimator.tensor_keys  # set lazily on first read: a first compiled call would recompile
+        self._loss_fn = compile_fn(self.loss, device=device, backend=backend)
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         losses = self._loss_fn(batch)

@@ -12,11 +12,12 @@ from torchrl_vmbpo import keys
 TRANSITION_KEYS = (keys.OBSERVATION, keys.ACTION, keys.NEXT_OBSERVATION, keys.REWARD, keys.DONE, keys.TERMINATED)
 
 
-def make_buffer(capacity: int) -> TensorDictReplayBuffer:
-    """A uniform TorchRL replay buffer of flat transitions held in memory."""
+def make_buffer(capacity: int, device: torch.device | str = "cpu") -> TensorDictReplayBuffer:
+    """A uniform TorchRL replay buffer of flat transitions held in ``device``'s memory (what is stored is
+    copied there; batches are drawn there)."""
     if capacity < 1:
         raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
-    return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity))
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity, device=torch.device(device)))
 
 
 def _rows(buffer: TensorDictReplayBuffer, n: int) -> list[torch.Tensor]:
@@ -27,7 +28,7 @@ def _rows(buffer: TensorDictReplayBuffer, n: int) -> list[torch.Tensor]:
     ~0.3 ms. This reads ``LazyTensorStorage._storage`` (TorchRL 0.14), the one place that does.
     """
     stored = buffer.storage._storage
-    idx = torch.randint(len(buffer), (n,))
+    idx = torch.randint(len(buffer), (n,), device=stored.device)
     return [stored.get(key)[idx] for key in TRANSITION_KEYS]
 
 

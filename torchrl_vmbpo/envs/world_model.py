@@ -91,6 +91,8 @@ class WorldModelEnv(ModelBasedEnvBase):
         observation_key, action_key, reward_key: the entries read from the real env's specs and written
             by the env (TorchRL's names by default); renamed, they carry through imagination into the
             model buffer, to losses renamed with the same ``set_keys``.
+        device: where the env's tensors live (default: the dynamics model's device); start states are
+            moved there.
 
     Example:
         >>> from torchrl_vmbpo.envs.real import make_env
@@ -115,12 +117,14 @@ class WorldModelEnv(ModelBasedEnvBase):
         observation_key="observation",
         action_key="action",
         reward_key="reward",
+        device: torch.device | str | None = None,
     ):
         if not callable(termination_fn):
             raise TypeError("termination_fn must be a callable next_obs -> bool tensor [..., 1]")
         super().__init__(
             _EnsembleTransition(dynamics, termination_fn, reward_fn, observation_key, action_key, reward_key),
             batch_size=torch.Size(batch_size),
+            device=torch.device(device) if device is not None else _device_of(dynamics),
         )
         self.start_state_sampler = start_state_sampler
         self._observation_key = observation_key
@@ -182,14 +186,18 @@ class WorldModelEnv(ModelBasedEnvBase):
                 f"WorldModelEnv.reset needs start states: pass reset(TensorDict({{{key!r}: x0}}, batch_size)) "
                 "or construct the env with start_state_sampler=<n -> [n, obs_dim] tensor>."
             )
-        out = TensorDict({key: obs.to(self._model_dtype())}, batch_size=shape)
-        out.update(self._done_unbatched.zero(shape))
+        out = TensorDict({key: obs.to(self.device, self._model_dtype())}, batch_size=shape, device=self.device)
+        out.update(self._done_unbatched.zero(shape).to(self.device))
         out.set(INIT_KEY, torch.ones_like(out.get("done")))
         return out
 
     def _set_seed(self, seed: int | None) -> None:
         # Randomness comes from torch's global generator, seeded once by the training loop.
         return None
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 def buffer_start_states(replay_buffer, key="observation") -> StartStateSampler:

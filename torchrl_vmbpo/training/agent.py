@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tensordict import TensorDictBase
@@ -16,6 +16,7 @@ from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
+from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 
 
@@ -38,7 +39,8 @@ class Capabilities:
     real_ratio: float = 1.0
     """Fraction of each update batch drawn from the real buffer D (the rest from E)."""
     device: str = "cpu"
-    """Where the agent computes (recorded in the summary; a CUDA device names its GPU there)."""
+    """Where the agent computes (set by :meth:`Agent.setup_compute`; recorded in the summary, where a CUDA
+    device also names its GPU)."""
 
 
 def borrow(module: nn.Module, **references) -> None:
@@ -82,6 +84,11 @@ class Agent(nn.Module):
         # (algo, env id) when a preset built the agent: loading a checkpoint of another pair is refused.
         self.identity: tuple[str, str] | None = None
         self.capabilities = Capabilities()
+        # Set by setup_compute: whether the model fit's step is compiled, and its compiled functions.
+        self._compile_backend: str | None = None
+        self.compiled_update = False
+        self.compile_model_fit = False
+        self._compiled_fit: dict[int, object] = {}
 
     @property
     def rollout_policy(self) -> TensorDictModuleBase:
@@ -107,6 +114,47 @@ class Agent(nn.Module):
     def dynamics_loss(self) -> LossModule:
         """The loss the "fit model" phase minimises now (VMBPO switches from MLE to eq. 19)."""
         return self.model_loss
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.capabilities.device)
+
+    def setup_compute(
+        self,
+        device: torch.device | str,
+        *,
+        compile_updates: bool = False,
+        compile_model_fit: bool = False,
+        backend: str | None = None,
+    ) -> Agent:
+        """Move everything the agent owns to ``device`` (optimizer states follow their parameters, which
+        ``.to`` moves in place) and compile its update (:meth:`compile_update`) and model-fit step as
+        asked. ``build_agent`` calls it from ``TrainConfig.device`` / ``compile``; ``backend="eager"``
+        traces with Dynamo (graph breaks raise) without generating code, as the tests do."""
+        device = torch.device(device)
+        self.to(device)
+        self.capabilities = replace(self.capabilities, device=str(device))
+        self._compile_backend = backend
+        self.compile_model_fit = compile_model_fit and self.capabilities.model_fit
+        self._compiled_fit.clear()
+        self.compiled_update = compile_updates and self.capabilities.updates
+        if self.compiled_update:
+            self.compile_update(device, backend=backend)
+        return self
+
+    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
+        """Compile the forward of :meth:`update`'s losses (each agent knows which; training/compile.py)."""
+        raise NotImplementedError(f"{type(self).__name__} does not compile its update")
+
+    def dynamics_step_loss(self):
+        """The model fit's per-step loss: :meth:`dynamics_loss`, compiled once per loss module when the run
+        compiles its model fit."""
+        loss = self.dynamics_loss()
+        if not self.compile_model_fit:
+            return loss
+        if id(loss) not in self._compiled_fit:
+            self._compiled_fit[id(loss)] = compile_fn(loss, device=self.device, backend=self._compile_backend)
+        return self._compiled_fit[id(loss)]
 
     def sample_batch(
         self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Annotated, ClassVar, Literal
 
 from torchrl_vmbpo.errors import ConfigError
+from torchrl_vmbpo.training.device import check_device_name
 from torchrl_vmbpo.training.loggers import check_logger
 from torchrl_vmbpo.training.validation import (
     Fraction,
@@ -32,6 +33,14 @@ class TrainConfig:
     seed: NonNegativeInt = 0  #: the one seeding point: torch, numpy, python, train env (eval env: seed + 10_000)
     steps: PositiveInt = 3000  #: real env steps to train for (more than init_random_steps)
     num_threads: PositiveInt = 1  #: torch intra-op threads; 1 is fastest for these small nets on 2 cores
+    device: str = "auto"
+    """Where the agent computes: "cpu", "cuda", "cuda:N", or "auto" (the first GPU when torch sees one,
+    else the CPU; summary.json records the device used). Networks, both replay buffers, the model fit,
+    imagination and every update run there; the real env stays on the CPU. A resume may change it."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """``torch.compile`` the updates' losses and the model fit's step (training/compile.py): "auto"
+    compiles runs of at least 5,000 updates (the updates) or 4 model fits (the fit), where the one-off
+    compile time of 10-40 s per function on a CPU core pays off; "off" for tests and short runs."""
     # --- evaluation and logging ---
     eval_every: PositiveInt = 500  #: env steps between deterministic evaluations (also at the end)
     eval_episodes: PositiveInt = 5  #: episodes per evaluation, on a separate env
@@ -87,6 +96,7 @@ class TrainConfig:
 
     def __post_init__(self):
         check_fields(self)
+        check_device_name(self.device)
         check_logger(self.logger)
         if _SETTINGS:  # filled when torchrl_vmbpo.algorithms is imported (importing torchrl_vmbpo does it)
             object.__setattr__(self, "extra", settings_class(self.algo).from_extra(self.extra))

@@ -50,6 +50,7 @@ def imagine(
         observation_key=observation_key,
         action_key=action_key,
         reward_key=reward_key,
+        device=model_buffer.storage.device,  # q_d, the rollout policy and E live on the agent's device
     )
     stored_keys = (
         observation_key,

@@ -26,6 +26,7 @@ from torchrl_vmbpo.errors import ConfigError, RunInterrupted
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.checkpoint import save_checkpoint
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
+from torchrl_vmbpo.training.device import on_device
 from torchrl_vmbpo.training.interrupts import StopRequest, stop_on_signals
 from torchrl_vmbpo.training.loggers import make_logger
 from torchrl_vmbpo.training.loop_state import LoopState, set_rng_states
@@ -89,7 +90,7 @@ class _Loop:
                 f"{cfg.algo} imagines model rollouts: rollouts_per_step must be >= 1, got {cfg.rollouts_per_step}"
             )
         self.commit = git_commit()  # the code this run imported, before anyone can commit during the run
-        self.real_buffer = make_buffer(cfg.buffer_size)
+        self.real_buffer = make_buffer(cfg.buffer_size, agent.device)
         if resume is None:
             self.state = LoopState.fresh(cfg)
         else:
@@ -106,7 +107,7 @@ class _Loop:
             set_rng_states(rng)
         self.state.commits.append(self.commit)
         self.timer = PhaseTimer(self.state.phase_seconds)
-        self.model = ModelBuffer(cfg)
+        self.model = ModelBuffer(cfg, agent.device)
         self.last_fit: int | None = None  # a resumed run refits q_d at its first learning step
         self.logger = make_logger(cfg, out)  # TorchRL's CSV logger unless cfg.logger says otherwise
         (out / "logs").mkdir(exist_ok=True)
@@ -126,7 +127,7 @@ class _Loop:
         cfg, caps, state = self.cfg, self.caps, self.state
         collector = Collector(
             self.env,
-            self.agent.policy,
+            on_device(self.agent.policy, self.agent.device),  # the env on the CPU, the policy on the device
             frames_per_batch=cfg.collect_steps,
             total_frames=cfg.steps - state.env_steps,
             init_random_frames=max(0, cfg.init_random_steps - state.env_steps),
@@ -256,6 +257,8 @@ class _Loop:
             **self.agent.run_statistics(),
             "commit": self.commit,
             **({"resumed_at": state.resumed_at, "commits": state.commits} if state.resumed_at else {}),
+            "device": self.caps.device,  # what cfg.device ("auto" by default) resolved to
+            "compiled": {"updates": self.agent.compiled_update, "model_fit": self.agent.compile_model_fit},
             "machine": machine_info(cfg.num_threads, device=self.caps.device),  # names a GPU used
             "config": cfg.to_dict(),
             # Every algorithm setting as the agent resolved it (config.extra of older records held only

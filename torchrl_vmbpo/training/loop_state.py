@@ -45,7 +45,8 @@ class LoopState:
             **dataclasses.asdict(self),
             # clone: a buffer's [:] is a view, and torch.save writes a view's whole storage (all
             # buffer_size rows: 128 MB for a 1e6 Hopper buffer holding 5,000 transitions).
-            "real_data": real_data.clone().to_dict() if real_data is not None and len(real_data) else None,
+            # on the CPU: a checkpoint resumes on any device
+            "real_data": real_data.to("cpu").clone().to_dict() if real_data is not None and len(real_data) else None,
             "rng": rng_states(),
         }
 
@@ -62,10 +63,14 @@ class LoopState:
 
 
 def rng_states() -> dict:
-    """The current torch, numpy and Python RNG states as tensors and plain containers."""
-    return plain_rng_states(
+    """The current torch (CPU, and each GPU's once CUDA is in use), numpy and Python RNG states as tensors
+    and plain containers."""
+    states = plain_rng_states(
         {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     )
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def plain_rng_states(states: dict) -> dict:
@@ -80,7 +85,12 @@ def plain_rng_states(states: dict) -> dict:
 
 
 def set_rng_states(states: dict) -> None:
+    """Restore :func:`rng_states`; the GPUs' states where the saved run used GPUs and as many are here (a
+    run resumed on another kind of device continues from the CPU, numpy and Python states alone)."""
     torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     kind, key, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss_next = states["python"]

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+import torch
 from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
@@ -18,6 +19,7 @@ from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
 from torchrl_vmbpo.objectives.functional import assert_finite
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.device import on_device
 from torchrl_vmbpo.training.evaluate import evaluate
 from torchrl_vmbpo.training.imagine import imagine
 from torchrl_vmbpo.training.loop_state import LoopState
@@ -43,7 +45,9 @@ def collect(batch: TensorDictBase, real_buffer: ReplayBuffer, state: LoopState, 
     """Store a collector batch of real transitions in D (refusing NaN/inf); returns its size."""
     flat = batch.reshape(-1)
     assert_finite(flat, TRANSITION_KEYS, f"real transitions from {env_id}")
-    real_buffer.extend(flat.select(*TRANSITION_KEYS))
+    # The real env's CPU transitions move to the agent's device here (its actions come back through
+    # training.device.PolicyOnDevice).
+    real_buffer.extend(flat.select(*TRANSITION_KEYS).to(real_buffer.storage.device))
     state.env_steps += flat.shape[0]
     return flat.shape[0]
 
@@ -59,7 +63,7 @@ def fit_model(cfg: TrainConfig, agent: Agent, real_buffer: ReplayBuffer) -> dict
     :meth:`~Agent.after_model_fit` hook (VMBPO fits its ratio network there)."""
     metrics = fit_dynamics(
         agent.dynamics,
-        agent.dynamics_loss(),
+        agent.dynamics_step_loss(),
         agent.model_optimizer,
         real_buffer[:],
         batch_size=cfg.model_batch_size,
@@ -76,8 +80,8 @@ class ModelBuffer:
     """The model buffer E, sized for ``model_retain_epochs`` epochs of imagined data at the current
     rollout length (MBPO) and rebuilt, keeping its newest rows, when that length changes."""
 
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
         self.buffer: ReplayBuffer | None = None
         self.horizon = 0
 
@@ -88,7 +92,7 @@ class ModelBuffer:
 
     def for_horizon(self, horizon: int) -> ReplayBuffer:
         if self.buffer is None or horizon != self.horizon:
-            new = make_buffer(self.capacity(horizon))
+            new = make_buffer(self.capacity(horizon), self.device)
             if self.buffer is not None and len(self.buffer):
                 keep = min(len(self.buffer), new._storage.max_size)
                 new.extend(self.buffer[:][-keep:])
@@ -141,4 +145,5 @@ def evaluate_policy(
     cfg: TrainConfig, agent: Agent, eval_env: EnvBase, *, max_episode_steps: int
 ) -> tuple[float, float]:
     """Mean and std of ``eval_episodes`` returns of the policy's mode on the evaluation env."""
-    return evaluate(eval_env, agent.policy, episodes=cfg.eval_episodes, max_steps=max_episode_steps)
+    policy = on_device(agent.policy, agent.device)
+    return evaluate(eval_env, policy, episodes=cfg.eval_episodes, max_steps=max_episode_steps)

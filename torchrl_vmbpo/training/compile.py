@@ -1,0 +1,130 @@
+"""Compiled updates: ``torch.compile`` of an agent's loss forward (and the model fit's), one policy for all.
+
+What is compiled: the forward of each update's losses (SAC/MBPO/STEVE: ``SACLoss``; MPO: ``MPOLoss``;
+VMBPO and VMBPO-MFE: critic + actor of the E-step, and the M-step; every model-based agent: the
+model loss of the fit's inner step). Their backward becomes one compiled autograd node; the optimizer
+step (a fused Adam) and the target update stay eager. ``fullgraph=True``: a graph break is an error,
+not a silent slow path (tests/training/test_compile.py compiles every agent's update that way).
+
+On a CUDA device the compiled code is also captured as CUDA graphs (Inductor's ``triton.cudagraphs``,
+what ``mode="reduce-overhead"`` selects): one launch per update instead of hundreds of kernels.
+
+Whether a run compiles is ``TrainConfig.compile`` (:func:`compile_enabled`): "auto" compiles runs long
+enough for the one-off compile time (10-40 s per function on a CPU core) to pay off; the measurement
+behind the threshold is in benchmarks/results/phase_timing_*.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import types
+from collections.abc import Callable
+
+import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass
+from torch.utils.checkpoint import CheckpointPolicy
+
+COMPILE_AUTO_MIN_UPDATES = 5000
+"""``compile="auto"`` compiles the updates of a run with at least this many gradient updates."""
+COMPILE_AUTO_MIN_FITS = 4
+"""``compile="auto"`` compiles the model fit's step of a run with at least this many fits of q_d."""
+
+
+class _RecomputeBoolMasks(CustomGraphPass):
+    """Inductor joint-graph pass: recompute in the backward every bool tensor the backward reads.
+
+    Under ``vmap`` the critics' ReLU runs as ``clamp_min``, whose backward reads the mask
+    ``pre-activation >= 0``; Inductor's partitioner saves that mask as a bool tensor, and on this AVX2
+    CPU its compiled kernels wrote a [2, 256, 256] bool mask in ~1.7 ms (eager: ~0.15 ms), which made
+    the compiled update no faster than the eager one. Tagged ``PREFER_RECOMPUTE``, the mask is
+    rebuilt inside the backward's fused kernel from the saved float pre-activation instead. Only
+    where the bool tensors are stored changes, not what is computed.
+    """
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        # the backward part of the joint graph: everything downstream of the incoming gradients
+        backward = set()
+        for node in graph.nodes:
+            if (node.op == "placeholder" and node.name.startswith("tangents")) or any(
+                arg in backward for arg in node.all_input_nodes
+            ):
+                backward.add(node)
+        for node in graph.nodes:
+            val = node.meta.get("val")
+            if (
+                node.op == "call_function"
+                and node not in backward
+                and isinstance(val, torch.Tensor)
+                and val.dtype == torch.bool
+                and any(user in backward for user in node.users)
+            ):
+                node.meta["recompute"] = CheckpointPolicy.PREFER_RECOMPUTE
+
+    def uuid(self) -> str:  # part of Inductor's cache key
+        return "torchrl_vmbpo.compile._RecomputeBoolMasks.v1"
+
+
+def compile_fn(fn: Callable, *, device: torch.device | str = "cpu", backend: str | None = None) -> Callable:
+    """``torch.compile(fn, fullgraph=True)`` with the options this package uses on ``device``.
+
+    The result is a plain function, not a module: an agent holding it keeps its state-dict keys.
+    Compilation happens on the first call; a batch with other shapes or keys recompiles. Sampling
+    inside the graph uses Inductor's RNG: seeded from torch's generator (runs stay reproducible) but a
+    different stream from an eager run with the same seed. ``backend``: Inductor by default; tests pass
+    ``"eager"`` (Dynamo's tracing, and so its graph-break check, without Inductor's code generation).
+
+    Example:
+        >>> fn = compile_fn(lambda x: (x * 2).sum(), backend="eager")
+        >>> float(fn(torch.ones(3)))
+        6.0
+    """
+    device = torch.device(device)
+    fn = _own_frame(fn)
+    if backend not in (None, "inductor"):
+        return torch.compile(fn, fullgraph=True, backend=backend)
+    options: dict = {"joint_custom_pre_pass": _RecomputeBoolMasks()}
+    if device.type != "cuda":
+        return torch.compile(fn, fullgraph=True, options=options)
+    options["triton.cudagraphs"] = True  # mode="reduce-overhead": replay each call as one CUDA graph
+    compiled = torch.compile(fn, fullgraph=True, options=options)
+
+    def graphed(*args):
+        # Each call is a new training step: the previous call's outputs (already consumed by its
+        # backward and the metrics) may be overwritten by this replay.
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args)
+
+    return graphed
+
+
+_compiled_count = itertools.count()
+
+
+def _own_frame(fn: Callable) -> Callable:
+    """``fn`` called from a function with a code object of its own.
+
+    Dynamo caches compiled graphs per code object, up to ``recompile_limit`` (8) entries: compiling
+    two losses through one shared wrapper (or two agents' bound methods, which share their class's
+    code) would make each a "recompile" of the other, and past the limit everything runs eagerly. A
+    fresh code object per compiled function keeps each one's cache to itself.
+    """
+
+    def call(*args):
+        return fn(*args)
+
+    code = call.__code__.replace(co_name=f"compiled_{next(_compiled_count)}")
+    return types.FunctionType(code, call.__globals__, code.co_name, None, call.__closure__)
+
+
+def compile_enabled(cfg, *, what: str = "updates") -> bool:
+    """Whether ``cfg`` compiles ``what`` ("updates" or "model_fit"): ``compile`` "on" / "off", or for
+    "auto" whether the run is long enough (:data:`COMPILE_AUTO_MIN_UPDATES` updates,
+    :data:`COMPILE_AUTO_MIN_FITS` model fits)."""
+    if cfg.compile != "auto":
+        return cfg.compile == "on"
+    learning_steps = max(cfg.steps - cfg.init_random_steps, 0)
+    if what == "updates":
+        return learning_steps * cfg.utd >= COMPILE_AUTO_MIN_UPDATES
+    if what == "model_fit":
+        return learning_steps // cfg.model_retrain_every + 1 >= COMPILE_AUTO_MIN_FITS
+    raise ValueError(f"compile_enabled: what must be 'updates' or 'model_fit', got {what!r}")
