@@ -98,7 +98,7 @@ def timed(fn, device, repeat: int) -> float:
 def filled_buffers(agent, env, device, n_real=5000, n_model=20000):
     """D with ``n_real`` random Hopper transitions, E with ``n_model`` copies of them (for the batch mix)."""
     rows = env.rollout(n_real, break_when_any_done=False).reshape(-1).select(*TRANSITION_KEYS)
-    real, model = make_buffer(100_000, device), make_buffer(n_model, device)
+    real, model = make_buffer(100_000, device), make_buffer(max(n_model, 1), device)
     real.extend(rows.to(device))
     for _ in range(n_model // n_real):
         model.extend(rows.to(device))

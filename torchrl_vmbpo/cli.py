@@ -1,6 +1,6 @@
 """Command line: ``vmbpo train --algo ALGO --env ENV_ID --steps N --seed S --out DIR [--set name=value ...]``.
 
-``vmbpo train --resume --out DIR [--steps N] [--set extra.device=cuda ...]`` continues a killed run from
+``vmbpo train --resume --out DIR [--steps N] [--set device=cuda ...]`` continues a killed run from
 its latest checkpoint (or extends a finished one to N steps) with the config it was started with; --set
 may change only where and how fast it computes (``RESUME_SETTINGS``).
 

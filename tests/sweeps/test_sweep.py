@@ -230,3 +230,13 @@ def test_killed_trial_resumes_from_its_checkpoint_without_ray(tmp_path):
     (Path(trial.folder) / "summary.json").unlink()  # killed after its final checkpoint, before its summary
     action, summary = execute_trial(trial)
     assert action == "started" and summary["env_steps"] == 100 and summary["run_id"] != first["run_id"]
+
+
+def test_a_trial_on_a_gpu_asks_ray_for_its_gpu_fraction(tmp_path):
+    import dataclasses
+
+    suite = dataclasses.replace(load_suite("paper-ablation"), gpus_per_trial=0.125)
+    on_gpu = dataclasses.replace(suite, set=[*suite.set, "device=cuda"]).trials(tmp_path)
+    assert on_gpu and all(trial.gpus == 0.125 for trial in on_gpu)  # 8 runs share one GPU
+    on_cpu = dataclasses.replace(suite, set=[*suite.set, "device=cpu"]).trials(tmp_path)
+    assert all(trial.gpus == 0.0 for trial in on_cpu)

@@ -124,7 +124,8 @@ class MPOAgent(Agent):
                 {"params": groups["loss_critic"], "lr": cfg.critic_lr},
                 {"params": groups["loss_policy"], "lr": cfg.actor_lr},
                 {"params": groups["loss_dual"], "lr": s.dual_lr},
-            ]
+            ],
+            fused=True,  # one kernel per group instead of ~10 tensor ops per parameter tensor
         )
         self.max_grad_norm = cfg.max_grad_norm
         self._loss_fn = self.loss.__call__  # a plain function attribute: compiling adds no state-dict keys

@@ -154,7 +154,7 @@ class VMBPOAgent(EMAgent):
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
         self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
         self._setup_em(cfg, pi, q_c, acting_policy=s.acting_policy)
-        self.ratio_optimizer = torch.optim.Adam(self.ratio_loss.parameters(), lr=s.log_ratio_lr)
+        self.ratio_optimizer = torch.optim.Adam(self.ratio_loss.parameters(), lr=s.log_ratio_lr, fused=True)
         self.ratio_batch_size = cfg.batch_size
 
     def dynamics_loss(self) -> LossModule:

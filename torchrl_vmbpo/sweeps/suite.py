@@ -7,7 +7,8 @@ A suite file (``torchrl_vmbpo/sweeps/suites/*.toml``, or any path)::
     seeds = [0, 1]
     scale = 1.0                    # multiplies every budget (steps, init_random_steps, eval_every, checkpoint_every)
     cpus_per_trial = 1             # torch threads and Ray CPUs of each trial
-    gpus_per_trial = 0.25          # Ray GPU fraction of a trial whose extra.device is a CUDA device
+    gpus_per_trial = 0.25          # Ray GPU fraction of a trial that runs on a GPU (device cuda, or auto
+                                   # where the machine starting the sweep has one); 0.125: 8 runs per GPU
     set = ["eval_every=1000"]      # --set entries of every trial
     folder = "{algo}/{env}/{tag}/seed{seed}"  # optional: each trial's folder under the sweep folder
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomllib
+import torch
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
 from torchrl_vmbpo.errors import RunFolderError, SuiteError, VMBPOError
@@ -145,7 +147,7 @@ class Suite:
                         else []
                     )
                     overrides = (*sets, *budgets, f"num_threads={self.cpus_per_trial}")
-                    device = str(getattr(base.extra, "device", None) or "")  # PETS plans on extra.device
+                    on_gpu = base.device.startswith("cuda") or (base.device == "auto" and torch.cuda.is_available())
                     for seed in self.seeds:
                         folder = self.folder.format(algo=algo, env=env.replace("/", "_"), tag=_safe(tag), seed=seed)
                         trial = Trial(
@@ -157,7 +159,7 @@ class Suite:
                             overrides,
                             str(out / folder),
                             cpus=self.cpus_per_trial,
-                            gpus=self.gpus_per_trial if device.startswith("cuda") else 0.0,
+                            gpus=self.gpus_per_trial if on_gpu else 0.0,
                         )
                         _checked(where, trial.config)
                         trials.append(trial)

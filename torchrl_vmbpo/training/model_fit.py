@@ -21,12 +21,13 @@ def make_dynamics(cfg, obs_dim: int, act_dim: int) -> DynamicsModel:
 
 
 def make_model_optimizer(model: DynamicsModel, *, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam with L2 decay on the ensemble's weight matrices only (not biases or log-variance bounds)."""
+    """Adam with L2 decay on the ensemble's weight matrices only (not biases or log-variance bounds);
+    fused (one kernel per group instead of ~10 tensor ops per parameter tensor)."""
     decay = [m.weight for m in model.ensemble.modules() if hasattr(m, "weight") and m.weight.ndim == 3]
     decay_ids = {id(p) for p in decay}
     rest = [p for p in model.parameters() if id(p) not in decay_ids]
     return torch.optim.Adam(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr
+        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr, fused=True
     )
 
 
