@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
+from torchrl_vmbpo.algorithms.presets import ALGORITHMS
 from torchrl_vmbpo.algorithms.run import RESUME_SETTINGS
 from torchrl_vmbpo.errors import ConfigError, RunInterrupted, VMBPOError
 from torchrl_vmbpo.sweeps import available_suites, default_out, load_suite, run_sweep, write_suite_report
@@ -138,6 +139,8 @@ def _settings_table(cfg) -> str:
     settings = settings_class(cfg.algo).from_extra(cfg.extra)
     rows = [r for r in describe_fields(cfg) if r[0] != "extra"] + describe_fields(settings, prefix="extra.")
     lines = [f"# {cfg.algo} on {cfg.env} (chosen with --algo, --env); change any other line with --set NAME=VALUE"]
+    if description := ALGORITHMS[cfg.algo].description:
+        lines.append(f"# {cfg.algo}: {description}")
     for name, value, accepted, doc in rows:
         lines.append(f"{name} = {json.dumps(value)}")
         lines.append(f"    {accepted}. {doc}" if doc else f"    {accepted}.")

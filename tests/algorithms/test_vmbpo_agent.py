@@ -144,3 +144,48 @@ def test_a_checkpoint_of_the_old_layout_is_refused_by_name_and_the_new_one_round
     with pytest.raises(CheckpointError, match="pi\\.|baseline_policy"):
         restore_checkpoint(payload, fresh)
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_the_vmbpo_default_fits_q_d_to_eq19s_twisted_dynamics():
+    agent = _agent()
+    assert agent.settings.weight_mix < 1.0 and agent.model_loss.mix == agent.settings.weight_mix
+
+
+def test_vmbpo_paper_sets_what_the_papers_text_fixes():
+    from dataclasses import fields
+
+    cfg = default_config("vmbpo-paper", "Hopper-v5", hidden=(16, 16), model_hidden=(16,))
+    s = cfg.extra
+    assert (s.m_step_mode, s.num_qvalue_nets, s.bootstrap, s.entropy_constraint) == ("copy", 1, "value", False)
+    assert (s.weight_mix, s.weight_normaliser, s.weight_min_ess, s.max_weight) == (0.0, "critic", None, None)
+    assert (s.acting_policy, s.uniform_prior_weight, cfg.real_ratio) == ("pi", 0.0, 0.0)  # no per-env override
+    agent = build_agent(cfg, make_env("Pendulum-v1"))
+    assert agent.critic.num_qvalue_nets == 1 and agent.m_step.mode == "copy" and agent.critic.target_entropy is None
+    assert agent.nu.module.bound == s.log_ratio_bound
+    # Every other setting is vmbpo's: the two presets differ only where the paper decides.
+    paper_fixed = {
+        "m_step_mode",
+        "num_qvalue_nets",
+        "bootstrap",
+        "entropy_constraint",
+        "uniform_prior_weight",
+        "weight_mix",
+        "weight_normaliser",
+        "weight_min_ess",
+        "max_weight",
+        "acting_policy",
+        "log_ratio_bound",
+    }
+    vmbpo = VMBPOSettings()
+    assert {f.name for f in fields(s) if getattr(s, f.name) != getattr(vmbpo, f.name)} <= paper_fixed
+
+
+def test_vmbpo_twist_off_is_vmbpo_with_plain_mle_and_its_per_env_entries():
+    for env in ("Pendulum-v1", "Hopper-v5", "InvertedPendulum-v5"):
+        on, off = default_config("vmbpo", env), default_config("vmbpo-twist-off", env)
+        assert off.extra.weight_mix == 1.0 and on.extra.weight_mix < 1.0
+        assert VMBPOSettings(**{**on.extra.to_json(), "weight_mix": 1.0}).to_json() == off.extra.to_json()
+        assert on.replace(algo="vmbpo-twist-off", extra=off.extra) == off
+    cfg = default_config("vmbpo-twist-off", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,))
+    agent = build_agent(cfg, make_env("Pendulum-v1"))
+    assert agent.model_loss.mix == 1.0
