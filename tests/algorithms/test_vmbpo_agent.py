@@ -189,3 +189,19 @@ def test_vmbpo_twist_off_is_vmbpo_with_plain_mle_and_its_per_env_entries():
     cfg = default_config("vmbpo-twist-off", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,))
     agent = build_agent(cfg, make_env("Pendulum-v1"))
     assert agent.model_loss.mix == 1.0
+
+
+def test_sample_batch_flags_the_rows_from_the_real_buffer_and_the_critic_drops_their_nu():
+    from torchrl_vmbpo.data.buffers import make_buffer
+
+    agent = _agent()
+    real, model = make_buffer(100), make_buffer(100)
+    real.extend(_model_batch(20).apply(lambda t: t.abs() if t.is_floating_point() else t))  # real: obs >= 0
+    model.extend(_model_batch(20).apply(lambda t: -t.abs() - 1 if t.is_floating_point() else t))  # model: obs < 0
+    batch = agent.sample_batch(real, model, 16, real_ratio=0.25)
+    is_real = batch["model", "is_real"]
+    assert is_real.sum() == 4 and torch.equal(is_real, batch["observation"][:, 0] >= 0)
+    assert agent.sample_batch(real, None, 8, real_ratio=0.0)["model", "is_real"].all()  # no E yet: all real
+    assert not agent.sample_batch(real, model, 8, real_ratio=0.0)["model", "is_real"].any()
+    _, nu = agent.critic.q_target(batch)
+    assert torch.all(nu[is_real] == 0) and torch.all(nu[~is_real] != 0)

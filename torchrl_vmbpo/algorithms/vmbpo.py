@@ -18,7 +18,9 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, ReplayBuffer
 from torchrl.objectives import LossModule
 
+from torchrl_vmbpo import keys
 from torchrl_vmbpo.algorithms.em_agent import EMAgent
+from torchrl_vmbpo.data.buffers import sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
@@ -264,8 +266,27 @@ class VMBPOAgent(EMAgent):
         metrics["weighted_fit"] = float(self.dynamics_loss() is self.model_loss)
         return metrics
 
+    def sample_batch(
+        self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float
+    ) -> TensorDictBase:
+        """``real_ratio`` of ``batch_size`` rows from D, the rest from E (as :meth:`Agent.sample_batch`), with
+        ``("model", "is_real")`` marking the rows from D: the critic uses nu = 0 on them (eqs. 22-23 hold
+        for x' ~ q_d; see :class:`~torchrl_vmbpo.objectives.VMBPOCriticLoss`)."""
+        empty = model_buffer is None or len(model_buffer) == 0
+        n_real = batch_size if empty else int(round(real_ratio * batch_size))
+        # Each part drawn from its own buffer, so which rows are real does not depend on how the mixing
+        # sampler orders them.
+        parts = [
+            sample_mixed(buffer, None, n, 1.0)
+            for buffer, n in ((real_buffer, n_real), (model_buffer, batch_size - n_real))
+            if n > 0
+        ]
+        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        batch.set(keys.IS_REAL, torch.arange(batch_size, device=batch.get(keys.OBSERVATION).device) < n_real)
+        return batch
+
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E
+        metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E (and real rows, flagged)
         metrics.update(self.m_step_update(batch))  # eq. 27 on their states
         return metrics
 
