@@ -94,7 +94,11 @@ def test_after_model_fit_reports_diagnostics_for_any_weight_mix(weight_mix):
     buffer = make_buffer(64)
     buffer.extend(_model_batch(32))
     metrics = agent.after_model_fit(buffer)
-    assert {"kl_qd_p_estimate", "weight_ess", "weight_max", "weighted_fit"} <= set(metrics)
+    assert {"kl_qd_p_estimate", "ratio_fit_nu_at_bound_fraction", "weight_ess", "weight_max", "weighted_fit"} <= set(
+        metrics
+    )
+    assert 0.0 <= metrics["ratio_fit_nu_at_bound_fraction"] <= 1.0
+    assert "nu_at_bound_fraction" in agent.update(_model_batch())  # and in the E-step's metrics
     assert ("log_weight_mean" in metrics) == (weight_mix < 1.0)
 
 

@@ -92,7 +92,11 @@ class VMBPOSettings(ExtraSettings):
     """What the Q target bootstraps from at x': "value" (eq. 23: the target V'(x')) or "action_value"
     (SAC-v2's form: min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'); VMBPOCriticLoss)."""
     log_ratio_bound: PositiveFloat = 0.5
-    """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow."""
+    """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow. A truncation: eq. 21's optimum
+    becomes clip(log q_d/p, +-bound), the KL estimate a lower bound, and the Q target's -nu at most
+    bound nats a step; ratio_fit_nu_at_bound_fraction (after each ratio fit) and nu_at_bound_fraction
+    (the critic's, each update) log
+    how often nu sits at the bound."""
     log_ratio_steps: NonNegativeInt = 250
     """Gradient steps of eq. 21 after each model fit."""
     log_ratio_lr: PositiveFloat = 3e-4
@@ -253,6 +257,8 @@ class VMBPOAgent(EMAgent):
             out = self.ratio_loss(real_buffer.sample(self.ratio_batch_size))
             optimize(out, self.ratio_optimizer, max_grad_norm=self.max_grad_norm)
         metrics = {} if out is None else {"kl_qd_p_estimate": float(out["kl_estimate"])}
+        if out is not None and "nu_at_bound_fraction" in out.keys():  # how much the bound truncates eq. 21
+            metrics["ratio_fit_nu_at_bound_fraction"] = float(out["nu_at_bound_fraction"])
         with torch.no_grad():
             weights = self.model_loss(real_buffer.sample(self.ratio_batch_size))
         # With mix=1 (plain MLE) the loss never reads the critic, so log_weight_mean is absent.

@@ -12,7 +12,7 @@ from torch import nn
 from torchrl.objectives.utils import ValueEstimators, distance_loss
 
 from torchrl_vmbpo import keys
-from torchrl_vmbpo.models.log_ratio import log_ratio_of
+from torchrl_vmbpo.models.log_ratio import log_ratio_bound, log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 
@@ -97,8 +97,10 @@ class VMBPOCriticLoss(KeyedLoss):
 
     Returns ``loss_qvalue`` (steps Q's parameters, ``qvalue_network_params``), ``loss_value``
     (steps V's, ``value_network_params``) and detached diagnostics: ``q_value``, ``q_target``,
-    ``value``, ``value_target``, ``td_error`` (mean ``|Q - y_Q|``), ``log_ratio`` (mean nu),
-    ``policy_log_ratio`` (mean ``log q_c/pi`` at ``a~``: a KL(q_c || pi) estimate).
+    ``value``, ``value_target``, ``td_error`` (mean ``|Q - y_Q|``), ``log_ratio`` (mean nu, real
+    rows counting 0), ``policy_log_ratio`` (mean ``log q_c/pi`` at ``a~``: a KL(q_c || pi) estimate)
+    and, with a bounded ratio network, ``nu_at_bound_fraction`` (the model rows' nu within 1% of
+    ``+-bound``: where the target's ``-nu`` is the truncation ``clip(log q_d/p, +-bound)`` of eq. 21).
 
     Example:
         >>> from torchrl.data import Bounded
@@ -219,7 +221,8 @@ class VMBPOCriticLoss(KeyedLoss):
     @property
     def out_keys(self) -> list[str]:
         extra = ["loss_entropy_weight", "entropy_weight"] if self.target_entropy is not None else []
-        return [*self._out_keys_, *extra]
+        bounded = ["nu_at_bound_fraction"] if log_ratio_bound(self.log_ratio_network) is not None else []
+        return [*self._out_keys_, *bounded, *extra]
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
@@ -340,6 +343,9 @@ class VMBPOCriticLoss(KeyedLoss):
         loss = distance_loss(q, y.expand_as(q), loss_function=self.loss_function)
         loss = loss.reshape(self.num_qvalue_nets, -1).mean(-1).sum()  # each copy on the whole batch
         info = {"q_value": q.mean(), "q_target": y.mean(), "td_error": (q - y).abs().mean(), "log_ratio": nu.mean()}
+        if (bound := log_ratio_bound(self.log_ratio_network)) is not None:
+            model_rows = None if b.get("is_real") is None else ~b["is_real"].bool()
+            info["nu_at_bound_fraction"] = fv.at_bound_fraction(nu, bound, mask=model_rows)
         return loss, {name: value.detach() for name, value in info.items()}
 
     def _value_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
