@@ -209,3 +209,22 @@ def test_sample_batch_flags_the_rows_from_the_real_buffer_and_the_critic_drops_t
     assert not agent.sample_batch(real, model, 8, real_ratio=0.0)["model", "is_real"].any()
     _, nu = agent.critic.q_target(batch)
     assert torch.all(nu[is_real] == 0) and torch.all(nu[~is_real] != 0)
+
+
+def test_m_step_period_is_the_copy_period_or_the_trust_region_snapshot_period_and_says_so():
+    from tensordict import TensorDict as TD
+
+    from torchrl_vmbpo.training.validation import field_docs
+
+    agent = _agent(m_step_mode="weighted_map", m_step_period=3)
+    snapshots, moved = [], []
+    for _ in range(4):
+        pi_before = TD.from_module(agent.pi).data.clone()
+        old_before = agent.m_step.old_policy_params.data.clone()
+        agent.update(_model_batch())
+        moved.append(not (TD.from_module(agent.pi).data == pi_before).all())
+        snapshots.append(not (agent.m_step.old_policy_params.data == old_before).all())
+    assert moved == [True, True, True, True]  # pi steps at every update ...
+    assert snapshots == [False, False, True, False]  # ... pi_old is re-taken every m_step_period updates
+    doc = field_docs(VMBPOSettings)["m_step_period"]
+    assert "copy" in doc and "snapshot" in doc and "EVERY update" in doc

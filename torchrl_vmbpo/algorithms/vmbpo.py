@@ -5,7 +5,9 @@ Which phase runs where (Algorithm 1 as far as the paper fixes it):
     then ν by eq. 21 (:meth:`VMBPOAgent.after_model_fit`);
   * loop "imagine" phase: branched rollouts of q_d with q_c into the model buffer E;
   * loop "update" phase (:meth:`VMBPOAgent.update`): critic (eqs. 22-24) and actor (eq. 25) on
-    model transitions, target update, and every ``m_step_period`` updates the M-step (eq. 27).
+    model transitions, target update, then the M-step (eq. 27): in "copy" mode pi <- q_c every
+    ``m_step_period`` updates; in "weighted_map" mode one gradient step of pi on eq. 27 EVERY update,
+    with the trust-region centre pi_old <- pi re-snapshotted every ``m_step_period`` updates.
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ class VMBPOSettings(ExtraSettings):
     m_step_mode: Literal["copy", "weighted_map"] = "weighted_map"
     """"copy" (pi <- q_c, the paper's experiments) or "weighted_map" (eq. 27 with kl_coef)."""
     m_step_period: PositiveInt = 1000
-    """E-step gradient updates between M-steps."""
+    """E-step updates per M-step period. "copy": pi <- q_c once every this many updates (pi is unchanged
+    in between). "weighted_map": pi takes one gradient step on eq. 27 at EVERY update; this is the period
+    of the trust-region centre's snapshot pi_old <- pi (so pi moves up to this many steps away from one
+    pi_old before the next)."""
     kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
     kl_coef_std: NonNegativeFloat | None = 100.0

@@ -76,8 +76,9 @@ class VMBPOMFESettings(ExtraSettings):
     """"weighted_map" (eq. 27 on model states: the M-step q_d is fitted for) or "copy" (pi <- q_c; then
     no state is needed and no model is fitted)."""
     m_step_period: PositiveInt = 1000
-    """E-step updates between M-steps (copy) or between trust-region snapshots pi_old <- pi (weighted_map,
-    which takes one gradient step on pi per update, as VMBPO's agent)."""
+    """E-step updates per M-step period: "copy": pi <- q_c once every this many updates; "weighted_map":
+    pi takes one gradient step on eq. 27 at EVERY update and this is the period of the trust-region
+    snapshot pi_old <- pi (as VMBPO's agent)."""
     kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
     kl_coef_std: NonNegativeFloat | None = 100.0

@@ -180,8 +180,10 @@ class VMBPOLoss(_EMLoss):
     objectives one by one for that (see the README's custom loop).
 
     Protocol (documented arguments, the preset's schedule): ``weighted_fit_after`` E-step updates of
-    plain-MLE dynamics fits before eq. 19 (:meth:`dynamics_objective`), and the M-step every
-    ``m_step_period`` updates (:meth:`m_step_schedule`).
+    plain-MLE dynamics fits before eq. 19 (:meth:`dynamics_objective`), and the M-step's period
+    ``m_step_period`` (:meth:`m_step_schedule`): the copy pi <- q_c every ``m_step_period`` updates,
+    or, in weighted-MAP mode, the snapshot pi_old <- pi every ``m_step_period`` updates while pi
+    steps on ``loss_policy`` at every update.
 
     Args:
         actor_network: pi (tanh-Gaussian ProbabilisticActor).
@@ -196,7 +198,9 @@ class VMBPOLoss(_EMLoss):
             bootstrap, loss_function: :class:`VMBPOCriticLoss`'s.
         max_weight, mix, min_ess, normaliser, normaliser_samples, logvar_penalty: :class:`VMBPODynamicsLoss`'s.
         m_step_mode, kl_coef, kl_coef_std: :class:`MStepLoss`'s ``mode``, ``kl_coef``, ``kl_coef_std``.
-        m_step_period: E-step updates between M-steps (:meth:`m_step_schedule`).
+        m_step_period: E-step updates per M-step period (:meth:`m_step_schedule`): between two copies
+            pi <- q_c (copy), or between two snapshots pi_old <- pi (weighted_map, where pi takes a
+            gradient step every update).
         weighted_fit_after: E-step updates of plain-MLE warm-up (:meth:`dynamics_objective`; default 0).
 
     Keys (``set_keys``, ``SACLoss``'s contract, carried to every objective): ``observation``,
