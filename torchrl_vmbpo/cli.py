@@ -25,6 +25,7 @@ from torchrl_vmbpo.errors import ConfigError, RunInterrupted, VMBPOError
 from torchrl_vmbpo.sweeps import available_suites, default_out, load_suite, run_sweep, write_suite_report
 from torchrl_vmbpo.training.checkpoint import convert_checkpoint, read_checkpoint
 from torchrl_vmbpo.training.config import settings_class
+from torchrl_vmbpo.training.divergence import CriticDivergenceWarning
 from torchrl_vmbpo.training.results import new_run_id, read_run_id, write_run_manifest
 from torchrl_vmbpo.training.validation import describe_fields
 
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.formatwarning = _one_line_for_ours(warnings.formatwarning)
     try:
         return _command(args)
     except RunInterrupted as stop:
@@ -96,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     except VMBPOError as err:
         print(f"vmbpo: error: {err}", file=sys.stderr)
         return 2
+
+
+def _one_line_for_ours(formatwarning):
+    """The library's run warnings (a diverged critic) as one ``vmbpo: warning:`` line; others unchanged."""
+    if getattr(formatwarning, "ours", False):
+        return formatwarning
+
+    def format_(message, category, filename, lineno, line=None):
+        if issubclass(category, CriticDivergenceWarning):
+            return f"vmbpo: warning: {message}\n"
+        return formatwarning(message, category, filename, lineno, line)
+
+    format_.ours = True
+    return format_
 
 
 def _command(args: argparse.Namespace) -> int:

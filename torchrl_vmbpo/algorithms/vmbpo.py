@@ -29,6 +29,7 @@ from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_t
 from torchrl_vmbpo.objectives.vmbpo import VMBPOLoss
 from torchrl_vmbpo.training.agent import Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
+from torchrl_vmbpo.training.divergence import CriticScale
 from torchrl_vmbpo.training.model_fit import make_dynamics, make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.validation import (
@@ -311,6 +312,12 @@ class VMBPOAgent(EMAgent):
         metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E (and real rows, flagged)
         metrics.update(self.m_step_update(batch))  # eq. 27 on their states
         return metrics
+
+    def critic_scale(self) -> CriticScale:
+        """The critic's ``q_value`` is eta x reward units, and its target subtracts ``nu`` (``|nu| <=
+        log_ratio_bound``, i.e. up to log_ratio_bound / eta reward units a step)."""
+        s = self.settings
+        return CriticScale("q_value", per_reward=s.eta, per_step_bound=s.log_ratio_bound / s.eta)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "ratio": self.ratio_optimizer}
