@@ -31,7 +31,7 @@ def _sets(items):
     return [arg for item in items for arg in ("--set", item)]
 
 
-@pytest.mark.parametrize("algo", ["sac", "mbpo", "vmbpo", "mpo", "vmbpo-mfe"])
+@pytest.mark.parametrize("algo", ["sac", "mbpo", "vmbpo", "vmbpo-paper", "vmbpo-twist-off", "mpo", "vmbpo-mfe"])
 def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, algo):
     out = tmp_path / algo
     code = main(
@@ -74,7 +74,7 @@ def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, a
     assert summary["updates"] == 2 * 201  # utd 2 for each of steps 100..300 (learning starts at step 100)
     assert np.isfinite(summary["final_return"])
     assert (out / "learning_curve.png").stat().st_size > 1000
-    if algo in ("mbpo", "vmbpo", "vmbpo-mfe"):
+    if algo in ("mbpo", "vmbpo", "vmbpo-paper", "vmbpo-twist-off", "vmbpo-mfe"):
         assert summary["phase_seconds"]["model_fit"] > 0 and summary["phase_seconds"]["imagine"] > 0
 
     # The checkpoint restores every network into a fresh agent.

@@ -19,11 +19,13 @@ import warnings
 from pathlib import Path
 
 from torchrl_vmbpo.algorithms import PRESETS, default_config, resume, run
+from torchrl_vmbpo.algorithms.presets import ALGORITHMS
 from torchrl_vmbpo.algorithms.run import RESUME_SETTINGS
 from torchrl_vmbpo.errors import ConfigError, RunInterrupted, VMBPOError
 from torchrl_vmbpo.sweeps import available_suites, default_out, load_suite, run_sweep, write_suite_report
 from torchrl_vmbpo.training.checkpoint import convert_checkpoint, read_checkpoint
 from torchrl_vmbpo.training.config import settings_class
+from torchrl_vmbpo.training.divergence import CriticDivergenceWarning
 from torchrl_vmbpo.training.results import new_run_id, read_run_id, write_run_manifest
 from torchrl_vmbpo.training.validation import describe_fields
 
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.formatwarning = _one_line_for_ours(warnings.formatwarning)
     try:
         return _command(args)
     except RunInterrupted as stop:
@@ -95,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     except VMBPOError as err:
         print(f"vmbpo: error: {err}", file=sys.stderr)
         return 2
+
+
+def _one_line_for_ours(formatwarning):
+    """The library's run warnings (a diverged critic) as one ``vmbpo: warning:`` line; others unchanged."""
+    if getattr(formatwarning, "ours", False):
+        return formatwarning
+
+    def format_(message, category, filename, lineno, line=None):
+        if issubclass(category, CriticDivergenceWarning):
+            return f"vmbpo: warning: {message}\n"
+        return formatwarning(message, category, filename, lineno, line)
+
+    format_.ours = True
+    return format_
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -138,6 +155,8 @@ def _settings_table(cfg) -> str:
     settings = settings_class(cfg.algo).from_extra(cfg.extra)
     rows = [r for r in describe_fields(cfg) if r[0] != "extra"] + describe_fields(settings, prefix="extra.")
     lines = [f"# {cfg.algo} on {cfg.env} (chosen with --algo, --env); change any other line with --set NAME=VALUE"]
+    if description := ALGORITHMS[cfg.algo].description:
+        lines.append(f"# {cfg.algo}: {description}")
     for name, value, accepted, doc in rows:
         lines.append(f"{name} = {json.dumps(value)}")
         lines.append(f"    {accepted}. {doc}" if doc else f"    {accepted}.")

@@ -65,3 +65,15 @@ class RunInterrupted(VMBPOError):
 
 class SuiteError(ConfigError):
     """A sweep suite cannot be used: unknown name, unreadable file, or a field with a bad value (named)."""
+
+
+class CriticDiverged(VMBPOError):
+    """``divergence="stop"``: the critic left the range the rewards allow (``training.divergence``); the
+    run wrote its checkpoint and summary.json at ``env_steps`` first."""
+
+    def __init__(self, detail: str, env_steps: int, out_dir: str):
+        self.env_steps, self.out_dir = env_steps, out_dir
+        super().__init__(
+            f"{detail}; stopped (divergence=stop) after writing {out_dir}/checkpoint.pt and summary.json "
+            "(divergence=warn lets a run go on past it)"
+        )

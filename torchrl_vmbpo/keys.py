@@ -16,3 +16,6 @@ SCALE = "scale"
 SAMPLE_LOG_PROB = "action_log_prob"
 # Per-sample weights read by the ensemble NLL loss (VMBPO's twisted dynamics fit, eq. 19).
 WEIGHT = ("model", "weight")
+# True on the rows of an update batch drawn from the real buffer D (VMBPO's agent sets it): eqs. 22-23
+# subtract nu = log q_d/p only on model rows (x' ~ q_d), the critic uses nu = 0 on real ones.
+IS_REAL = ("model", "is_real")

@@ -94,7 +94,11 @@ def test_after_model_fit_reports_diagnostics_for_any_weight_mix(weight_mix):
     buffer = make_buffer(64)
     buffer.extend(_model_batch(32))
     metrics = agent.after_model_fit(buffer)
-    assert {"kl_qd_p_estimate", "weight_ess", "weight_max", "weighted_fit"} <= set(metrics)
+    assert {"kl_qd_p_estimate", "ratio_fit_nu_at_bound_fraction", "weight_ess", "weight_max", "weighted_fit"} <= set(
+        metrics
+    )
+    assert 0.0 <= metrics["ratio_fit_nu_at_bound_fraction"] <= 1.0
+    assert "nu_at_bound_fraction" in agent.update(_model_batch())  # and in the E-step's metrics
     assert ("log_weight_mean" in metrics) == (weight_mix < 1.0)
 
 
@@ -144,3 +148,83 @@ def test_a_checkpoint_of_the_old_layout_is_refused_by_name_and_the_new_one_round
     with pytest.raises(CheckpointError, match="pi\\.|baseline_policy"):
         restore_checkpoint(payload, fresh)
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_the_vmbpo_default_fits_q_d_to_eq19s_twisted_dynamics():
+    agent = _agent()
+    assert agent.settings.weight_mix < 1.0 and agent.model_loss.mix == agent.settings.weight_mix
+
+
+def test_vmbpo_paper_sets_what_the_papers_text_fixes():
+    from dataclasses import fields
+
+    cfg = default_config("vmbpo-paper", "Hopper-v5", hidden=(16, 16), model_hidden=(16,))
+    s = cfg.extra
+    assert (s.m_step_mode, s.num_qvalue_nets, s.bootstrap, s.entropy_constraint) == ("copy", 1, "value", False)
+    assert (s.weight_mix, s.weight_normaliser, s.weight_min_ess, s.max_weight) == (0.0, "critic", None, None)
+    assert (s.acting_policy, s.uniform_prior_weight, cfg.real_ratio) == ("pi", 0.0, 0.0)  # no per-env override
+    agent = build_agent(cfg, make_env("Pendulum-v1"))
+    assert agent.critic.num_qvalue_nets == 1 and agent.m_step.mode == "copy" and agent.critic.target_entropy is None
+    assert agent.nu.module.bound == s.log_ratio_bound
+    # Every other setting is vmbpo's: the two presets differ only where the paper decides.
+    paper_fixed = {
+        "m_step_mode",
+        "num_qvalue_nets",
+        "bootstrap",
+        "entropy_constraint",
+        "uniform_prior_weight",
+        "weight_mix",
+        "weight_normaliser",
+        "weight_min_ess",
+        "max_weight",
+        "acting_policy",
+        "log_ratio_bound",
+    }
+    vmbpo = VMBPOSettings()
+    assert {f.name for f in fields(s) if getattr(s, f.name) != getattr(vmbpo, f.name)} <= paper_fixed
+
+
+def test_vmbpo_twist_off_is_vmbpo_with_plain_mle_and_its_per_env_entries():
+    for env in ("Pendulum-v1", "Hopper-v5", "InvertedPendulum-v5"):
+        on, off = default_config("vmbpo", env), default_config("vmbpo-twist-off", env)
+        assert off.extra.weight_mix == 1.0 and on.extra.weight_mix < 1.0
+        assert VMBPOSettings(**{**on.extra.to_json(), "weight_mix": 1.0}).to_json() == off.extra.to_json()
+        assert on.replace(algo="vmbpo-twist-off", extra=off.extra) == off
+    cfg = default_config("vmbpo-twist-off", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,))
+    agent = build_agent(cfg, make_env("Pendulum-v1"))
+    assert agent.model_loss.mix == 1.0
+
+
+def test_sample_batch_flags_the_rows_from_the_real_buffer_and_the_critic_drops_their_nu():
+    from torchrl_vmbpo.data.buffers import make_buffer
+
+    agent = _agent()
+    real, model = make_buffer(100), make_buffer(100)
+    real.extend(_model_batch(20).apply(lambda t: t.abs() if t.is_floating_point() else t))  # real: obs >= 0
+    model.extend(_model_batch(20).apply(lambda t: -t.abs() - 1 if t.is_floating_point() else t))  # model: obs < 0
+    batch = agent.sample_batch(real, model, 16, real_ratio=0.25)
+    is_real = batch["model", "is_real"]
+    assert is_real.sum() == 4 and torch.equal(is_real, batch["observation"][:, 0] >= 0)
+    assert agent.sample_batch(real, None, 8, real_ratio=0.0)["model", "is_real"].all()  # no E yet: all real
+    assert not agent.sample_batch(real, model, 8, real_ratio=0.0)["model", "is_real"].any()
+    _, nu = agent.critic.q_target(batch)
+    assert torch.all(nu[is_real] == 0) and torch.all(nu[~is_real] != 0)
+
+
+def test_m_step_period_is_the_copy_period_or_the_trust_region_snapshot_period_and_says_so():
+    from tensordict import TensorDict as TD
+
+    from torchrl_vmbpo.training.validation import field_docs
+
+    agent = _agent(m_step_mode="weighted_map", m_step_period=3)
+    snapshots, moved = [], []
+    for _ in range(4):
+        pi_before = TD.from_module(agent.pi).data.clone()
+        old_before = agent.m_step.old_policy_params.data.clone()
+        agent.update(_model_batch())
+        moved.append(not (TD.from_module(agent.pi).data == pi_before).all())
+        snapshots.append(not (agent.m_step.old_policy_params.data == old_before).all())
+    assert moved == [True, True, True, True]  # pi steps at every update ...
+    assert snapshots == [False, False, True, False]  # ... pi_old is re-taken every m_step_period updates
+    doc = field_docs(VMBPOSettings)["m_step_period"]
+    assert "copy" in doc and "snapshot" in doc and "EVERY update" in doc

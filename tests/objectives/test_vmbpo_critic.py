@@ -107,6 +107,30 @@ def test_q_target_is_eta_r_plus_discounted_target_value_minus_nu():
     torch.testing.assert_close(nu, torch.tensor([0.2, 0.0, 0.3]))
 
 
+class ConstantNu(nn.Module):
+    """``nu(x, a, x') = 0.7`` everywhere."""
+
+    def forward(self, obs, action, next_obs):
+        return torch.full_like(next_obs[..., :1], 0.7)
+
+
+def test_real_rows_get_no_nu_in_the_q_target():
+    # eqs. 22-23 hold for x' ~ q_d; on x' ~ p, -nu would average +KL(p || q_d): real rows take nu = 0.
+    critic = hand_made_critic()
+    critic.__dict__["log_ratio_network"] = TensorDictModule(
+        ConstantNu(), ["observation", "action", ("next", "observation")], [("model", "log_ratio")]
+    )
+    td = hand_made_batch()
+    td["model", "is_real"] = torch.tensor([True, False, True])
+    y, nu = critic.q_target(td)
+    # eta r + gamma (1 - terminated) V'(x'), minus 0.7 on the model row only
+    torch.testing.assert_close(y, torch.tensor([2.0 + 0.9 * 4.5, 1.0 + 0.9 * 0.5 - 0.7, -2.0]))
+    torch.testing.assert_close(nu, torch.tensor([0.0, 0.7, 0.0]))
+    # without the flag every row is a model row
+    del td["model", "is_real"]
+    torch.testing.assert_close(critic.q_target(td)[1], torch.full((3,), 0.7))
+
+
 def test_without_a_ratio_network_nu_is_zero():
     y, _ = hand_made_critic(log_ratio=False).q_target(hand_made_batch())
     torch.testing.assert_close(y, torch.tensor([5.85 + 0.2, 1.45, -2.3 + 0.3]))

@@ -307,3 +307,65 @@ def test_min_ess_tempers_the_weights_before_normalising_and_reports_beta():
     torch.testing.assert_close(out["weight_beta"], beta)
     with pytest.raises(ValueError, match="min_ess"):
         VMBPODynamicsLoss(model, critic, min_ess=1.5)
+
+
+def _gaussian_nll_per_member(model, td, weight):
+    """[E]: mean over rows of (D * w * next-state NLL + reward NLL) / (D + 1), by hand from the model's
+    Gaussians, the NLL in the form PETS/MBPO minimise: (target - mean)^2 / var + log var."""
+    mean, logvar = model.predict(td["observation"], td["action"])  # [B, E, D+1]
+    target = model.model_targets(td["observation"], td["next", "reward"], td["next", "observation"]).unsqueeze(-2)
+    nll = (target - mean) ** 2 / logvar.exp() + logvar
+    d = model.obs_dim
+    state = nll[..., :-1].mean(-1) * weight.unsqueeze(-1)
+    return ((d * state + nll[..., -1]) / (d + 1)).mean(0)
+
+
+def test_holdout_loss_is_each_members_eq19_weighted_nll():
+    critic, _ = make_critic(1.5, -0.5, [0.5, -1.0], 0.25, eta=2.0, gamma=0.9)
+    td = real_batch(
+        torch.tensor([[1.0], [0.0], [2.0]]),
+        obs=torch.tensor([[0.0], [1.0], [-1.0]]),
+        reward=torch.tensor([[1.0], [-1.0], [0.5]]),
+    )
+    loss = VMBPODynamicsLoss(
+        DynamicsModel(1, 1, hidden=(8,), num_members=3, num_elites=2), critic, max_weight=2.0, mix=0.25
+    )
+    log_w = loss.log_weight(td)
+    weight = 0.75 * (3 * torch.softmax(log_w, 0)).clamp_max(2.0) + 0.25
+    held_out = loss.holdout_loss(td)
+    assert held_out.shape == (3,) and not held_out.requires_grad
+    expected = _gaussian_nll_per_member(loss.dynamics_model, td, weight)
+    torch.testing.assert_close(held_out, expected, atol=1e-5, rtol=1e-5)
+    # the twist changes the ranking's scores: the plain NLL differs where the weights are not all one
+    assert not torch.allclose(held_out, _gaussian_nll_per_member(loss.dynamics_model, td, torch.ones(3)))
+    # its sum plus the log-variance penalty is the training loss
+    penalty = loss.nll_loss.logvar_penalty * loss.dynamics_model.ensemble.logvar_bound_penalty()
+    torch.testing.assert_close(held_out.sum() + penalty, loss(td)["loss_dynamics"].detach())
+
+
+def test_holdout_loss_with_mix_one_is_the_plain_per_member_nll():
+    model = DynamicsModel(1, 1, hidden=(8,), num_members=2, num_elites=2)
+    td = real_batch(torch.randn(5, 1), obs=torch.randn(5, 1), reward=torch.randn(5, 1))
+    expected = _gaussian_nll_per_member(model, td, torch.ones(5))
+    torch.testing.assert_close(VMBPODynamicsLoss(model, None, mix=1.0).holdout_loss(td), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_plain_losss_holdout_loss_is_the_per_member_mse_the_fit_uses():
+    from torchrl_vmbpo.training.model_fit import holdout_mse
+
+    model = DynamicsModel(2, 1, hidden=(8,), num_members=4, num_elites=2)
+    td = TensorDict(
+        {
+            "observation": torch.randn(6, 2),
+            "action": torch.randn(6, 1),
+            ("next", "observation"): torch.randn(6, 2),
+            ("next", "reward"): torch.randn(6, 1),
+        },
+        [6],
+    )
+    held_out = GaussianEnsembleNLLLoss(model).holdout_loss(td)
+    assert held_out.shape == (4,)
+    torch.testing.assert_close(held_out, holdout_mse(model, td))
+    # a [B, E] bootstrapped batch: each member on its own rows
+    per_member = TensorDict({k: v.unsqueeze(1).expand(6, 4, *v.shape[1:]) for k, v in td.items(True, True)}, [6, 4])
+    torch.testing.assert_close(GaussianEnsembleNLLLoss(model).holdout_loss(per_member), held_out)

@@ -108,3 +108,41 @@ def test_constructor_rejects_bad_arguments():
         LogRatioLoss(make_log_ratio_network(1, 1, hidden=(8,)), torch.nn.Linear(2, 1))
     with pytest.raises(ValueError, match="bound"):
         make_log_ratio_network(1, 1, bound=0.0)
+
+
+def test_the_fraction_of_nu_at_its_bound_is_logged():
+    nu = make_log_ratio_network(1, 1, hidden=(8,), bound=0.5)
+    loss = LogRatioLoss(nu)
+    assert "nu_at_bound_fraction" in loss.out_keys
+    last = nu.module.mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(0.1)  # nu = 0.5 tanh(0.2) ~ 0.099: inside the bound
+    assert float(loss(batch(16))["nu_at_bound_fraction"]) == 0.0
+    with torch.no_grad():
+        last.bias.fill_(-100.0)  # saturated: nu = -0.5 at every (x, a, x'), model or real
+    assert float(loss(batch(16))["nu_at_bound_fraction"]) == 1.0
+
+
+def test_the_critic_logs_the_model_rows_nu_at_its_bound():
+    from torchrl.data import Bounded
+
+    from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
+    from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+
+    nu = make_log_ratio_network(1, 1, hidden=(8,), bound=0.5)
+    with torch.no_grad():
+        nu.module.mlp[-1].weight.zero_()
+        nu.module.mlp[-1].bias.fill_(100.0)  # nu = 0.5 everywhere
+    spec = Bounded(-1.0, 1.0, shape=(1,))
+    pi, q_c = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
+    critic = VMBPOCriticLoss(
+        make_q_value(1, 1, hidden=(4,)), make_state_value(1, hidden=(4,)), q_c, pi, nu, eta=1.0, gamma=0.9
+    )
+    td = batch(4)
+    td["next", "reward"] = torch.zeros(4, 1)
+    td["next", "terminated"] = torch.zeros(4, 1, dtype=torch.bool)
+    td["model", "is_real"] = torch.tensor([True, True, False, False])
+    out = critic(td)
+    assert float(out["nu_at_bound_fraction"]) == 1.0  # over the two model rows; real rows have nu = 0
+    assert float(out["log_ratio"]) == pytest.approx(0.25)

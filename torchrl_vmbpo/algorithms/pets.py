@@ -186,6 +186,10 @@ class PETSAgent(Agent):
         self.policy.sync_dynamics()
         return result
 
+    def critic_scale(self) -> None:
+        """No critic: the divergence guard has nothing to read."""
+        return None
+
     def run_statistics(self) -> dict[str, float]:
         """Actions planned in this process (training and evaluation steps, plus the one plan TorchRL's
         Collector makes when it is built) and their mean wall seconds."""

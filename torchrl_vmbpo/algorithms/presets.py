@@ -16,7 +16,7 @@ from torchrl_vmbpo.algorithms.mpo import MPO_DEFAULTS, MPOSettings, build_mpo
 from torchrl_vmbpo.algorithms.pets import PETS_DEFAULTS, PETSSettings, build_pets
 from torchrl_vmbpo.algorithms.sac import SACAgent, SACSettings
 from torchrl_vmbpo.algorithms.steve import STEVE_DEFAULTS, STEVESettings, build_steve
-from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
+from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOPaperSettings, VMBPOSettings, VMBPOTwistOffSettings
 from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPO_MFE_DEFAULTS, VMBPOMFESettings, build_vmbpo_mfe
 from torchrl_vmbpo.envs.functions import EnvFunctions, env_functions_for
 from torchrl_vmbpo.envs.real import env_dims
@@ -62,7 +62,11 @@ def _mbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
 
 def _vmbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
     obs_dim, _ = env_dims(env)
-    return VMBPOAgent(cfg, obs_dim, env.action_spec, termination_fn=fns.termination(), reward_fn=fns.reward_fn)
+    # The variants' settings classes subclass VMBPOSettings: the registered one parses cfg.extra.
+    settings = settings_class(cfg.algo).from_extra(cfg.extra)
+    return VMBPOAgent(
+        cfg, obs_dim, env.action_spec, termination_fn=fns.termination(), reward_fn=fns.reward_fn, settings=settings
+    )
 
 
 @dataclass(frozen=True)
@@ -80,20 +84,76 @@ class Algorithm:
     """Takes MBPO's per-env rollout schedule (``[model_schedule.ENV]``)."""
     dyna_utd: bool = False
     """Takes MBPO's per-env updates per env step (``[dyna_utd]``)."""
+    description: str = ""
+    """One line: what the preset is (``vmbpo config`` prints it)."""
 
 
+_VMBPO_DEFAULTS = dict(utd=20.0, real_ratio=0.0)
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
-        Algorithm("sac", _sac, SACSettings, dict(utd=1.0)),
+        Algorithm("sac", _sac, SACSettings, dict(utd=1.0), description="SAC (Haarnoja et al. 2018), TorchRL's SACLoss"),
         # MBPO (Janner et al. 2019): UTD 20, 5% real data.
-        Algorithm("mbpo", _mbpo, SACSettings, dict(utd=20.0, real_ratio=0.05), model_schedule=True, dyna_utd=True),
+        Algorithm(
+            "mbpo",
+            _mbpo,
+            SACSettings,
+            dict(utd=20.0, real_ratio=0.05),
+            model_schedule=True,
+            dyna_utd=True,
+            description="MBPO (Janner et al. 2019): SAC on branched rollouts of an MLE Gaussian ensemble",
+        ),
         # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
-        Algorithm("vmbpo", _vmbpo, VMBPOSettings, dict(utd=20.0, real_ratio=0.0), model_schedule=True, dyna_utd=True),
-        Algorithm("mpo", build_mpo, MPOSettings, MPO_DEFAULTS),
-        Algorithm("vmbpo-mfe", build_vmbpo_mfe, VMBPOMFESettings, VMBPO_MFE_DEFAULTS, model_schedule=True),
-        Algorithm("pets", build_pets, PETSSettings, PETS_DEFAULTS),
-        Algorithm("steve", build_steve, STEVESettings, STEVE_DEFAULTS),
+        Algorithm(
+            "vmbpo",
+            _vmbpo,
+            VMBPOSettings,
+            _VMBPO_DEFAULTS,
+            model_schedule=True,
+            dyna_utd=True,
+            description="VMBPO with eq. 19's twist and this library's stabilisers (VMBPOSettings; README, VMBPO presets)",
+        ),
+        Algorithm(
+            "vmbpo-paper",
+            _vmbpo,
+            VMBPOPaperSettings,
+            _VMBPO_DEFAULTS,
+            model_schedule=True,
+            dyna_utd=True,
+            description="VMBPO as the paper's text fixes it: copy M-step, one Q, V' bootstrap, eq. 19 verbatim",
+        ),
+        Algorithm(
+            "vmbpo-twist-off",
+            _vmbpo,
+            VMBPOTwistOffSettings,
+            _VMBPO_DEFAULTS,
+            model_schedule=True,
+            dyna_utd=True,
+            description="ablation: vmbpo with q_d by plain MLE (eq. 19's twist off, weight_mix=1)",
+        ),
+        Algorithm("mpo", build_mpo, MPOSettings, MPO_DEFAULTS, description="MPO (Abdolmaleki et al. 2018)"),
+        Algorithm(
+            "vmbpo-mfe",
+            build_vmbpo_mfe,
+            VMBPOMFESettings,
+            VMBPO_MFE_DEFAULTS,
+            model_schedule=True,
+            description="VMBPO-MFE: model-free E-step by exponential TD on real transitions (paper, App. D)",
+        ),
+        Algorithm(
+            "pets",
+            build_pets,
+            PETSSettings,
+            PETS_DEFAULTS,
+            description="PETS (Chua et al. 2018): CEM over the ensemble",
+        ),
+        Algorithm(
+            "steve",
+            build_steve,
+            STEVESettings,
+            STEVE_DEFAULTS,
+            description="STEVE (Buckman et al. 2018): SAC with ensemble value expansion targets",
+        ),
     )
 }
 PRESETS = tuple(ALGORITHMS)

@@ -5,7 +5,9 @@ Which phase runs where (Algorithm 1 as far as the paper fixes it):
     then ν by eq. 21 (:meth:`VMBPOAgent.after_model_fit`);
   * loop "imagine" phase: branched rollouts of q_d with q_c into the model buffer E;
   * loop "update" phase (:meth:`VMBPOAgent.update`): critic (eqs. 22-24) and actor (eq. 25) on
-    model transitions, target update, and every ``m_step_period`` updates the M-step (eq. 27).
+    model transitions, target update, then the M-step (eq. 27): in "copy" mode pi <- q_c every
+    ``m_step_period`` updates; in "weighted_map" mode one gradient step of pi on eq. 27 EVERY update,
+    with the trust-region centre pi_old <- pi re-snapshotted every ``m_step_period`` updates.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, ReplayBuffer
 from torchrl.objectives import LossModule
 
+from torchrl_vmbpo import keys
 from torchrl_vmbpo.algorithms.em_agent import EMAgent
+from torchrl_vmbpo.data.buffers import sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.vmbpo import VMBPOLoss
 from torchrl_vmbpo.training.agent import Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
+from torchrl_vmbpo.training.divergence import CriticScale
 from torchrl_vmbpo.training.model_fit import make_dynamics, make_model_optimizer
 from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.validation import (
@@ -39,9 +44,13 @@ from torchrl_vmbpo.training.validation import (
 
 @dataclass(frozen=True)
 class VMBPOSettings(ExtraSettings):
-    """VMBPO's own settings, read from ``TrainConfig.extra`` (``--set extra.eta=2``); how the defaults
-    were chosen: benchmarks/tuning/vmbpo-pendulum (README, "VMBPO defaults"). ``weight_mix=1`` fits
-    q_d by plain MLE (the eq.-19 twist off); ``--set extra.weight_mix=0`` turns the twist on."""
+    """VMBPO's own settings (the ``vmbpo`` preset), read from ``TrainConfig.extra`` (``--set extra.eta=2``);
+    how the defaults were chosen: benchmarks/tuning/vmbpo-pendulum (README, "VMBPO defaults"). q_d is
+    fitted to eq. 19's twisted dynamics (``weight_mix=0``): the twist is what makes the E-step's q_d
+    VMBPO's and not MBPO's, so the default keeps it on; the Pendulum sweep that chose the other
+    defaults ran with it off, and ``vmbpo-twist-off`` (:class:`VMBPOTwistOffSettings`) is that
+    configuration, kept as the ablation. ``vmbpo-paper`` (:class:`VMBPOPaperSettings`) is the paper's
+    experimental choices as far as its text fixes them."""
 
     algorithm: ClassVar[str] = "VMBPO"
 
@@ -50,7 +59,10 @@ class VMBPOSettings(ExtraSettings):
     m_step_mode: Literal["copy", "weighted_map"] = "weighted_map"
     """"copy" (pi <- q_c, the paper's experiments) or "weighted_map" (eq. 27 with kl_coef)."""
     m_step_period: PositiveInt = 1000
-    """E-step gradient updates between M-steps."""
+    """E-step updates per M-step period. "copy": pi <- q_c once every this many updates (pi is unchanged
+    in between). "weighted_map": pi takes one gradient step on eq. 27 at EVERY update; this is the period
+    of the trust-region centre's snapshot pi_old <- pi (so pi moves up to this many steps away from one
+    pi_old before the next)."""
     kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
     kl_coef_std: NonNegativeFloat | None = 100.0
@@ -58,8 +70,9 @@ class VMBPOSettings(ExtraSettings):
     acting_policy: Literal["pi", "q_c"] = "pi"
     """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (the data,
     and so q_d, follow the policy the critic evaluates; why: benchmarks/tuning/vmbpo-invpendulum)."""
-    weight_mix: Fraction = 1.0
-    """Mix of the eq.-19 weights with uniform ones (1 = plain MLE, MBPO's model loss)."""
+    weight_mix: Fraction = 0.0
+    """Mix of the eq.-19 weights with uniform ones: 0 = eq. 19's twist in full (default), 1 = plain MLE
+    (MBPO's model loss: the ``vmbpo-twist-off`` ablation)."""
     weight_normaliser: Literal["critic", "model"] = "model"
     """Normaliser of the eq.-19 weight: "critic" (Q' - eta r, eq. 19 verbatim) or "model" (a Monte
     Carlo log E[exp(gamma V')] under the model; VMBPODynamicsLoss explains why it matters)."""
@@ -85,11 +98,86 @@ class VMBPOSettings(ExtraSettings):
     """What the Q target bootstraps from at x': "value" (eq. 23: the target V'(x')) or "action_value"
     (SAC-v2's form: min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'); VMBPOCriticLoss)."""
     log_ratio_bound: PositiveFloat = 0.5
-    """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow."""
+    """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow. A truncation: eq. 21's optimum
+    becomes clip(log q_d/p, +-bound), the KL estimate a lower bound, and the Q target's -nu at most
+    bound nats a step; ratio_fit_nu_at_bound_fraction (after each ratio fit) and nu_at_bound_fraction
+    (the critic's, each update) log
+    how often nu sits at the bound."""
     log_ratio_steps: NonNegativeInt = 250
     """Gradient steps of eq. 21 after each model fit."""
     log_ratio_lr: PositiveFloat = 3e-4
     """Adam learning rate of nu."""
+
+
+@dataclass(frozen=True)
+class VMBPOPaperSettings(VMBPOSettings):
+    """The ``vmbpo-paper`` preset: VMBPO with every choice the paper's text fixes set as it says.
+
+    Fixed by the text, and set so here (each field below says where):
+
+    - M-step: "we simply set pi = q_c* in its M-step" (Sec. 6): ``m_step_mode="copy"``;
+    - one Q network (Sec. 5 lists eight networks: pi, q_d, q_c, nu, V, Q, V', Q'): ``num_qvalue_nets=1``;
+    - the Q target bootstraps from the target state value V'(x') (eq. 23): ``bootstrap="value"``;
+    - the E-step's only regulariser is KL(q_c || pi) (eqs. 5, 24, 25): ``entropy_constraint=False``,
+      ``uniform_prior_weight=0``;
+    - q_d fitted to the twisted dynamics with weights exp(eta r + V'(x') - Q'(x, a)) (eq. 19):
+      ``weight_mix=0``, ``weight_normaliser="critic"`` (Q' as eq. 19 writes it), no tempering
+      (``weight_min_ess=None``) and no clip (``max_weight=None``);
+    - D holds samples of the baseline policy pi (Sec. 5.1): ``acting_policy="pi"``;
+    - eqs. 22-24 are fitted on model samples only: the preset's ``real_ratio=0`` (presets.py);
+    - nu = log q_d / p, unbounded (eq. 20): bounded here only as far as ``exp(nu)`` in eq. 21 needs
+      (``log_ratio_bound=10``, the ratio network's default), not VMBPO's 0.5.
+
+    Left open by the text (its Appendix E, with the hyper-parameters, is not in our copy), chosen as
+    the ``vmbpo`` preset's defaults so that the two presets differ only where the paper decides:
+    eta, gamma, the learning rates, batch size and network sizes; how many E-step updates pass
+    between two copies pi <- q_c (``m_step_period``); the plain-MLE warm-up before eq. 19 reads an
+    untrained critic (``weighted_fit_after``); the steps and learning rate of the ratio fit; the
+    critic's output scale (a reparameterisation, not another objective); the updates per env step and
+    the model's fit and rollout schedule (MBPO's). Two approximations the implementation makes
+    whatever the preset: eq. 19's sum is self-normalised over each batch (in exact arithmetic
+    E_p[w] = 1, eq. 9, so this only rescales), and eq. 23's "sample x, then a ~ q_c, then x' ~ q_d"
+    draws its rows from the model buffer E of branched rollouts, refilled after each model fit (rows
+    from older q_c and q_d: see :class:`VMBPOAgent`).
+    """
+
+    algorithm: ClassVar[str] = "VMBPO-paper"
+
+    m_step_mode: Literal["copy", "weighted_map"] = "copy"
+    """"copy": pi <- q_c every ``m_step_period`` updates, as the paper's experiments do (Sec. 6)."""
+    num_qvalue_nets: PositiveInt = 1
+    """One Q network, as the paper's eight networks (Sec. 5): eqs. 22-24 verbatim."""
+    bootstrap: Literal["value", "action_value"] = "value"
+    """"value": the Q target bootstraps from the target V'(x') (eq. 23)."""
+    entropy_constraint: bool = False
+    """Off: the paper's E-step regularises q_c by KL(q_c || pi) only (eq. 25)."""
+    uniform_prior_weight: Fraction = 0.0
+    """0: the prior of the E-step is pi itself (eqs. 24-25)."""
+    weight_mix: Fraction = 0.0
+    """0: q_d fitted to eq. 19's twisted dynamics, no uniform mixture."""
+    weight_normaliser: Literal["critic", "model"] = "critic"
+    """"critic": eq. 19's normaliser Q'(x, a) - eta r, as the paper writes it."""
+    weight_min_ess: Annotated[float, Range(0, 1, low_open=True)] | None = None
+    """None: the eq.-19 weights are not tempered (the paper does not temper them)."""
+    max_weight: Annotated[float, Range(1, low_open=True)] | None = None
+    """None: the self-normalised eq.-19 weights are not clipped (the paper does not clip them)."""
+    acting_policy: Literal["pi", "q_c"] = "pi"
+    """"pi": D holds samples of the baseline policy (Sec. 5.1)."""
+    log_ratio_bound: PositiveFloat = 10.0
+    """|nu| <= 10: the paper's nu is unbounded (eq. 20); this keeps exp(nu) of eq. 21 finite only.
+    eq. 21's optimum becomes clip(log q_d/p, +-10) (see VMBPOSettings.log_ratio_bound)."""
+
+
+@dataclass(frozen=True)
+class VMBPOTwistOffSettings(VMBPOSettings):
+    """The ``vmbpo-twist-off`` preset: ``vmbpo`` with q_d fitted by plain maximum likelihood
+    (``weight_mix=1``, MBPO's model loss): the ablation of eq. 19's twist. Everything else is
+    ``vmbpo``'s, including its per-env entries of presets.toml (they were measured with the twist off)."""
+
+    algorithm: ClassVar[str] = "VMBPO-twist-off"
+
+    weight_mix: Fraction = 1.0
+    """1: every eq.-19 weight is one, i.e. q_d by plain MLE (the twist off); the ablation's one change."""
 
 
 class VMBPOAgent(EMAgent):
@@ -101,13 +189,31 @@ class VMBPOAgent(EMAgent):
     ``critic`` (holding ``V``, ``Q``, ``V_target``, ``Q_target``, also exposed as properties),
     ``actor_loss``, ``ratio_loss``, ``m_step``, ``model_loss``, ``plain_model_loss``. ``state_dict``
     saves each tensor once.
+
+    A known approximation (stale model rows): eq. 23 draws x, then a ~ q_c, then x' ~ q_d with the
+    CURRENT q_c and q_d, and nu is refitted (eq. 21) to the current q_d after every model fit. The
+    model buffer E, however, keeps ``model_retain_epochs`` epochs of imagined rows (MBPO's), so
+    after a refit most of its rows were generated by earlier q_d and q_c: the Q target then averages
+    ``V'(x') - nu(x, a, x')`` over x' from an older q_d, with a nu that estimates the new q_d's log
+    ratio. Off-policy actions are harmless (Q is regressed per (x, a)); the next states are what is
+    stale. The error shrinks as successive q_d agree; ``model_retain_epochs`` and
+    ``model_retrain_every`` bound how old a row can be. Rows do not record their model generation.
+
+    Real rows (``real_ratio > 0``): :meth:`sample_batch` flags them and the critic gives them nu = 0.
     """
 
     def __init__(
-        self, cfg: TrainConfig, obs_dim: int, action_spec: Bounded, *, termination_fn: TerminationFn, reward_fn=None
+        self,
+        cfg: TrainConfig,
+        obs_dim: int,
+        action_spec: Bounded,
+        *,
+        termination_fn: TerminationFn,
+        reward_fn=None,
+        settings: VMBPOSettings | None = None,
     ):
         super().__init__()
-        s = self.settings = VMBPOSettings.from_extra(cfg.extra)
+        s = self.settings = VMBPOSettings.from_extra(cfg.extra) if settings is None else settings
         act_dim = action_spec.shape[-1]
         pi = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
@@ -168,6 +274,8 @@ class VMBPOAgent(EMAgent):
             out = self.ratio_loss(real_buffer.sample(self.ratio_batch_size))
             optimize(out, self.ratio_optimizer, max_grad_norm=self.max_grad_norm)
         metrics = {} if out is None else {"kl_qd_p_estimate": float(out["kl_estimate"])}
+        if out is not None and "nu_at_bound_fraction" in out.keys():  # how much the bound truncates eq. 21
+            metrics["ratio_fit_nu_at_bound_fraction"] = float(out["nu_at_bound_fraction"])
         with torch.no_grad():
             weights = self.model_loss(real_buffer.sample(self.ratio_batch_size))
         # With mix=1 (plain MLE) the loss never reads the critic, so log_weight_mean is absent.
@@ -181,10 +289,35 @@ class VMBPOAgent(EMAgent):
         metrics["weighted_fit"] = float(self.dynamics_loss() is self.model_loss)
         return metrics
 
+    def sample_batch(
+        self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float
+    ) -> TensorDictBase:
+        """``real_ratio`` of ``batch_size`` rows from D, the rest from E (as :meth:`Agent.sample_batch`), with
+        ``("model", "is_real")`` marking the rows from D: the critic uses nu = 0 on them (eqs. 22-23 hold
+        for x' ~ q_d; see :class:`~torchrl_vmbpo.objectives.VMBPOCriticLoss`)."""
+        empty = model_buffer is None or len(model_buffer) == 0
+        n_real = batch_size if empty else int(round(real_ratio * batch_size))
+        # Each part drawn from its own buffer, so which rows are real does not depend on how the mixing
+        # sampler orders them.
+        parts = [
+            sample_mixed(buffer, None, n, 1.0)
+            for buffer, n in ((real_buffer, n_real), (model_buffer, batch_size - n_real))
+            if n > 0
+        ]
+        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        batch.set(keys.IS_REAL, torch.arange(batch_size, device=batch.get(keys.OBSERVATION).device) < n_real)
+        return batch
+
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E
+        metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E (and real rows, flagged)
         metrics.update(self.m_step_update(batch))  # eq. 27 on their states
         return metrics
+
+    def critic_scale(self) -> CriticScale:
+        """The critic's ``q_value`` is eta x reward units, and its target subtracts ``nu`` (``|nu| <=
+        log_ratio_bound``, i.e. up to log_ratio_bound / eta reward units a step)."""
+        s = self.settings
+        return CriticScale("q_value", per_reward=s.eta, per_step_bound=s.log_ratio_bound / s.eta)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "ratio": self.ratio_optimizer}

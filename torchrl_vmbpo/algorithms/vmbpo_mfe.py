@@ -34,6 +34,7 @@ from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_t
 from torchrl_vmbpo.objectives.vmbpo import VMBPOMFELoss
 from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
+from torchrl_vmbpo.training.divergence import CriticScale
 from torchrl_vmbpo.training.model_fit import make_dynamics, make_model_optimizer
 from torchrl_vmbpo.training.validation import (
     Fraction,
@@ -76,8 +77,9 @@ class VMBPOMFESettings(ExtraSettings):
     """"weighted_map" (eq. 27 on model states: the M-step q_d is fitted for) or "copy" (pi <- q_c; then
     no state is needed and no model is fitted)."""
     m_step_period: PositiveInt = 1000
-    """E-step updates between M-steps (copy) or between trust-region snapshots pi_old <- pi (weighted_map,
-    which takes one gradient step on pi per update, as VMBPO's agent)."""
+    """E-step updates per M-step period: "copy": pi <- q_c once every this many updates; "weighted_map":
+    pi takes one gradient step on eq. 27 at EVERY update and this is the period of the trust-region
+    snapshot pi_old <- pi (as VMBPO's agent)."""
     kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
     kl_coef_std: NonNegativeFloat | None = 100.0
@@ -201,6 +203,10 @@ class VMBPOMFEAgent(EMAgent):
         if self.settings.model_based and model_buffer is not None and len(model_buffer):
             parts["model"] = sample_mixed(model_buffer, None, batch_size, 1.0)
         return TensorDict(parts, batch_size=[])
+
+    def critic_scale(self) -> CriticScale:
+        """The exponential-TD critic's ``q_value`` is eta x reward units (Q = eta r + log E_p exp(gamma V'), eq. 9)."""
+        return CriticScale("q_value", per_reward=self.settings.eta)
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         metrics = self.e_step_update(batch["real"])  # model-free E-step: real transitions only

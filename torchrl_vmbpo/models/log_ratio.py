@@ -2,7 +2,10 @@
 
 VMBPO's critic subtracts ``nu`` from the Q target (eq. 22) and fits it by the dual objective of
 eq. 21, whose loss contains ``exp(nu)``: the output is therefore bounded, ``bound * tanh(raw / bound)``
-(identity near zero, never beyond ``+-bound``), so ``exp`` cannot overflow.
+(identity near zero, never beyond ``+-bound``), so ``exp`` cannot overflow. The bound is a
+truncation, not only a safeguard: eq. 21's optimum over such networks is ``clip(log q_d/p, +-bound)``
+(for a deterministic p, ``log q_d/p`` is unbounded), so the KL estimate becomes a lower bound and
+the Q target's ``-nu`` at most ``bound`` nats a step; the losses log how often nu sits at its bound.
 """
 
 from __future__ import annotations
@@ -94,3 +97,8 @@ def log_ratio_of(
         raise ValueError(f"a log-ratio network reads exactly 3 in_keys (x, a, x'), got {in_keys}")
     td = TensorDict(dict(zip(in_keys, (obs, action, next_obs))), batch_size=obs.shape[:-1])
     return network(td).get(network.out_keys[0]).squeeze(-1)
+
+
+def log_ratio_bound(network) -> float | None:
+    """The ``bound`` of a network made by :func:`make_log_ratio_network` (``|nu| <= bound``), else None."""
+    return getattr(getattr(network, "module", None), "bound", None)

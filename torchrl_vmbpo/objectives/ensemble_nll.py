@@ -104,7 +104,8 @@ class GaussianEnsembleNLLLoss(KeyedLoss):
         sq_err = (mean - target).pow(2).mean(-1)
         return nll[..., :-1].mean(-1), nll[..., -1], sq_err
 
-    def forward(self, td: TensorDictBase) -> TensorDict:
+    def _weighted_nll(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weighted NLL, plain NLL, squared error), each ``[*B, E]`` and averaged over the D+1 target dims."""
         state_nll, reward_nll, sq_err = self.per_sample_nll(td)  # [*B, E]
         d = self.dynamics_model.obs_dim
         weight = td.get(self.tensor_keys.weight, None)
@@ -119,10 +120,28 @@ class GaussianEnsembleNLLLoss(KeyedLoss):
                 weighted_state_nll = state_nll * weight.unsqueeze(-1)
         # Mean over all D+1 target dims, with the twist weight on the D next-state dims only.
         nll = (d * weighted_state_nll + reward_nll) / (d + 1)
+        plain = (d * state_nll + reward_nll) / (d + 1)
+        return nll, plain, sq_err
+
+    def per_member_nll(self, td: TensorDictBase) -> torch.Tensor:
+        """Each member's (weighted, if the batch holds weights) NLL averaged over rows: ``[E]``; the
+        loss is their sum plus the log-variance penalty."""
+        nll = self._weighted_nll(td)[0]
+        return nll.mean(tuple(range(nll.ndim - 1)))
+
+    @torch.no_grad()
+    def holdout_loss(self, td: TensorDictBase) -> torch.Tensor:
+        """Each member's mean squared error of the predicted mean on held-out transitions, ``[E]``:
+        averaged over rows and the D+1 targets (x' - x and r), what MBPO's fit early-stops on and
+        ranks elites by (``training.model_fit.holdout_mse`` on a ``[B]`` batch); weights are ignored."""
+        sq_err = self.per_sample_nll(td)[2]
+        return sq_err.mean(tuple(range(sq_err.ndim - 1)))
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        nll, plain, sq_err = self._weighted_nll(td)
         batch_dims = tuple(range(nll.ndim - 1))
         loss = nll.mean(batch_dims).sum()
         loss = loss + self.logvar_penalty * self.dynamics_model.ensemble.logvar_bound_penalty()
-        plain = (d * state_nll + reward_nll) / (d + 1)
         return TensorDict(
             {
                 "loss_dynamics": loss,

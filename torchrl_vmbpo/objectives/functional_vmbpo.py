@@ -340,6 +340,23 @@ def _push_and_score(dist: D.TransformedDistribution, preimage: torch.Tensor) -> 
 # --- Batch and module access shared by the VMBPO losses (tensordict plumbing, no maths) ----------
 
 
+def at_bound_fraction(
+    nu: torch.Tensor, bound: float, *, mask: torch.Tensor | None = None, tol: float = 0.01
+) -> torch.Tensor:
+    """Fraction of the ``nu`` values (those where ``mask``, if given) within ``tol`` (relative) of ``+-bound``:
+    where eq. 21's truncated optimum ``clip(log q_d/p, +-bound)`` is active. 0 when no value is selected.
+
+    Example:
+        >>> at_bound_fraction(torch.tensor([0.0, 0.499, -0.5, 0.2]), 0.5)
+        tensor(0.5000)
+    """
+    at = (nu.abs() >= (1.0 - tol) * bound).to(nu.dtype)
+    if mask is None:
+        return at.mean()
+    mask = mask.to(nu.dtype)
+    return (at * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def fetch(td: TensorDictBase, named_keys: dict, where: str) -> dict:
     """``{name: td[key]}`` for every ``name: key``; KeyError naming the missing and accepted keys.
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.models.dynamics import DynamicsModel
-from torchrl_vmbpo.models.log_ratio import log_ratio_of
+from torchrl_vmbpo.models.log_ratio import log_ratio_bound, log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.common import KeyedLoss, next_key
 
@@ -27,7 +28,11 @@ class LogRatioLoss(KeyedLoss):
     The objective is strictly concave in ``nu`` with pointwise maximiser ``nu = log(q_d / p)``
     (Nguyen et al., 2008) and maximum ``KL(q_d || p) - 1``, hence the diagnostic
     ``kl_estimate = mean nu(x'_q) - mean exp nu(x'_p) + 1``. The network's output is bounded (see
-    :func:`~torchrl_vmbpo.models.log_ratio.make_log_ratio_network`) so ``exp nu`` stays finite.
+    :func:`~torchrl_vmbpo.models.log_ratio.make_log_ratio_network`) so ``exp nu`` stays finite; over
+    networks with ``|nu| <= b`` the optimum is the truncation ``clip(log q_d/p, +-b)``, not the
+    ratio itself, and ``kl_estimate`` is then a lower bound. ``nu_at_bound_fraction`` (when the
+    network's bound is known) is the fraction of the ``nu`` values of the batch, at ``x'_q`` and
+    ``x'_p`` together, within 1% of ``+-b``: how much of the fit the truncation decides.
 
     Where ``x'_q`` comes from: with ``dynamics_model`` given, it is drawn from it (a random elite per
     row, no gradient) at every call, as the paper does ("for all (x, a) that have been sampled, we
@@ -47,7 +52,8 @@ class LogRatioLoss(KeyedLoss):
 
     Returns ``loss_log_ratio`` (steps ``nu``) and detached diagnostics ``kl_estimate``,
     ``log_ratio_model`` (mean ``nu(x'_q)``), ``log_ratio_real`` (mean ``nu(x'_p)``),
-    ``exp_log_ratio_real`` (mean ``exp nu(x'_p)``, one at the optimum since ``E_p[q_d / p] = 1``).
+    ``exp_log_ratio_real`` (mean ``exp nu(x'_p)``, one at the optimum since ``E_p[q_d / p] = 1``)
+    and, for a bounded network, ``nu_at_bound_fraction``.
 
     Example:
         >>> import torch
@@ -57,7 +63,7 @@ class LogRatioLoss(KeyedLoss):
         ...                  ("next", "observation"): torch.randn(8, 3)}, [8])
         >>> out = loss(td)
         >>> sorted(out.keys())
-        ['exp_log_ratio_real', 'kl_estimate', 'log_ratio_model', 'log_ratio_real', 'loss_log_ratio']
+        ['exp_log_ratio_real', 'kl_estimate', 'log_ratio_model', 'log_ratio_real', 'loss_log_ratio', 'nu_at_bound_fraction']
     """
 
     @dataclass
@@ -78,6 +84,11 @@ class LogRatioLoss(KeyedLoss):
             raise TypeError(f"dynamics_model must be a DynamicsModel or None, got {type(dynamics_model).__name__}")
         self.log_ratio_network = log_ratio_network
         self.__dict__["dynamics_model"] = dynamics_model  # borrowed: owned by the dynamics loss
+        self.bound = log_ratio_bound(log_ratio_network)  # None: a network of unknown range
+
+    @property
+    def out_keys(self) -> list[str]:
+        return [*self._out_keys_, *(["nu_at_bound_fraction"] if self.bound is not None else [])]
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
@@ -103,4 +114,6 @@ class LogRatioLoss(KeyedLoss):
             "log_ratio_real": nu_p.mean(),
             "exp_log_ratio_real": nu_p.exp().mean(),
         }
+        if self.bound is not None:
+            info["nu_at_bound_fraction"] = fv.at_bound_fraction(torch.cat([nu_q, nu_p]), self.bound)
         return TensorDict({"loss_log_ratio": -dual, **{n: v.detach() for n, v in info.items()}}, batch_size=[])

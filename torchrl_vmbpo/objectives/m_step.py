@@ -34,9 +34,11 @@ class MStepLoss(KeyedLoss):
     architecture required, checked at construction); ``forward`` then returns diagnostics only, no
     ``loss_*`` entry to step.
 
-    Protocol for the training loop (this loss holds no counter): every ``period`` E-step updates,
-    either call :meth:`copy_q_c_into_pi` (copy), or call :meth:`snapshot_old_policy` (``pi_old <- pi``)
-    and then take the M-step's gradient steps on ``loss_policy`` (weighted_map).
+    Protocol for the training loop (this loss holds no counter; :meth:`on_update` is the schedule):
+    copy mode calls :meth:`copy_q_c_into_pi` every ``period`` E-step updates and nothing in between;
+    weighted_map mode calls :meth:`snapshot_old_policy` (``pi_old <- pi``) every ``period`` updates,
+    and the presets' agents take ONE gradient step on ``loss_policy`` after EVERY E-step update, so
+    ``period`` is the life of a trust-region centre, not the spacing of pi's updates.
 
     Ownership: this loss owns ``pi`` (registered as ``baseline_policy``) and the frozen snapshot
     ``pi_old`` (``old_policy_params``, buffers: saved in ``state_dict``, never trained); ``q_c`` is
@@ -57,7 +59,9 @@ class MStepLoss(KeyedLoss):
             Gaussians the minimiser solves ``s^2 = [s_c^2 + (mu_c - mu)^2 + kl_coef_std s_old^2] / (1 + kl_coef_std)``,
             ``mu = (mu_c s_old^2 + kl_coef mu_old s^2) / (s_old^2 + kl_coef s^2)``: with the mean
             fitted the spread moves a fraction ``1 / (1 + kl_coef_std)`` of the way per M-step.
-        period: E-step updates between M-steps (>= 1; read by the loop as ``loss.period``).
+        period: E-step updates per period (>= 1; :meth:`on_update`): between two copies pi <- q_c
+            (copy), or between two snapshots pi_old <- pi (weighted_map; pi's gradient steps are
+            the caller's, one per update in the presets).
 
     Keys read (``set_keys``): ``observation``.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -10,7 +11,8 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.objectives.utils import ValueEstimators, distance_loss
 
-from torchrl_vmbpo.models.log_ratio import log_ratio_of
+from torchrl_vmbpo import keys
+from torchrl_vmbpo.models.log_ratio import log_ratio_bound, log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 
@@ -30,7 +32,12 @@ class VMBPOCriticLoss(KeyedLoss):
       afresh (RANDOM mode, whatever the exploration mode), ``loss_value = mean (V(x) - y_V)^2``.
 
     ``V'`` is the target copy of V; ``nu`` estimates ``log q_d / p`` (eq. 21) and is not
-    discounted. ``terminated`` (not ``done``) stops bootstrapping, so a time-limit truncation keeps
+    discounted. Real rows: eqs. 22-23 hold for model rows (``x' ~ q_d``), where ``E_{q_d}[-nu]`` is
+    ``-KL(q_d || p)``; a real row (``x' ~ p``) fed the same target would receive ``E_p[-nu] =
+    +KL(p || q_d)``, another quantity with the other sign. Rows flagged by the optional boolean entry
+    ``is_real`` (default ``("model", "is_real")``, ``[*B]`` or ``[*B, 1]``; absent: every row is a
+    model row) therefore get ``nu = 0``: ``y_Q = eta r + gamma V'(x')``, eq. 9's target when p is
+    deterministic. ``terminated`` (not ``done``) stops bootstrapping, so a time-limit truncation keeps
     ``V'(x')``. ``y_V`` uses the online Q, as eq. 24 writes it. ``log q_c - log pi`` is scored in
     pre-tanh space on the same sample when both are ``TanhNormal`` over one box (exact, finite where
     tanh saturates; see :func:`~torchrl_vmbpo.objectives.functional_vmbpo.log_prob_at`); any other
@@ -81,7 +88,8 @@ class VMBPOCriticLoss(KeyedLoss):
 
     Keys (``set_keys``, ``SACLoss``'s contract: next-step entries are named relative to ``"next"``):
     ``observation`` (read at x and, under ``"next"``, at x'), ``action``, ``reward`` and
-    ``terminated`` (read under ``"next"``); ``in_keys`` lists the entries read.
+    ``terminated`` (read under ``"next"``); ``in_keys`` lists the entries read. ``is_real`` (see
+    above) is read when the batch has it.
 
     Value estimator: the Q target is TD(0) (eq. 23, bootstrapping V' or, with ``bootstrap="action_value"``,
     the target Q copies); ``make_value_estimator(ValueEstimators.TD0, gamma=...)`` is accepted (it sets
@@ -89,8 +97,10 @@ class VMBPOCriticLoss(KeyedLoss):
 
     Returns ``loss_qvalue`` (steps Q's parameters, ``qvalue_network_params``), ``loss_value``
     (steps V's, ``value_network_params``) and detached diagnostics: ``q_value``, ``q_target``,
-    ``value``, ``value_target``, ``td_error`` (mean ``|Q - y_Q|``), ``log_ratio`` (mean nu),
-    ``policy_log_ratio`` (mean ``log q_c/pi`` at ``a~``: a KL(q_c || pi) estimate).
+    ``value``, ``value_target``, ``td_error`` (mean ``|Q - y_Q|``), ``log_ratio`` (mean nu, real
+    rows counting 0), ``policy_log_ratio`` (mean ``log q_c/pi`` at ``a~``: a KL(q_c || pi) estimate)
+    and, with a bounded ratio network, ``nu_at_bound_fraction`` (the model rows' nu within 1% of
+    ``+-bound``: where the target's ``-nu`` is the truncation ``clip(log q_d/p, +-bound)`` of eq. 21).
 
     Example:
         >>> from torchrl.data import Bounded
@@ -111,7 +121,12 @@ class VMBPOCriticLoss(KeyedLoss):
         >>> target_updater.step()
     """
 
-    _AcceptedKeys = TransitionKeys  # model transitions; reward and terminated under "next"
+    @dataclass
+    class _AcceptedKeys(TransitionKeys):
+        """Model transitions (reward and terminated under "next") and the optional real-row flag."""
+
+        is_real: tuple = keys.IS_REAL
+
     default_keys = _AcceptedKeys
     _out_keys_ = (
         "loss_qvalue",
@@ -206,7 +221,8 @@ class VMBPOCriticLoss(KeyedLoss):
     @property
     def out_keys(self) -> list[str]:
         extra = ["loss_entropy_weight", "entropy_weight"] if self.target_entropy is not None else []
-        return [*self._out_keys_, *extra]
+        bounded = ["nu_at_bound_fraction"] if log_ratio_bound(self.log_ratio_network) is not None else []
+        return [*self._out_keys_, *bounded, *extra]
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
@@ -263,8 +279,9 @@ class VMBPOCriticLoss(KeyedLoss):
 
     def _batch(self, td: TensorDictBase) -> dict:
         batch = fv.fetch(td, self._read_keys(), type(self).__name__)
-        for name in ("reward", "terminated"):  # [*B, 1] -> [*B]
-            if batch[name].ndim == td.batch_dims + 1:
+        batch["is_real"] = td.get(self.tensor_keys.is_real, None)  # optional: None means all model rows
+        for name in ("reward", "terminated", "is_real"):  # [*B, 1] -> [*B]
+            if batch[name] is not None and batch[name].ndim == td.batch_dims + 1:
                 batch[name] = batch[name].squeeze(-1)
         return batch
 
@@ -288,6 +305,8 @@ class VMBPOCriticLoss(KeyedLoss):
             nu = torch.zeros_like(next_value)
         else:
             nu = log_ratio_of(self.log_ratio_network, b["observation"], b["action"], b["next_observation"])
+            if b.get("is_real") is not None:  # eqs. 22-23 subtract nu on model rows only (class docstring)
+                nu = torch.where(b["is_real"].bool(), torch.zeros_like(nu), nu)
         y = fv.q_target(b["reward"], next_value, b["terminated"], nu, eta=self.eta, gamma=self.gamma)
         return y, nu
 
@@ -324,6 +343,9 @@ class VMBPOCriticLoss(KeyedLoss):
         loss = distance_loss(q, y.expand_as(q), loss_function=self.loss_function)
         loss = loss.reshape(self.num_qvalue_nets, -1).mean(-1).sum()  # each copy on the whole batch
         info = {"q_value": q.mean(), "q_target": y.mean(), "td_error": (q - y).abs().mean(), "log_ratio": nu.mean()}
+        if (bound := log_ratio_bound(self.log_ratio_network)) is not None:
+            model_rows = None if b.get("is_real") is None else ~b["is_real"].bool()
+            info["nu_at_bound_fraction"] = fv.at_bound_fraction(nu, bound, mask=model_rows)
         return loss, {name: value.detach() for name, value in info.items()}
 
     def _value_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict]:

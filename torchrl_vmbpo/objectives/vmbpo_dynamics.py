@@ -55,6 +55,10 @@ class VMBPODynamicsLoss(KeyedLoss):
     Batch layouts: ``[B]`` (every member sees the same rows; weights normalised over B) or
     ``[B, E]`` (bootstrapped rows per member; weights normalised over B within each member).
 
+    Held-out data: :meth:`holdout_loss` is each member's weighted NLL ``[E]`` (the objective above
+    without the penalty), the score early stopping and the elite choice should use while the twist
+    is on (:meth:`GaussianEnsembleNLLLoss.holdout_loss` is MBPO's per-member MSE).
+
     Ownership: this loss owns the dynamics model (through its inner NLL loss). ``V'`` and ``Q'``
     belong to the critic loss, which is the single owner of V, Q and their targets; this loss holds
     a non-registered reference to it and reads ``critic.state_value(x', target=True)`` and
@@ -218,9 +222,8 @@ class VMBPODynamicsLoss(KeyedLoss):
             f"{type(self).__name__} takes a [B] batch or a [B, E={members}] bootstrapped batch, got shape {tuple(td.shape)}"
         )
 
-    def forward(self, td: TensorDictBase) -> TensorDict:
-        self._check_layout(td)
-        k = self.tensor_keys
+    def _weights(self, td: TensorDictBase) -> tuple[torch.Tensor | None, dict]:
+        """The final eq.-19 weights of step 2 (``None`` for ``mix=1``: all one) and their diagnostics."""
         if self.mix == 1.0:
             weight = None  # plain MLE: every weight is one, the critic is not needed
             info = {"weight_ess": torch.ones(()), "weight_max": torch.ones(())}
@@ -236,12 +239,34 @@ class VMBPODynamicsLoss(KeyedLoss):
                 "log_weight_mean": log_w.mean(),
                 "log_mean_weight": (torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(batch)))).mean(),
             }
+        return weight, info
+
+    def _nll_batch(self, td: TensorDictBase, weight: torch.Tensor | None) -> TensorDictBase:
+        """The entries the NLL loss reads (shared tensors), with ``weight`` under its weight key."""
         read = self._read_keys()
         nll_batch = td.select(
             *(read[n] for n in ("observation", "action", "next_observation", "reward"))
         )  # shared tensors
         if weight is not None:
-            nll_batch.set(k.weight, weight)
-        out = self.nll_loss(nll_batch)
+            nll_batch.set(self.tensor_keys.weight, weight)
+        return nll_batch
+
+    @torch.no_grad()
+    def holdout_loss(self, td: TensorDictBase) -> torch.Tensor:
+        """Each member's eq.-19 objective on held-out real transitions, ``[E]``: the Gaussian NLL with
+        the next-state part weighted by the batch's final weights (step 2, normalised over the holdout
+        batch), the reward part unweighted, averaged over rows and target dimensions as ``loss_dynamics``
+        (without the log-variance penalty). With ``mix=1`` it is each member's plain NLL. What early
+        stopping and the elite choice should rank members by while the twist is on: the unweighted MSE
+        scores the fit to p, not to the twisted q_d* (for the model fit to call; no gradient).
+        """
+        self._check_layout(td)
+        weight, _ = self._weights(td)
+        return self.nll_loss.per_member_nll(self._nll_batch(td, weight))
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        self._check_layout(td)
+        weight, info = self._weights(td)
+        out = self.nll_loss(self._nll_batch(td, weight))
         out.update({n: v.detach() for n, v in info.items()})
         return out

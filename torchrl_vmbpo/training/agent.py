@@ -17,6 +17,7 @@ from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.training.compile import compile_fn
+from torchrl_vmbpo.training.divergence import CriticScale
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
 
 
@@ -173,6 +174,12 @@ class Agent(nn.Module):
     def after_model_fit(self, real_buffer: ReplayBuffer) -> dict[str, float]:
         """Hook run after each fit of q_d (VMBPO fits its ratio network here)."""
         return {}
+
+    def critic_scale(self) -> CriticScale | None:
+        """How the loop's divergence guard reads this agent's critic (``training.divergence``): by default
+        the ``q_value`` update metric in reward units (SAC, MBPO, STEVE and MPO report it); ``None`` for
+        an agent without a critic."""
+        return CriticScale()
 
     def run_statistics(self) -> dict[str, float]:
         """Algorithm-specific numbers for the run's summary.json (PETS: seconds per planned action)."""

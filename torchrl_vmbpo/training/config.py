@@ -54,6 +54,15 @@ class TrainConfig:
     checkpoint_every: NonNegativeInt = 5000
     """Env steps between checkpoints written DURING the run (0: only at the end), each replacing the
     last: a killed run resumes from the latest with ``vmbpo train --resume --out DIR``."""
+    # --- divergence guard (training.divergence) ---
+    divergence: Literal["warn", "stop"] = "warn"
+    """What a run does when its critic leaves the range the rewards allow: |Q| in reward units beyond
+    ``divergence_factor`` x (max |r| in D so far + the agent's per-step bound) / (1 - gamma) (VMBPO:
+    |Q / eta| and the bound log_ratio_bound / eta). Either way it logs ``critic_divergence_ratio`` each
+    log row, warns once and records ``diverged`` in summary.json; "stop" also ends the run with a
+    checkpoint, summary.json and a one-line CriticDiverged error."""
+    divergence_factor: Annotated[float, Range(1, low_open=True)] = 10.0
+    """How many times the rewards' range counts as diverged (``critic_divergence_ratio`` above it)."""
     # --- real data ---
     init_random_steps: NonNegativeInt = 1000  #: uniformly random actions before the policy acts
     collect_steps: PositiveInt = 1  #: real steps per collector batch (updates follow each batch)

@@ -8,6 +8,9 @@ agent's ``capabilities``, never a settings value):
             -> evaluate                                  every ``eval_every`` steps and at the end
             -> checkpoint (resumable)                    every ``checkpoint_every`` steps and at the end
             -> stop on SIGINT / SIGTERM                  after a checkpoint at the current step
+After each update batch the divergence guard (``training.divergence``) compares the critic with the
+range the rewards allow: a warning and ``diverged`` in summary.json, or (``divergence="stop"``) a
+checkpoint, summary.json and :class:`CriticDiverged`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from tqdm.auto import tqdm
 
 from torchrl_vmbpo.compat import tensordict_find_spec_cached
 from torchrl_vmbpo.data.buffers import make_buffer
-from torchrl_vmbpo.errors import ConfigError, RunInterrupted
+from torchrl_vmbpo.errors import ConfigError, CriticDiverged, RunInterrupted
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.checkpoint import save_checkpoint
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.device import on_device
+from torchrl_vmbpo.training.divergence import DivergenceGuard, warn_divergence
 from torchrl_vmbpo.training.interrupts import StopRequest, stop_on_signals
 from torchrl_vmbpo.training.loggers import make_logger
 from torchrl_vmbpo.training.loop_state import LoopState, set_rng_states
@@ -108,6 +112,12 @@ class _Loop:
         self.state.commits.append(self.commit)
         self.timer = PhaseTimer(self.state.phase_seconds)
         self.model = ModelBuffer(cfg, agent.device)
+        self.guard = DivergenceGuard(  # r_max from D: a resumed run's real data included
+            agent.critic_scale(),
+            gamma=cfg.gamma,
+            factor=cfg.divergence_factor,
+            real_data=self.real_buffer[:] if len(self.real_buffer) else None,
+        )
         self.last_fit: int | None = None  # a resumed run refits q_d at its first learning step
         self.logger = make_logger(cfg, out)  # TorchRL's CSV logger unless cfg.logger says otherwise
         (out / "logs").mkdir(exist_ok=True)
@@ -137,6 +147,7 @@ class _Loop:
             for batch in _timed(collector, self.timer, "collect"):
                 with self.timer("collect"):
                     new_steps = collect(batch, self.real_buffer, state, cfg.env)
+                    self.guard.observe(batch)
                 self.bar.update(new_steps)
                 if caps.model_fit and model_fit_due(cfg, state.env_steps, self.last_fit):
                     self.fit_model_and_imagine()
@@ -144,6 +155,8 @@ class _Loop:
                     with self.timer("update"):
                         metrics = run_updates(cfg, self.agent, self.real_buffer, self.model.buffer, state, new_steps)
                     state.train_metrics = metrics if metrics is not None else state.train_metrics
+                    if metrics is not None:
+                        self.check_divergence()
                 self.log_train_metrics()
                 if state.env_steps >= state.next_eval:
                     state.next_eval += cfg.eval_every
@@ -174,6 +187,7 @@ class _Loop:
                     imagine_rollouts(self.cfg, self.agent, self.env, self.real_buffer, self.model, self.state.env_steps)
                 )
         for key, value in metrics.items():
+            _check_finite("model-fit metric", key, value, self.state.env_steps)
             self.logger.log_scalar(key, value, step=self.state.env_steps)
 
     def ready_to_update(self) -> bool:
@@ -185,14 +199,30 @@ class _Loop:
             and len(self.real_buffer) >= self.cfg.batch_size
         )
 
+    def check_divergence(self) -> None:
+        """The guard on the latest update's metrics (it adds ``critic_divergence_ratio`` to them)."""
+        state, cfg = self.state, self.cfg
+        found = self.guard.check(state.train_metrics, state.env_steps)
+        if found is None:
+            return
+        if state.diverged is None:  # the first divergence is the record, and warned once
+            state.diverged = found.to_json()
+            if cfg.divergence == "warn":
+                warn_divergence(found, cfg.divergence_factor)
+        if cfg.divergence == "stop":
+            if not self.curve.rows or self.curve.rows[-1]["env_steps"] != state.env_steps:
+                self.evaluate()  # the summary's final return is the policy's at the divergence
+            self.write_checkpoint()
+            self.finish()
+            raise CriticDiverged(found.message(cfg.divergence_factor), state.env_steps, str(self.out))
+
     def log_train_metrics(self) -> None:
         state = self.state
         if state.env_steps < state.next_log or not state.train_metrics:
             return
         state.next_log += self.cfg.log_every
         for key, value in state.train_metrics.items():
-            if not math.isfinite(value):
-                raise FloatingPointError(f"training metric {key} became {value} at env step {state.env_steps}")
+            _check_finite("training metric", key, value, state.env_steps)
             self.logger.log_scalar(key, value, step=state.env_steps)
 
     def evaluate(self) -> None:
@@ -254,6 +284,7 @@ class _Loop:
             "updates_per_second": round(state.updates / update_seconds, 2) if update_seconds > 0 else None,
             "phase_seconds": {k: round(v, 2) for k, v in sorted(self.timer.seconds.items())},
             "final_train_metrics": state.train_metrics,
+            "diverged": state.diverged,  # the guard's first record ({env_step, value, bound, ratio}) or None
             **self.agent.run_statistics(),
             "commit": self.commit,
             **({"resumed_at": state.resumed_at, "commits": state.commits} if state.resumed_at else {}),
@@ -267,6 +298,12 @@ class _Loop:
         }
         write_summary(out / "summary.json", summary)
         return summary
+
+
+def _check_finite(what: str, key: str, value, env_steps: int) -> None:
+    """A NaN or inf in a logged value stops the run with a message naming it (FloatingPointError)."""
+    if isinstance(value, (int, float)) and not math.isfinite(value):
+        raise FloatingPointError(f"{what} {key} became {value} at env step {env_steps}")
 
 
 def _timed(iterable, timer: PhaseTimer, phase: str):

@@ -33,6 +33,7 @@ class LoopState:
     curve: list[dict] = field(default_factory=list)  #: evaluation rows (metrics.csv without run_id)
     commits: list[str] = field(default_factory=list)  #: the commit of each part of the run
     resumed_at: list[int] = field(default_factory=list)  #: env steps where the run was resumed
+    diverged: dict | None = None  #: the critic's first divergence ({env_step, value, bound, ratio}), if any
 
     @classmethod
     def fresh(cls, cfg: TrainConfig) -> LoopState:
