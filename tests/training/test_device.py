@@ -16,8 +16,15 @@ from torchrl_vmbpo.training.device import PolicyOnDevice, on_device, resolve_dev
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-TINY = ["hidden=[8]", "model_hidden=[8]", "batch_size=16", "model_batch_size=16", "init_random_steps=100",
-        "eval_episodes=1", "compile=off"]
+TINY = [
+    "hidden=[8]",
+    "model_hidden=[8]",
+    "batch_size=16",
+    "model_batch_size=16",
+    "init_random_steps=100",
+    "eval_episodes=1",
+    "compile=off",
+]
 SMALL_EXTRA = {
     "pets": ["extra.population=8", "extra.elites=2", "extra.planning_horizon=2", "extra.particles=2"],
     "mpo": ["extra.num_samples=4"],

@@ -44,3 +44,51 @@ def test_weight_decay_applies_to_weight_matrices_only():
     weights = {id(layer.weight) for layer in [*model.ensemble.hidden_layers, model.ensemble.output_layer]}
     assert groups[0]["weight_decay"] == 1e-4 and {id(p) for p in groups[0]["params"]} == weights
     assert groups[1]["weight_decay"] == 0.0 and not weights & {id(p) for p in groups[1]["params"]}
+
+
+def test_elites_and_early_stopping_follow_the_given_holdout_score():
+    data = _linear_system(200)
+    model = DynamicsModel(2, 1, num_members=4, num_elites=2, hidden=(8,))
+    optim = make_model_optimizer(model, lr=1e-3, weight_decay=0.0)
+    calls = []
+
+    def score(rows):  # a fixed ranking (members 3 and 1 best), negative like an NLL; never improves
+        calls.append(rows.shape[0])
+        return torch.tensor([-1.0, -3.0, -2.0, -4.0])
+
+    stats = fit_dynamics(
+        model,
+        GaussianEnsembleNLLLoss(model),
+        optim,
+        data,
+        batch_size=64,
+        patience=1,
+        max_epochs=20,
+        holdout_score=score,
+    )
+    assert stats["model_epochs"] == 2  # no improvement for more than 1 epoch
+    assert sorted(model.elites.tolist()) == [1, 3]
+    assert calls and all(n == 40 for n in calls)  # scored on the 20% holdout
+
+
+def test_the_twisted_fit_ranks_members_by_its_own_objective(monkeypatch):
+    from torchrl_vmbpo.algorithms import build_agent, default_config
+    from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
+    from torchrl_vmbpo.envs.real import make_env
+    from torchrl_vmbpo.training.phases import fit_model
+
+    cfg = default_config(
+        "vmbpo",
+        "Pendulum-v1",
+        overrides=["hidden=[8]", "model_hidden=[8]", "model_max_epochs=1", "compile=off", "extra.weighted_fit_after=0"],
+    )
+    env = make_env("Pendulum-v1", seed=0)
+    real = make_buffer(1000)
+    real.extend(env.rollout(64).reshape(-1).select(*TRANSITION_KEYS))
+    agent = build_agent(cfg, env)
+    objective = agent.dynamics_loss()
+    assert objective is agent.loss.dynamics  # eq. 19 from the first update (weighted_fit_after=0)
+    ranking = torch.arange(cfg.num_members, dtype=torch.float32).flip(0)  # the last members best
+    monkeypatch.setattr(type(objective), "holdout_loss", lambda self, td: ranking)
+    fit_model(cfg, agent, real)
+    assert sorted(agent.dynamics.elites.tolist()) == list(range(cfg.num_members - cfg.num_elites, cfg.num_members))

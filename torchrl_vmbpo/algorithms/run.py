@@ -58,9 +58,11 @@ def run(
         session.close()
 
 
-RESUME_SETTINGS = ("num_threads", "checkpoint_every", "device", "compile", "extra.cuda_graph")
+RESUME_SETTINGS = ("num_threads", "checkpoint_every", "device", "compile", "extra.cuda_graph", "divergence")
 """The settings a resume may change: where and how fast the run computes, not what it computes (a run
-started on a CPU can go on on a GPU, and back). Any other change would make one record of two configs."""
+started on a CPU can go on on a GPU, and back), and whether a diverged critic stops it (a run stopped by
+``divergence=stop`` can be continued with ``divergence=warn``). Any other change would make one record of
+two configs."""
 
 
 def resume(

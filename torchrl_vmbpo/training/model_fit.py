@@ -54,6 +54,7 @@ def fit_dynamics(
     improvement: float = 0.01,
     fit_normalizer: bool = True,
     on_epoch: Callable[[int, torch.Tensor], None] | None = None,
+    holdout_score: Callable[[TensorDictBase], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` through ``loss_module`` on all real transitions ``data`` (batch ``[N]``).
 
@@ -65,7 +66,11 @@ def fit_dynamics(
 
     ``fit_normalizer`` (default True): first refit ``model.input_normalizer`` to the mean and spread of
     all of ``data``'s (x, a), so a hand-fitted normaliser is replaced; False keeps the current one.
-    ``on_epoch(epoch, holdout_mse)``: called after each epoch with the per-member holdout MSE ``[E]``
+    ``holdout_score(holdout) -> [E]``: what early stopping and the elite choice rank members by (lower
+    is better); default :func:`holdout_mse`, MBPO's. With VMBPO's twist on, the weighted NLL of eq. 19
+    (``VMBPODynamicsLoss.holdout_loss``): the fit's own objective, which may be negative, so an
+    improvement is relative to ``|best|``.
+    ``on_epoch(epoch, score)``: called after each epoch with the per-member holdout score ``[E]``
     (benchmarks/model_fit_epochs.py records what each epoch buys).
 
     Speed: one gather of the epoch's bootstrapped rows, then full ``[batch_size, E]`` batches, each one
@@ -89,7 +94,10 @@ def fit_dynamics(
     # fill the last batch, so each member sees its N resampled rows plus at most batch_size - 1 again.
     steps = -(-n_train // batch_size)
     wrap = torch.arange(steps * batch_size, device=device) % n_train
-    best = holdout_mse(model, hold)
+    if holdout_score is None:
+        holdout_score = lambda rows: holdout_mse(model, rows)  # noqa: E731
+    score = torch.no_grad()(holdout_score)
+    best = score(hold)
     stale, epoch = 0, 0
     for epoch in range(1, max_epochs + 1):  # noqa: B007 (the last epoch is reported after the loop)
         order = bootstrap[:, torch.randperm(n_train, device=device)][:, wrap]  # [E, steps * b]
@@ -97,18 +105,17 @@ def fit_dynamics(
         for start in range(0, steps * batch_size, batch_size):
             losses = loss_module(epoch_rows[start : start + batch_size])
             optimize(losses["loss_dynamics"], optimizer)
-        mse = holdout_mse(model, hold)
+        current = score(hold)
         if on_epoch is not None:
-            on_epoch(epoch, mse)
-        improved = (best - mse) / best.clamp_min(1e-12) > improvement
-        best = torch.where(improved, mse, best)
+            on_epoch(epoch, current)
+        improved = (best - current) > improvement * best.abs().clamp_min(1e-12)
+        best = torch.where(improved, current, best)
         stale = 0 if bool(improved.any()) else stale + 1
         if stale > patience:
             break
     last_loss = float(losses["loss_dynamics"].detach()) if epoch else float("nan")
-    final = holdout_mse(model, hold)
-    model.set_elites(torch.argsort(final)[: model.num_elites])
-    elite_mse = final[model.elites]
+    model.set_elites(torch.argsort(score(hold))[: model.num_elites])
+    elite_mse = holdout_mse(model, hold)[model.elites]
     return {
         "model_epochs": float(epoch),
         "model_train_loss": last_loss,

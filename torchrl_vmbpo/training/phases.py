@@ -61,6 +61,7 @@ def model_fit_due(cfg: TrainConfig, env_steps: int, last_fit: int | None) -> boo
 def fit_model(cfg: TrainConfig, agent: Agent, real_buffer: ReplayBuffer) -> dict[str, float]:
     """Fit q_d on all of D (holdout, per-member bootstraps, early stopping, elites), then the agent's
     :meth:`~Agent.after_model_fit` hook (VMBPO fits its ratio network there)."""
+    objective = agent.dynamics_loss()  # its holdout_loss ranks members: MSE for MLE, eq. 19's NLL when twisted
     metrics = fit_dynamics(
         agent.dynamics,
         agent.dynamics_step_loss(),
@@ -71,6 +72,7 @@ def fit_model(cfg: TrainConfig, agent: Agent, real_buffer: ReplayBuffer) -> dict
         max_holdout=cfg.model_max_holdout,
         patience=cfg.model_patience,
         max_epochs=cfg.model_max_epochs,
+        holdout_score=getattr(objective, "holdout_loss", None),
     )
     metrics.update(agent.after_model_fit(real_buffer))
     return metrics
