@@ -8,7 +8,7 @@ interleaved round by round because the machine is shared and noisy (medians repo
      scratch venv (``--sb3-python``), so SB3 never enters the project's environment; its buffer is
      filled with random transitions of a dummy Box env with Hopper's spaces. SB3's time includes its
      replay-buffer sampling (ours excludes it), so the sampling time is measured and reported too;
-  C. our ``SACAgent.update`` with ``extra.compile=true`` (``compile_loss``: compile time reported);
+  C. our ``SACAgent.update`` with ``compile=on`` (training/compile.py: compile time reported);
   D. ``torch.matmul`` on exactly the matmul shapes one update performs (see ``update_matmuls``).
 
 The FLOP count (``update_matmuls``): matmuls only (bias adds, activations, Adam are O(B*H), not
@@ -139,8 +139,9 @@ def random_batch(generator: torch.Generator) -> TensorDict:
 
 
 def make_agent(compile_loss: bool) -> SACAgent:
-    cfg = TrainConfig(algo="sac", env="Hopper-v5", batch_size=BATCH, hidden=HIDDEN, extra={"compile": compile_loss})
-    return SACAgent(cfg, OBS_DIM, Bounded(-1.0, 1.0, shape=(ACT_DIM,)))
+    cfg = TrainConfig(algo="sac", env="Hopper-v5", batch_size=BATCH, hidden=HIDDEN, device="cpu")
+    agent = SACAgent(cfg, OBS_DIM, Bounded(-1.0, 1.0, shape=(ACT_DIM,)))
+    return agent.setup_compute("cpu", compile_updates=compile_loss)
 
 
 class OurTimer:
@@ -212,7 +213,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--updates", type=int, default=30, help="updates per round and variant")
     parser.add_argument("--warmup", type=int, default=30, help="untimed updates per variant first")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-compile", action="store_true", help="skip the extra.compile=true variant")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compile=on variant")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -354,7 +355,7 @@ def render(r: dict) -> str:
                 )
             lines.append(line)
     if r["compile_seconds"] is not None:
-        lines.append(f"- `extra.compile=true`: first call (compilation) took {r['compile_seconds']:.1f} s")
+        lines.append(f"- `compile=on`: first call (compilation) took {r['compile_seconds']:.1f} s")
     if r["sb3_buffer_sample_seconds"] is not None:
         lines.append(
             f"- SB3's `replay_buffer.sample(256)`, included in its train time: "
