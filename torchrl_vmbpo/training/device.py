@@ -81,9 +81,3 @@ def on_device(policy: TensorDictModuleBase, device: torch.device) -> TensorDictM
     """``policy`` itself on the CPU, else :class:`PolicyOnDevice` around it."""
     return policy if torch.device(device).type == "cpu" else PolicyOnDevice(policy, device)
 
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    """The device of ``module``'s first parameter or buffer (the CPU for one without tensors)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
