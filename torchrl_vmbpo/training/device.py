@@ -80,4 +80,3 @@ class PolicyOnDevice(TensorDictModuleBase):
 def on_device(policy: TensorDictModuleBase, device: torch.device) -> TensorDictModuleBase:
     """``policy`` itself on the CPU, else :class:`PolicyOnDevice` around it."""
     return policy if torch.device(device).type == "cpu" else PolicyOnDevice(policy, device)
-
