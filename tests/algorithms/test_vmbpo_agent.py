@@ -117,8 +117,8 @@ def test_critic_networks_output_eta_times_their_mlp_by_default():
 
 
 def test_bootstrap_setting_reaches_the_critic_and_trains():
-    agent = _agent(bootstrap="action_value")
-    assert agent.critic.bootstrap == "action_value" and _agent().critic.bootstrap == "value"
+    agent = _agent(bootstrap="value")
+    assert agent.critic.bootstrap == "value" and _agent().critic.bootstrap == "action_value"
     metrics = agent.update(_model_batch(16))
     assert all(torch.isfinite(v).all() for v in metrics.values())
     with pytest.raises(ValueError, match="bootstrap"):

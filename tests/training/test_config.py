@@ -89,6 +89,21 @@ def test_every_override_in_the_presets_file_says_why_and_links_an_existing_recor
         default_config(algo, env)  # each override is a valid config
 
 
+def test_vmbpo_takes_the_same_settings_on_every_env():
+    """Issue 24's bar: no per-env VMBPO entry chosen by tuning; only env facts ([env.ENV], MBPO's model
+    schedule and UTD) differ between envs."""
+    from torchrl_vmbpo.algorithms import presets
+
+    assert not [key for key in presets.ENV_DEFAULTS.overrides if key[0].startswith("vmbpo") and key[0] != "vmbpo-mfe"]
+    envs = ["Pendulum-v1", "InvertedPendulum-v5", "Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Reacher-v5"]
+    assert len({default_config("vmbpo", env).extra for env in envs}) == 1
+    assert {default_config("vmbpo", env).real_ratio for env in envs} == {0.05}
+    s = default_config("vmbpo", "Hopper-v5").extra
+    assert (s.weight_mix, s.entropy_constraint, s.bootstrap, s.acting_policy) == (0.0, True, "action_value", "q_c")
+    assert default_config("vmbpo-twist-off", "Hopper-v5").extra.weight_mix == 1.0
+    assert default_config("vmbpo-paper", "Hopper-v5").real_ratio == 0.0
+
+
 def test_a_malformed_presets_file_is_named(tmp_path):
     from torchrl_vmbpo.algorithms.presets import EnvDefaults
     from torchrl_vmbpo.errors import ConfigError

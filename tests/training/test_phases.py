@@ -176,7 +176,8 @@ def test_loop_state_round_trips_through_a_weights_only_checkpoint_with_rng_state
     [
         ("sac", Capabilities()),
         ("mbpo", Capabilities(model_fit=True, imagination=True, real_ratio=0.05)),
-        ("vmbpo", Capabilities(model_fit=True, imagination=True, real_ratio=0.0)),
+        ("vmbpo", Capabilities(model_fit=True, imagination=True, real_ratio=0.05)),
+        ("vmbpo-paper", Capabilities(model_fit=True, imagination=True, real_ratio=0.0)),
         ("mpo", Capabilities()),
         ("vmbpo-mfe", Capabilities(model_fit=True, imagination=True, real_ratio=1.0)),
         ("pets", Capabilities(updates=False, model_fit=True, planning=True)),

@@ -88,7 +88,10 @@ class Algorithm:
     """One line: what the preset is (``vmbpo config`` prints it)."""
 
 
-_VMBPO_DEFAULTS = dict(utd=20.0, real_ratio=0.0)
+# 5% real rows (MBPO's) anchor Q to real returns; nu = 0 on them (VMBPOAgent.sample_batch). The paper's
+# eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d) only: vmbpo-paper has no real rows.
+_VMBPO_DEFAULTS = dict(utd=20.0, real_ratio=0.05)
+_VMBPO_PAPER_DEFAULTS = dict(utd=20.0, real_ratio=0.0)
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
@@ -103,7 +106,6 @@ ALGORITHMS: dict[str, Algorithm] = {
             dyna_utd=True,
             description="MBPO (Janner et al. 2019): SAC on branched rollouts of an MLE Gaussian ensemble",
         ),
-        # Eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d): no real rows in E-step batches.
         Algorithm(
             "vmbpo",
             _vmbpo,
@@ -117,7 +119,7 @@ ALGORITHMS: dict[str, Algorithm] = {
             "vmbpo-paper",
             _vmbpo,
             VMBPOPaperSettings,
-            _VMBPO_DEFAULTS,
+            _VMBPO_PAPER_DEFAULTS,
             model_schedule=True,
             dyna_utd=True,
             description="VMBPO as the paper's text fixes it: copy M-step, one Q, V' bootstrap, eq. 19 verbatim",

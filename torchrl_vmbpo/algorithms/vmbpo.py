@@ -47,10 +47,13 @@ class VMBPOSettings(ExtraSettings):
     """VMBPO's own settings (the ``vmbpo`` preset), read from ``TrainConfig.extra`` (``--set extra.eta=2``);
     how the defaults were chosen: benchmarks/tuning/vmbpo-pendulum (README, "VMBPO defaults"). q_d is
     fitted to eq. 19's twisted dynamics (``weight_mix=0``): the twist is what makes the E-step's q_d
-    VMBPO's and not MBPO's, so the default keeps it on; the Pendulum sweep that chose the other
-    defaults ran with it off, and ``vmbpo-twist-off`` (:class:`VMBPOTwistOffSettings`) is that
-    configuration, kept as the ablation. ``vmbpo-paper`` (:class:`VMBPOPaperSettings`) is the paper's
-    experimental choices as far as its text fixes them."""
+    VMBPO's and not MBPO's, so the default keeps it on. Three stabilisers, the same on every env,
+    answer the three ways the paper's E-step lets Q run away (README, "VMBPO presets"): an entropy
+    anchor on q_c (``entropy_constraint``), the action-value bootstrap (``bootstrap``), q_c acting
+    (``acting_policy``); with them the preset puts 5% real rows (nu = 0 on them) in each E-step batch
+    (presets.py). ``vmbpo-twist-off`` (:class:`VMBPOTwistOffSettings`) is this with q_d by plain MLE;
+    ``vmbpo-paper`` (:class:`VMBPOPaperSettings`) is the paper's experimental choices as far as its
+    text fixes them."""
 
     algorithm: ClassVar[str] = "VMBPO"
 
@@ -67,9 +70,10 @@ class VMBPOSettings(ExtraSettings):
     """lambda of eq. 27 (weighted_map only)."""
     kl_coef_std: NonNegativeFloat | None = 100.0
     """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
-    acting_policy: Literal["pi", "q_c"] = "pi"
-    """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (the data,
-    and so q_d, follow the policy the critic evaluates; why: benchmarks/tuning/vmbpo-invpendulum)."""
+    acting_policy: Literal["pi", "q_c"] = "q_c"
+    """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (default:
+    the data, and so q_d, follow the policy the critic evaluates, so the E-step is on-policy; with pi
+    acting, pi lags q_c and Q is evaluated off D's state distribution; benchmarks/tuning/vmbpo-invpendulum)."""
     weight_mix: Fraction = 0.0
     """Mix of the eq.-19 weights with uniform ones: 0 = eq. 19's twist in full (default), 1 = plain MLE
     (MBPO's model loss: the ``vmbpo-twist-off`` ablation)."""
@@ -85,18 +89,22 @@ class VMBPOSettings(ExtraSettings):
     uniform_prior_weight: Fraction = 0.0
     """beta: the E-step regulariser (1 - beta) KL(q_c || pi) + beta KL(q_c || uniform); 0 is the paper's,
     1 is SAC's entropy with alpha = 1/eta (functional_vmbpo.prior_log_prob explains why it matters)."""
-    entropy_constraint: bool = False
+    entropy_constraint: bool = True
     """Also keep H(q_c) >= the env's target entropy (TrainConfig.target_entropy; None: -action dim)
     with a learned multiplier alpha_H (SAC's temperature, starting at eta x alpha_init, learning at
-    critic_lr) on top of KL(q_c || pi). Off: the paper's E-step (why it exists: benchmarks/tuning/vmbpo-hopper)."""
+    critic_lr) on top of KL(q_c || pi). On (default): an entropy anchor, because EM's fixed point is
+    deterministic (KL(q_c || pi) -> 0 as pi follows q_c, and the E-step turns into greedy evaluation;
+    the tabular oracle shows it). Off: the paper's E-step (benchmarks/tuning/vmbpo-hopper)."""
     critic_output_scale: Literal["eta", "one"] = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
     num_qvalue_nets: PositiveInt = 2
     """Twin Q with min (a stabiliser the paper does not use; 1 gives eqs. 22-24 verbatim)."""
-    bootstrap: Literal["value", "action_value"] = "value"
-    """What the Q target bootstraps from at x': "value" (eq. 23: the target V'(x')) or "action_value"
-    (SAC-v2's form: min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'); VMBPOCriticLoss)."""
+    bootstrap: Literal["value", "action_value"] = "action_value"
+    """What the Q target bootstraps from at x': "value" (eq. 23: the target V'(x'), regressed only at
+    E's start states but read at model next states) or "action_value" (default; SAC-v2's form:
+    min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'), so the target is read where it was
+    evaluated; VMBPOCriticLoss)."""
     log_ratio_bound: PositiveFloat = 0.5
     """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow. A truncation: eq. 21's optimum
     becomes clip(log q_d/p, +-bound), the KL estimate a lower bound, and the Q target's -nu at most
@@ -172,7 +180,7 @@ class VMBPOPaperSettings(VMBPOSettings):
 class VMBPOTwistOffSettings(VMBPOSettings):
     """The ``vmbpo-twist-off`` preset: ``vmbpo`` with q_d fitted by plain maximum likelihood
     (``weight_mix=1``, MBPO's model loss): the ablation of eq. 19's twist. Everything else is
-    ``vmbpo``'s, including its per-env entries of presets.toml (they were measured with the twist off)."""
+    ``vmbpo``'s."""
 
     algorithm: ClassVar[str] = "VMBPO-twist-off"
 
