@@ -121,3 +121,50 @@ def test_constructor_rejects_bad_arguments():
         VMBPOActorLoss(q_c, critic, q_c)
     with pytest.raises(KeyError, match="observation"):
         VMBPOActorLoss(q_c, critic, pi)(TensorDict({"obs": torch.zeros(2, 2)}, [2]))
+
+
+@pytest.mark.parametrize("target_entropy", [None, -1.0])
+def test_the_actors_draw_is_eq_24s_value_target_and_the_critic_regresses_v_on_it(target_entropy):
+    # Same RNG state -> the same a~ ~ q_c in both; the shared sample must equal the critic's own
+    # eq.-24 target (online twin-min Q, prior with the entropy term), and V's loss on it must match.
+    torch.manual_seed(0)
+    q_c, pi = make_tanh_gaussian_actor(3, SPEC, hidden=(8,)), make_tanh_gaussian_actor(3, SPEC, hidden=(8,))
+    critic = VMBPOCriticLoss(
+        make_q_value(3, 1, hidden=(8,)),
+        make_state_value(3, hidden=(8,)),
+        q_c,
+        pi,
+        eta=2.0,
+        gamma=0.9,
+        uniform_prior_weight=0.3,
+        target_entropy=target_entropy,
+    )
+    actor = VMBPOActorLoss(q_c, critic, pi)
+    td = TensorDict(
+        {
+            "observation": torch.randn(7, 3),
+            "action": torch.rand(7, 1) * 2 - 1,
+            ("next", "observation"): torch.randn(7, 3),
+            ("next", "reward"): torch.randn(7, 1),
+            ("next", "terminated"): torch.zeros(7, 1, dtype=torch.bool),
+        },
+        [7],
+    )
+    torch.manual_seed(1)
+    out, sample = actor.forward_with_value_sample(td)
+    torch.manual_seed(1)
+    y, _, policy_log_ratio, log_q_c = critic._soft_value(td["observation"], target=False)
+    torch.testing.assert_close(sample.target, y)
+    torch.testing.assert_close(sample.policy_log_ratio, policy_log_ratio)
+    torch.testing.assert_close(sample.log_q_c, log_q_c)
+    assert not any(t.requires_grad for t in sample) and out["loss_actor"].requires_grad
+    torch.testing.assert_close(out["policy_log_ratio"], policy_log_ratio.mean())
+    torch.manual_seed(2)  # the Q loss draws a' only under the action-value bootstrap; this critic's is V'
+    shared = critic(td, value_sample=sample)
+    v = critic._value(td["observation"], critic.value_network_params)
+    torch.testing.assert_close(shared["loss_value"], (v - y).pow(2).mean())
+    torch.testing.assert_close(shared["value_target"], y.mean())
+    if target_entropy is not None:
+        assert shared["loss_entropy_weight"].requires_grad
+    with pytest.raises(ValueError, match="value_sample has"):
+        critic(td[:3], value_sample=sample)

@@ -45,7 +45,9 @@ class EMAgent(Agent):
         self._m_step_loss = self.m_step.__call__
 
     def _eager_e_step_losses(self, batch: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
-        return self.critic(batch), self.actor_loss(batch)
+        # V's target (eq. 24) is read at the actor's draw a ~ q_c (eq. 25): one q_c, pi and Q pass fewer.
+        actor, value_sample = self.actor_loss.forward_with_value_sample(batch)
+        return self.critic(batch, value_sample=value_sample), actor
 
     def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
         """Compile the E-step's critic and actor losses as one function, and the M-step's loss."""

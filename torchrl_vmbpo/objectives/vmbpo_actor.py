@@ -9,7 +9,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.common import KeyedLoss
-from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+from torchrl_vmbpo.objectives.vmbpo_critic import SoftValueSample, VMBPOCriticLoss
 
 
 class VMBPOActorLoss(KeyedLoss):
@@ -83,6 +83,12 @@ class VMBPOActorLoss(KeyedLoss):
         return {"observation": self.tensor_keys.observation}
 
     def forward(self, td: TensorDictBase) -> TensorDict:
+        return self.forward_with_value_sample(td)[0]
+
+    def forward_with_value_sample(self, td: TensorDictBase) -> tuple[TensorDict, SoftValueSample]:
+        """``forward``'s output and, detached, eq. 24's V target at the same draw: the reparameterised
+        ``a ~ q_c(.|x)`` is a sample of q_c, and Q (online, parameters detached) and the prior are the
+        critic's, so ``critic(td, value_sample=...)`` can regress V on it instead of drawing again."""
         obs = fv.fetch(td, self._read_keys(), type(self).__name__)["observation"]
         q_c = self.variational_policy
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
@@ -92,5 +98,8 @@ class VMBPOActorLoss(KeyedLoss):
         mixed, prior = self.critic.e_step_prior(log_pi, log_q_c, dist_c)  # log pi (+ the critic's options)
         q = self.critic.action_value(obs, action)
         loss = (log_q_c - prior - q).mean()  # eq. 25
-        info = {"policy_log_ratio": (log_q_c - mixed).mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}
-        return TensorDict({"loss_actor": loss, **{n: v.detach() for n, v in info.items()}}, batch_size=[])
+        policy_log_ratio = (log_q_c - mixed).detach()
+        info = {"policy_log_ratio": policy_log_ratio.mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}
+        out = TensorDict({"loss_actor": loss, **{n: v.detach() for n, v in info.items()}}, batch_size=[])
+        value_target = fv.value_target(q, log_q_c, prior).detach()  # eq. 24's y_V at this a
+        return out, SoftValueSample(value_target, policy_log_ratio, log_q_c.detach())

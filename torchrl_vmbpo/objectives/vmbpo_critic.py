@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
@@ -17,6 +18,20 @@ from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.common import KeyedLoss, TransitionKeys, next_key
 
 _LOSS_FUNCTIONS = ("l2", "l1", "smooth_l1")
+
+
+class SoftValueSample(NamedTuple):
+    """Eq. 24's target at one ``a~ ~ q_c(.|x)`` per row, each ``[*B]`` and detached: ``target``
+    (``min_k Q_k(x, a~) - log q_c(a~|x) + prior(a~|x)``, online Q), ``policy_log_ratio`` (``log q_c -
+    mixed``) and ``log_q_c``. The actor's reparameterised sample of eq. 25 is such a draw, with the same
+    online Q and prior: :meth:`VMBPOActorLoss.forward_with_value_sample` hands it to the critic, which
+    then skips its own draw (4 of an E-step update's ~15 network passes)."""
+
+    target: torch.Tensor
+    policy_log_ratio: torch.Tensor
+    log_q_c: torch.Tensor
+
+
 BOOTSTRAPS = ("value", "action_value")
 
 
@@ -348,8 +363,11 @@ class VMBPOCriticLoss(KeyedLoss):
             info["nu_at_bound_fraction"] = fv.at_bound_fraction(nu, bound, mask=model_rows)
         return loss, {name: value.detach() for name, value in info.items()}
 
-    def _value_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        y, _, policy_log_ratio, log_q_c = self._value_target(obs)
+    def _value_loss(self, obs: torch.Tensor, sample: SoftValueSample | None = None) -> tuple[torch.Tensor, dict]:
+        if sample is None:
+            y, _, policy_log_ratio, log_q_c = self._value_target(obs)
+        else:  # the actor's draw at the same states (forward's ``value_sample``)
+            y, policy_log_ratio, log_q_c = sample
         v = self._value(obs, self.value_network_params)
         loss = distance_loss(v, y, loss_function=self.loss_function).mean()
         info = {"value": v.mean(), "value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
@@ -358,8 +376,14 @@ class VMBPOCriticLoss(KeyedLoss):
             info["entropy_weight"] = self.entropy_weight
         return loss, {name: value if name.startswith("loss_") else value.detach() for name, value in info.items()}
 
-    def forward(self, td: TensorDictBase) -> TensorDict:
+    def forward(self, td: TensorDictBase, value_sample: SoftValueSample | None = None) -> TensorDict:
+        """Both losses on ``td``. ``value_sample``: eq. 24's target already drawn at ``td``'s states (the
+        actor's, :meth:`VMBPOActorLoss.forward_with_value_sample`); None draws a fresh ``a~`` here."""
         b = self._batch(td)  # read and checked once
         loss_qvalue, q_info = self._qvalue_loss(b)
-        loss_value, v_info = self._value_loss(b["observation"])
+        if value_sample is not None and value_sample.target.shape != b["observation"].shape[:-1]:
+            raise ValueError(
+                f"value_sample has {tuple(value_sample.target.shape)} rows, the batch {tuple(td.batch_size)}"
+            )
+        loss_value, v_info = self._value_loss(b["observation"], value_sample)
         return TensorDict({"loss_qvalue": loss_qvalue, "loss_value": loss_value, **q_info, **v_info}, batch_size=[])
