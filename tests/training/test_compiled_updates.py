@@ -77,6 +77,17 @@ def test_compile_auto_compiles_runs_long_enough_to_pay_for_it():
         compile_enabled(short, what="imagination")
 
 
+@pytest.mark.compile_auto
+def test_build_agent_compiles_as_compile_auto_decides_for_the_run():
+    env = make_env("Pendulum-v1")
+    long = default_config("vmbpo", "Pendulum-v1", overrides=["hidden=[8]", "model_hidden=[8]"])  # 95,000 updates
+    agent = build_agent(long, env)  # compiling is lazy: nothing is traced before the first update
+    assert compile_enabled(long) and agent.compiled_update and agent.compile_model_fit
+    short = long.replace(steps=600, model_retrain_every=250)  # 1,000 updates, 1 fit
+    agent = build_agent(short, env)
+    assert not agent.compiled_update and not agent.compile_model_fit
+
+
 def test_a_graph_break_in_a_compiled_update_is_an_error():
     def update(x):
         torch._dynamo.graph_break()
