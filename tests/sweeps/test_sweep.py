@@ -80,7 +80,12 @@ def killed_and_rerun(tmp_path_factory, local_ray):
     time.sleep(1)
     before = {p: (m, json.loads(p.read_text())["run_id"]) for p, m in _summaries(out).items()}
     second = _sweep(suite, out, local_ray)
-    log, _ = second.communicate(timeout=300)
+    try:
+        log, _ = second.communicate(timeout=300)
+    finally:  # a driver left running would hold the module's Ray CPUs and stall the next tests
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
     return suite, out, before, second.returncode, log
 
 
