@@ -91,7 +91,7 @@ class Algorithm:
 # 5% real rows (MBPO's) anchor Q to real returns; nu = 0 on them (VMBPOAgent.sample_batch). The paper's
 # eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d) only: vmbpo-paper has no real rows.
 _VMBPO_DEFAULTS = dict(utd=20.0, real_ratio=0.05)
-_VMBPO_PAPER_DEFAULTS = dict(utd=20.0, real_ratio=0.0)
+_VMBPO_PAPER_DEFAULTS = dict(_VMBPO_DEFAULTS, real_ratio=0.0)
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
