@@ -16,6 +16,9 @@ SCALE = "scale"
 SAMPLE_LOG_PROB = "action_log_prob"
 # Per-sample weights read by the ensemble NLL loss (VMBPO's twisted dynamics fit, eq. 19).
 WEIGHT = ("model", "weight")
+# Eq. 19's raw log-weight of each real transition, written once per model fit by
+# VMBPODynamicsLoss.with_log_weights (V' and Q' are fixed during a fit) and read at every fit step.
+LOG_WEIGHT = ("model", "log_weight")
 # True on the rows of an update batch drawn from the real buffer D (VMBPO's agent sets it): eqs. 22-23
 # subtract nu = log q_d/p only on model rows (x' ~ q_d), the critic uses nu = 0 on real ones.
 IS_REAL = ("model", "is_real")

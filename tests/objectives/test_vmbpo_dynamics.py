@@ -369,3 +369,55 @@ def test_the_plain_losss_holdout_loss_is_the_per_member_mse_the_fit_uses():
     # a [B, E] bootstrapped batch: each member on its own rows
     per_member = TensorDict({k: v.unsqueeze(1).expand(6, 4, *v.shape[1:]) for k, v in td.items(True, True)}, [6, 4])
     torch.testing.assert_close(GaussianEnsembleNLLLoss(model).holdout_loss(per_member), held_out)
+
+
+def _random_real_batch(n, *, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return real_batch(
+        torch.randn(n, 1, generator=g),
+        obs=torch.randn(n, 1, generator=g),
+        reward=torch.randn(n, 1, generator=g),
+        terminated=torch.rand(n, 1, generator=g) < 0.2,
+    ).set("action", torch.randn(n, 1, generator=g))
+
+
+def test_log_weights_once_per_fit_give_the_same_loss_and_holdout_as_per_batch_ones():
+    # Critic normaliser: log w reads only V', Q' and the row, so computing it once for the fit (in
+    # chunks) and reading it back at each step is exactly the per-step computation.
+    critic, _ = make_critic(1.5, -0.5, [0.5, -1.0], 0.25, eta=2.0, gamma=0.9)
+    model = DynamicsModel(1, 1, num_members=3, num_elites=2, hidden=(8,))
+    loss = VMBPODynamicsLoss(model, critic, min_ess=0.5, max_weight=5.0)
+    data = _random_real_batch(11)
+    annotated = loss.with_log_weights(data, chunk=4)
+    assert ("model", "log_weight") not in data.keys(True)  # the caller's batch is not modified
+    torch.testing.assert_close(annotated["model", "log_weight"], loss.log_weight(data))
+    torch.testing.assert_close(loss(annotated)["loss_dynamics"], loss(data)["loss_dynamics"])
+    torch.testing.assert_close(loss.holdout_loss(annotated), loss.holdout_loss(data))
+    rows = torch.randint(11, (6, 3))  # a bootstrapped [b, E] batch gathered from the annotated rows
+    torch.testing.assert_close(loss(annotated[rows])["loss_dynamics"], loss(data[rows])["loss_dynamics"])
+
+
+def test_a_batch_with_log_weights_does_not_call_the_critic_or_the_model_normaliser():
+    critic, _ = make_critic(1.0, 0.0, [0.2, 0.1], 0.0)
+    model = DynamicsModel(1, 1, num_members=2, num_elites=1, hidden=(8,))
+    loss = VMBPODynamicsLoss(model, critic, normaliser="model")
+    annotated = loss.with_log_weights(_random_real_batch(8))
+    calls = []
+    critic.state_value = lambda *a, **k: calls.append(1)  # instance attribute shadows the method
+    out = loss(annotated)
+    assert calls == [] and out["loss_dynamics"].requires_grad
+
+
+def test_with_log_weights_pools_the_members_normaliser_and_checks_its_input():
+    critic, _ = make_critic(1.5, -0.5, [0.5, -1.0], 0.25)
+    model = DynamicsModel(1, 1, num_members=3, num_elites=2, hidden=(8,))
+    loss = VMBPODynamicsLoss(model, critic, normaliser="model", normaliser_samples=5)
+    data = _random_real_batch(7)
+    torch.manual_seed(4)
+    expected = loss.log_weight(data)  # the [N] path: all members' samples pooled per row
+    torch.manual_seed(4)
+    torch.testing.assert_close(loss.with_log_weights(data)["model", "log_weight"], expected)
+    with pytest.raises(ValueError, match=r"with_log_weights takes a \[N\] batch"):
+        loss.with_log_weights(data[torch.randint(7, (4, 3))])
+    plain = VMBPODynamicsLoss(model, None, mix=1.0)
+    assert plain.with_log_weights(data) is data  # MLE: no weights to compute

@@ -85,6 +85,22 @@ def test_fit_model_fits_q_d_then_runs_the_agents_hook(monkeypatch):
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.dynamics.parameters()))
 
 
+def test_a_twisted_fit_scores_eq19_log_weights_once_not_at_every_step(monkeypatch):
+    cfg = default_config("vmbpo", "Pendulum-v1", overrides=TINY + ["extra.weighted_fit_after=0"])
+    agent = build_agent(cfg, make_env("Pendulum-v1", seed=0))
+    objective = agent.dynamics_loss()
+    assert objective.mix == 0.0  # the twist is on from the first fit
+    calls = []
+    scored = objective.log_weight
+    monkeypatch.setattr(objective, "log_weight", lambda td: calls.append(td.shape) or scored(td))
+    monkeypatch.setattr(agent, "after_model_fit", lambda real: {})  # its diagnostics score a batch of their own
+    buffer = make_buffer(1000)
+    buffer.extend(_transitions(200))
+    metrics = fit_model(cfg, agent, buffer)
+    assert metrics["model_epochs"] >= 1  # several steps and holdout scorings, one scoring of D's rows
+    assert calls == [torch.Size([200])]
+
+
 def test_the_model_buffer_is_sized_for_the_rollout_length_and_keeps_its_newest_rows():
     cfg = default_config("mbpo", "Pendulum-v1", overrides=TINY + ["model_retain_epochs=1"])
     model = ModelBuffer(cfg)

@@ -38,7 +38,8 @@ class VMBPODynamicsLoss(KeyedLoss):
        model normaliser a row's weight says only how much better its real ``x'`` is than the model's
        own samples (``w = 1`` where the model is exact and the environment deterministic). The real
        row's ``terminated`` is used for its samples (termination functions are the env's, not the
-       loss's);
+       loss's). A batch that already holds ``log w`` under the ``log_weight`` key skips this step:
+       the model fit computes it once for all of D (:meth:`with_log_weights`);
     2. optionally (``min_ess``) temper: ``log w <- beta log w`` with the largest ``beta <= 1`` whose
        weights keep a Kish effective sample size of ``min_ess * B``
        (:func:`~torchrl_vmbpo.objectives.functional_vmbpo.tempering_exponent`; per member for
@@ -81,7 +82,8 @@ class VMBPODynamicsLoss(KeyedLoss):
         logvar_penalty: coefficient of the ensemble's log-variance bound penalty (MBPO: 0.01).
 
     Keys read (``set_keys``, ``SACLoss``'s contract): ``observation`` (x, and x' under ``"next"``),
-    ``action``, ``reward`` and ``terminated`` (under ``"next"``); ``weight`` (default ``("model", "weight")``) is where the weights are written
+    ``action``, ``reward`` and ``terminated`` (under ``"next"``); ``log_weight`` (default
+    ``("model", "log_weight")``) if present, step 1's result; ``weight`` (default ``("model", "weight")``) is where the weights are written
     for the NLL loss (on a shallow copy: the caller's batch is not modified).
 
     Returns ``loss_dynamics`` (steps the dynamics model), ``model_nll``, ``model_mse`` (from the
@@ -113,6 +115,7 @@ class VMBPODynamicsLoss(KeyedLoss):
         """Batch entries read (real transitions) and the weight entry written for the NLL loss."""
 
         weight: tuple = keys.WEIGHT
+        log_weight: tuple = keys.LOG_WEIGHT
 
     default_keys = _AcceptedKeys
     _out_keys_ = (
@@ -201,6 +204,29 @@ class VMBPODynamicsLoss(KeyedLoss):
             q_value = eta * reward + self._model_log_normaliser(b["observation"], b["action"], terminated)
         return fv.dynamics_log_weight(reward, next_value, terminated, q_value, eta=eta, gamma=gamma)
 
+    @torch.no_grad()
+    def with_log_weights(self, data: TensorDictBase, *, chunk: int = 4096) -> TensorDictBase:
+        """``data`` (real transitions, batch ``[N]``) with each row's raw ``log w`` (step 1) under the
+        ``log_weight`` key, for one whole model fit: a shallow copy, ``data`` is not modified.
+
+        ``V'`` and ``Q'`` do not move during a fit, so step 1 is done once per fit instead of at every
+        step and every holdout scoring (the fit then costs about what MBPO's does, and minimises one
+        fixed objective, which its early stopping assumes). With ``normaliser="model"`` the estimate of
+        ``log E_p[exp(gamma V'(x'))]`` is the model's as the fit starts, from all members' samples
+        pooled (``normaliser_samples`` per member). Batches that carry the key skip step 1 (:meth:`forward`,
+        :meth:`holdout_loss`); steps 2-3 still normalise and temper within each batch.
+        ``mix=1`` needs no weights: ``data`` is returned as it is. Rows are scored ``chunk`` at a time."""
+        if self.mix == 1.0:
+            return data
+        if data.batch_dims != 1:
+            raise ValueError(f"with_log_weights takes a [N] batch of transitions, got shape {tuple(data.shape)}")
+        read = self._read_keys()
+        rows = data.select(*read.values())
+        log_w = torch.cat([self.log_weight(rows[i : i + chunk]) for i in range(0, data.shape[0], chunk)])
+        out = data.copy()
+        out.set(self.tensor_keys.log_weight, log_w)
+        return out
+
     def _model_log_normaliser(self, obs: torch.Tensor, action: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
         """``log mean exp(gamma (1 - terminated) V'(x~))`` over model samples ``x~``: ``[*B]``."""
         model = self.dynamics_model
@@ -228,7 +254,9 @@ class VMBPODynamicsLoss(KeyedLoss):
             weight = None  # plain MLE: every weight is one, the critic is not needed
             info = {"weight_ess": torch.ones(()), "weight_max": torch.ones(())}
         else:
-            log_w = self.log_weight(td)  # [B] or [B, E]; normalised over B (dim 0)
+            log_w = td.get(self.tensor_keys.log_weight, None)  # once per fit (with_log_weights), or now
+            if log_w is None:
+                log_w = self.log_weight(td)  # [B] or [B, E]; normalised over B (dim 0)
             beta = torch.ones(()) if self.min_ess is None else fv.tempering_exponent(log_w, min_ess=self.min_ess, dim=0)
             weight = fv.normalise_weights(beta * log_w, dim=0, max_weight=self.max_weight, mix=self.mix)
             batch = log_w.shape[0]
