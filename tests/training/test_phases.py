@@ -12,7 +12,8 @@ from torchrl_vmbpo.algorithms import build_agent, default_config
 from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.agent import Agent, Capabilities
-from torchrl_vmbpo.training.loop_state import LoopState, rng_states, set_rng_states
+from torchrl_vmbpo.errors import ConfigError
+from torchrl_vmbpo.training.loop_state import LoopState, refuse_finished_run, rng_states, set_rng_states
 from torchrl_vmbpo.training.phases import (
     ModelBuffer,
     PhaseTimer,
@@ -203,3 +204,10 @@ def test_loop_state_round_trips_through_a_weights_only_checkpoint_with_rng_state
 def test_each_preset_declares_the_phases_it_uses(algo, expected):
     cfg = default_config(algo, "Pendulum-v1", overrides=TINY)
     assert build_agent(cfg, make_env("Pendulum-v1")).capabilities == expected
+
+
+def test_a_resume_must_ask_for_more_steps_than_the_run_has():
+    refuse_finished_run(200, 201)
+    for steps in (200, 100):
+        with pytest.raises(ConfigError, match=r"already has 200 env steps; resume with more steps \(--steps > 200\)"):
+            refuse_finished_run(200, steps)

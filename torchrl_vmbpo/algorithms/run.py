@@ -17,6 +17,7 @@ from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound, ConfigErro
 from torchrl_vmbpo.training.checkpoint import read_checkpoint, restore_checkpoint
 from torchrl_vmbpo.training.config import TrainConfig, settings_class
 from torchrl_vmbpo.training.loop import train
+from torchrl_vmbpo.training.loop_state import refuse_finished_run
 from torchrl_vmbpo.training.results import (
     RUN_MANIFEST,
     new_run_id,
@@ -122,11 +123,7 @@ def resume(
         cfg = new
     if steps is not None:
         cfg = cfg.replace(steps=steps)
-    if payload["loop_state"]["env_steps"] >= cfg.steps:
-        raise ConfigError(
-            f"the run already has {payload['loop_state']['env_steps']} env steps; resume with more "
-            f"steps (--steps > {payload['loop_state']['env_steps']})"
-        )
+    refuse_finished_run(payload["loop_state"]["env_steps"], cfg.steps)
     session = _Session.open(cfg, env_fns or EnvSource(), checkpoint=payload, source=out / "checkpoint.pt")
     try:
         return session.train(cfg, out, progress=progress, run_id=folder_run or "")

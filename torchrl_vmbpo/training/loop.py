@@ -33,7 +33,7 @@ from torchrl_vmbpo.training.device import on_device
 from torchrl_vmbpo.training.divergence import DivergenceGuard, warn_divergence
 from torchrl_vmbpo.training.interrupts import StopRequest, stop_on_signals
 from torchrl_vmbpo.training.loggers import make_logger
-from torchrl_vmbpo.training.loop_state import LoopState, set_rng_states
+from torchrl_vmbpo.training.loop_state import LoopState, refuse_finished_run, set_rng_states
 from torchrl_vmbpo.training.phases import (
     ModelBuffer,
     PhaseTimer,
@@ -99,11 +99,7 @@ class _Loop:
             self.state = LoopState.fresh(cfg)
         else:
             self.state, real_data, rng = LoopState.from_checkpoint(resume)
-            if self.state.env_steps >= cfg.steps:
-                raise ConfigError(
-                    f"the run already has {self.state.env_steps} env steps; resume with more steps "
-                    f"(--steps > {self.state.env_steps})"
-                )
+            refuse_finished_run(self.state.env_steps, cfg.steps)
             if real_data is not None:
                 self.real_buffer.extend(real_data)
             self.state.resumed_at.append(self.state.env_steps)

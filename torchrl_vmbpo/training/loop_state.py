@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from torchrl_vmbpo.errors import CheckpointError
+from torchrl_vmbpo.errors import CheckpointError, ConfigError
 from torchrl_vmbpo.training.config import TrainConfig
 
 
@@ -61,6 +61,13 @@ class LoopState:
             return state, None if real is None else _tensordict(real), saved["rng"]
         except (TypeError, KeyError, StopIteration) as err:
             raise CheckpointError(f"the checkpoint's loop state is malformed ({type(err).__name__}: {err})") from None
+
+
+def refuse_finished_run(env_steps: int, steps: int) -> None:
+    """A resumed run must go past the env steps it already has (the CLI checks before building
+    anything; the loop checks again for callers that resume it directly)."""
+    if env_steps >= steps:
+        raise ConfigError(f"the run already has {env_steps} env steps; resume with more steps (--steps > {env_steps})")
 
 
 def rng_states() -> dict:
