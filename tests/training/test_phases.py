@@ -11,8 +11,8 @@ from tensordict import TensorDict
 from torchrl_vmbpo.algorithms import build_agent, default_config
 from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.envs.real import make_env
-from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.errors import ConfigError
+from torchrl_vmbpo.training.agent import Agent, Capabilities
 from torchrl_vmbpo.training.loop_state import LoopState, refuse_finished_run, rng_states, set_rng_states
 from torchrl_vmbpo.training.phases import (
     ModelBuffer,
