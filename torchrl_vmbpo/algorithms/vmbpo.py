@@ -22,7 +22,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.algorithms.em_agent import EMAgent
-from torchrl_vmbpo.data.buffers import sample_mixed
+from torchrl_vmbpo.data.buffers import real_row_count, sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
 from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
@@ -303,16 +303,8 @@ class VMBPOAgent(EMAgent):
         """``real_ratio`` of ``batch_size`` rows from D, the rest from E (as :meth:`Agent.sample_batch`), with
         ``("model", "is_real")`` marking the rows from D: the critic uses nu = 0 on them (eqs. 22-23 hold
         for x' ~ q_d; see :class:`~torchrl_vmbpo.objectives.VMBPOCriticLoss`)."""
-        empty = model_buffer is None or len(model_buffer) == 0
-        n_real = batch_size if empty else int(round(real_ratio * batch_size))
-        # Each part drawn from its own buffer, so which rows are real does not depend on how the mixing
-        # sampler orders them.
-        parts = [
-            sample_mixed(buffer, None, n, 1.0)
-            for buffer, n in ((real_buffer, n_real), (model_buffer, batch_size - n_real))
-            if n > 0
-        ]
-        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        batch = sample_mixed(real_buffer, model_buffer, batch_size, real_ratio)
+        n_real = real_row_count(model_buffer, batch_size, real_ratio)  # the batch's first rows
         batch.set(keys.IS_REAL, torch.arange(batch_size, device=batch.get(keys.OBSERVATION).device) < n_real)
         return batch
 

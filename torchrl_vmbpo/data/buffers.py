@@ -32,10 +32,16 @@ def _rows(buffer: TensorDictReplayBuffer, n: int) -> list[torch.Tensor]:
     return [stored.get(key)[idx] for key in TRANSITION_KEYS]
 
 
+def real_row_count(model: TensorDictReplayBuffer | None, batch_size: int, real_ratio: float) -> int:
+    """How many of a :func:`sample_mixed` batch's rows are real (they come first): all of them while
+    there is no model data, else ``round(real_ratio * batch_size)``."""
+    return batch_size if model is None or len(model) == 0 else int(round(real_ratio * batch_size))
+
+
 def sample_mixed(
     real: TensorDictReplayBuffer, model: TensorDictReplayBuffer | None, batch_size: int, real_ratio: float
 ) -> TensorDictBase:
-    """A batch with ``round(real_ratio * batch_size)`` real rows and the rest from the model buffer.
+    """A batch with ``round(real_ratio * batch_size)`` real rows first and the rest from the model buffer.
 
     Only :data:`TRANSITION_KEYS` are kept: real and model rows carry different extra keys. Without a
     model buffer (or while it is empty) the whole batch is real.
@@ -53,10 +59,7 @@ def sample_mixed(
         >>> int((batch["observation"][:, 0] == 1.0).sum()), batch.shape
         (5, torch.Size([20]))
     """
-    if model is None or len(model) == 0:
-        n_real = batch_size
-    else:
-        n_real = int(round(real_ratio * batch_size))
+    n_real = real_row_count(model, batch_size, real_ratio)
     parts = []
     if n_real > 0:
         parts.append(_rows(real, n_real))
