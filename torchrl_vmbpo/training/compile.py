@@ -28,7 +28,7 @@ from torch.utils.checkpoint import CheckpointPolicy
 # seconds over the time each compiled call saves. SAC 20.0 s / 10.5 ms = 1,900 updates; MBPO
 # 13.0 s / 10.9 ms = 1,200; VMBPO 33.6 s / 28.2 ms = 1,200; the model-fit step 3.5 s / 3.3 ms = 1,050
 # steps (about 66 epochs on 5,000 transitions, less than a first fit from a fresh ensemble). The
-# thresholds sit 3-4x above those: compile times varied 2x with the machine's load.
+# thresholds sit 2.5-4x above those: compile times varied 2x with the machine's load.
 COMPILE_AUTO_MIN_UPDATES = 5000
 """``compile="auto"`` compiles the updates of a run with at least this many gradient updates."""
 COMPILE_AUTO_MIN_FITS = 4
