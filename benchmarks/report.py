@@ -73,6 +73,65 @@ def _best_mean(curves: list[list[dict]]) -> str:
     return "—" if best is None else f"{best[0]:.1f} @{int(best[1])}"
 
 
+def _compared_steps(curves: list[list[dict]]) -> list[float]:
+    """Evaluation steps (of any of ``curves``) up to the shortest curve's last one: where every curve has a value."""
+    last = min(curve[-1]["env_steps"] for curve in curves)
+    return sorted({r["env_steps"] for curve in curves for r in curve if r["env_steps"] <= last})
+
+
+def _final_and_curve_mean(curves: list[list[dict]], steps: list[float]) -> tuple[float, float]:
+    """Mean over seeds at the last of ``steps``, and that mean averaged over all ``steps`` (the learning curve)."""
+    per_step = [statistics.mean(_return_at(curve, step) for curve in curves) for step in steps]
+    return per_step[-1], statistics.mean(per_step)
+
+
+COMPARED = ("vmbpo", "mbpo", "vmbpo-twist-off", "vmbpo-paper", "sac")
+"""Labels of the VMBPO-against-MBPO table (issue 24's bar), in its column order."""
+
+
+def _comparison(groups: dict) -> list[str]:
+    """Per env with both ``vmbpo`` and ``mbpo`` runs: each compared label's mean over seeds at the last
+    evaluation every run reached and averaged over the evaluations up to it, and whether VMBPO's is at
+    least MBPO's on both."""
+    envs = sorted(
+        {env for env, label in groups if label == "vmbpo"} & {env for env, label in groups if label == "mbpo"}
+    )
+    if not envs:
+        return []
+    lines = [
+        "",
+        "VMBPO against MBPO: mean over seeds at the last evaluation every run of the row reached (final) and",
+        "averaged over the evaluations up to it (curve); seeds in brackets.",
+        "",
+        "| env | up to step | "
+        + " | ".join(f"{label}: final / curve" for label in COMPARED)
+        + " | vmbpo >= mbpo (final, curve) |",
+        "|---|---|" + "---|" * len(COMPARED) + "---|",
+    ]
+    wins = 0
+    for env in envs:
+        labels = [label for label in COMPARED if (env, label) in groups]
+        curves = {label: [m["curve"] for m in groups[(env, label)]] for label in labels}
+        steps = _compared_steps([c for cs in curves.values() for c in cs])
+        values = {label: _final_and_curve_mean(curves[label], steps) for label in labels}
+        cells = []
+        for label in COMPARED:
+            if label in values:
+                seeds = ",".join(
+                    str(m["summary"]["seed"]) for m in sorted(groups[(env, label)], key=lambda m: m["summary"]["seed"])
+                )
+                cells.append(f"{values[label][0]:.1f} / {values[label][1]:.1f} ({seeds})")
+            else:
+                cells.append("—")
+        (v_final, v_curve), (m_final, m_curve) = values["vmbpo"], values["mbpo"]
+        ok = v_final >= m_final and v_curve >= m_curve
+        wins += ok
+        verdict = "yes" if ok else f"no ({v_final - m_final:+.1f}, {v_curve - m_curve:+.1f})"
+        lines.append(f"| {env} | {int(steps[-1])} | " + " | ".join(cells) + f" | {verdict} |")
+    lines += ["", f"VMBPO at least MBPO on both measures: {wins} of {len(envs)} envs with both."]
+    return lines
+
+
 _MISSING = object()
 
 
@@ -144,6 +203,7 @@ def write_report(results: Path) -> Path:
             + " | ".join(at)
             + f" | {final} | {best} | {wall} | {ups} | {plan} | {phase} | {commits} | {extra} |"
         )
+    lines += _comparison(groups)
     scanned = {m["dir"]: _non_finite(m["dir"]) for m in runs}
     bad = [
         f"{d.relative_to(results)}: {', '.join(b[:5])}{' ...' if len(b) > 5 else ''}"

@@ -72,3 +72,34 @@ def test_every_committed_record_still_renders(tmp_path):
     written = report.write_report(results)
     assert written.read_text() == (_BENCHMARKS / "results" / "RESULTS.md").read_text()
     assert not list((_BENCHMARKS / "results").rglob("logs/scalars/*.csv"))  # committed records are packed
+
+
+def test_vmbpo_against_mbpo_compares_means_over_seeds_at_the_last_common_step_and_over_the_curve():
+    report = _report_module()
+    row = _row
+
+    def runs(*curves):
+        return [{"curve": c, "summary": {"seed": i}} for i, c in enumerate(curves)]
+
+    groups = {
+        ("Env-v0", "vmbpo"): runs(
+            [row(1, 0.0), row(1000, 10.0), row(2000, 30.0)], [row(1, 0.0), row(1000, 20.0), row(2000, 10.0)]
+        ),
+        ("Env-v0", "mbpo"): runs([row(1, 0.0), row(1000, 0.0), row(2000, 19.0), row(3000, 99.0)]),  # 3000: mbpo's alone
+        ("Other-v0", "vmbpo"): runs([row(1, 0.0), row(500, -5.0)]),
+        ("Other-v0", "mbpo"): runs([row(1, 0.0), row(500, -1.0)]),
+        ("Sac-only-v0", "sac"): runs([row(1, 0.0)]),
+    }
+    curves = [m["curve"] for key in [("Env-v0", "vmbpo"), ("Env-v0", "mbpo")] for m in groups[key]]
+    assert report._compared_steps(curves) == [1, 1000, 2000]
+    assert report._final_and_curve_mean([m["curve"] for m in groups[("Env-v0", "vmbpo")]], [1, 1000, 2000]) == (
+        20.0,
+        35 / 3,
+    )
+    lines = report._comparison(groups)
+    env_row = next(line for line in lines if line.startswith("| Env-v0"))
+    assert "| 2000 | 20.0 / 11.7 (0,1) | 19.0 / 6.3 (0) | — | — | — | yes |" in env_row
+    other = next(line for line in lines if line.startswith("| Other-v0"))
+    assert other.endswith("| no (-4.0, -2.0) |")
+    assert lines[-1] == "VMBPO at least MBPO on both measures: 1 of 2 envs with both."
+    assert report._comparison({("Env-v0", "mbpo"): groups[("Env-v0", "mbpo")]}) == []
