@@ -92,3 +92,31 @@ def test_the_twisted_fit_ranks_members_by_its_own_objective(monkeypatch):
     monkeypatch.setattr(type(objective), "holdout_loss", lambda self, td: ranking)
     fit_model(cfg, agent, real)
     assert sorted(agent.dynamics.elites.tolist()) == list(range(cfg.num_members - cfg.num_elites, cfg.num_members))
+
+
+def test_fit_dynamics_given_eq19s_loss_scores_log_weights_once_and_ranks_by_its_holdout_loss(monkeypatch):
+    # A user's own loop passing VMBPODynamicsLoss to fit_dynamics gets what the agents' fit does.
+    from torchrl.data import Bounded
+
+    from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
+    from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
+    from torchrl_vmbpo.objectives.vmbpo_dynamics import VMBPODynamicsLoss
+
+    spec = Bounded(-1.0, 1.0, shape=(1,))
+    q_c, pi = make_tanh_gaussian_actor(2, spec, hidden=(8,)), make_tanh_gaussian_actor(2, spec, hidden=(8,))
+    critic = VMBPOCriticLoss(
+        make_q_value(2, 1, hidden=(8,)), make_state_value(2, hidden=(8,)), q_c, pi, eta=1.0, gamma=0.9
+    )
+    model = DynamicsModel(2, 1, num_members=4, num_elites=2, hidden=(16,))
+    loss = VMBPODynamicsLoss(model, critic, min_ess=0.5)
+    data = _linear_system(200)
+    data.set(("next", "terminated"), torch.zeros(200, 1, dtype=torch.bool))
+    scored, ranked = [], []
+    log_weight, holdout_loss = loss.log_weight, loss.holdout_loss
+    monkeypatch.setattr(loss, "log_weight", lambda td: scored.append(td.shape) or log_weight(td))
+    monkeypatch.setattr(loss, "holdout_loss", lambda td: ranked.append(td.shape) or holdout_loss(td))
+    stats = fit_dynamics(
+        model, loss, make_model_optimizer(model, lr=1e-3, weight_decay=0.0), data, batch_size=32, max_epochs=3
+    )
+    assert scored == [torch.Size([200])]  # once for the fit, not at each of its steps
+    assert len(ranked) == stats["model_epochs"] + 2  # before, after each epoch, and the elite choice

@@ -67,9 +67,12 @@ def fit_dynamics(
     ``fit_normalizer`` (default True): first refit ``model.input_normalizer`` to the mean and spread of
     all of ``data``'s (x, a), so a hand-fitted normaliser is replaced; False keeps the current one.
     ``holdout_score(holdout) -> [E]``: what early stopping and the elite choice rank members by (lower
-    is better); default :func:`holdout_mse`, MBPO's. With VMBPO's twist on, the weighted NLL of eq. 19
+    is better); default: ``loss_module.holdout_loss`` where the loss module has one, else
+    :func:`holdout_mse`, MBPO's. With VMBPO's twist on, that is the weighted NLL of eq. 19
     (``VMBPODynamicsLoss.holdout_loss``): the fit's own objective, which may be negative, so an
-    improvement is relative to ``|best|``.
+    improvement is relative to ``|best|``. A loss module with ``with_log_weights`` (eq. 19's) first
+    scores every row's log-weight once for the whole fit, unless ``data`` already holds them (a caller
+    passing a compiled step function scores them itself: ``training.phases.fit_model``).
     ``on_epoch(epoch, score)``: called after each epoch with the per-member holdout score ``[E]``
     (benchmarks/model_fit_epochs.py records what each epoch buys).
 
@@ -80,6 +83,8 @@ def fit_dynamics(
     n = data.shape[0]
     if n < 2:
         raise ValueError(f"fit_dynamics needs at least 2 transitions, got {n}")
+    if hasattr(loss_module, "with_log_weights") and loss_module.tensor_keys.log_weight not in data.keys(True):
+        data = loss_module.with_log_weights(data)  # eq. 19: V', Q' are fixed during the fit
     if fit_normalizer:
         model.input_normalizer.fit(model.model_inputs(data[keys.OBSERVATION], data[keys.ACTION]))
     perm = torch.randperm(n)
@@ -95,7 +100,7 @@ def fit_dynamics(
     steps = -(-n_train // batch_size)
     wrap = torch.arange(steps * batch_size, device=device) % n_train
     if holdout_score is None:
-        holdout_score = lambda rows: holdout_mse(model, rows)  # noqa: E731
+        holdout_score = getattr(loss_module, "holdout_loss", None) or (lambda rows: holdout_mse(model, rows))
     score = torch.no_grad()(holdout_score)
     best = score(hold)
     stale, epoch = 0, 0
