@@ -40,6 +40,15 @@ def holdout_mse(model: DynamicsModel, data: TensorDictBase) -> torch.Tensor:
     return (mean - target).pow(2).mean(dim=(0, 2))
 
 
+def with_fit_weights(objective, data: TensorDictBase) -> TensorDictBase:
+    """``data`` with eq. 19's log-weights scored once for a whole fit when ``objective`` has them
+    (``VMBPODynamicsLoss.with_log_weights``: V', Q' are fixed during a fit) and ``data`` does not hold
+    them yet; otherwise ``data`` itself."""
+    if hasattr(objective, "with_log_weights") and objective.tensor_keys.log_weight not in data.keys(True):
+        return objective.with_log_weights(data)
+    return data
+
+
 def fit_dynamics(
     model: DynamicsModel,
     loss_module: LossModule,
@@ -83,8 +92,7 @@ def fit_dynamics(
     n = data.shape[0]
     if n < 2:
         raise ValueError(f"fit_dynamics needs at least 2 transitions, got {n}")
-    if hasattr(loss_module, "with_log_weights") and loss_module.tensor_keys.log_weight not in data.keys(True):
-        data = loss_module.with_log_weights(data)  # eq. 19: V', Q' are fixed during the fit
+    data = with_fit_weights(loss_module, data)
     if fit_normalizer:
         model.input_normalizer.fit(model.model_inputs(data[keys.OBSERVATION], data[keys.ACTION]))
     perm = torch.randperm(n)

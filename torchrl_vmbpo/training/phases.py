@@ -23,7 +23,7 @@ from torchrl_vmbpo.training.device import on_device
 from torchrl_vmbpo.training.evaluate import evaluate
 from torchrl_vmbpo.training.imagine import imagine
 from torchrl_vmbpo.training.loop_state import LoopState
-from torchrl_vmbpo.training.model_fit import fit_dynamics
+from torchrl_vmbpo.training.model_fit import fit_dynamics, with_fit_weights
 
 
 class PhaseTimer:
@@ -62,14 +62,11 @@ def fit_model(cfg: TrainConfig, agent: Agent, real_buffer: ReplayBuffer) -> dict
     """Fit q_d on all of D (holdout, per-member bootstraps, early stopping, elites), then the agent's
     :meth:`~Agent.after_model_fit` hook (VMBPO fits its ratio network there)."""
     objective = agent.dynamics_loss()  # its holdout_loss ranks members: MSE for MLE, eq. 19's NLL when twisted
-    data = real_buffer[:]
-    if hasattr(objective, "with_log_weights"):  # eq. 19's log-weights once per fit: V', Q' are fixed during it
-        data = objective.with_log_weights(data)
     metrics = fit_dynamics(
         agent.dynamics,
         agent.dynamics_step_loss(),
         agent.model_optimizer,
-        data,
+        with_fit_weights(objective, real_buffer[:]),  # the step may be compiled: score eq. 19's weights here
         batch_size=cfg.model_batch_size,
         holdout=cfg.model_holdout,
         max_holdout=cfg.model_max_holdout,
