@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.objectives import LossModule, SoftUpdate
+from torchrl.objectives import LossModule
 
 from torchrl_vmbpo.training.agent import Agent, borrow
 from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.optim import optimize, total_loss
+from torchrl_vmbpo.training.target_update import SoftUpdate
 
 
 class EMAgent(Agent):

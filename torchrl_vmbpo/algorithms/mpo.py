@@ -16,7 +16,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded
 from torchrl.envs import EnvBase
-from torchrl.objectives import HardUpdate, SoftUpdate
+from torchrl.objectives import HardUpdate
 
 from torchrl_vmbpo.envs.functions import EnvFunctions
 from torchrl_vmbpo.envs.real import env_dims
@@ -26,6 +26,7 @@ from torchrl_vmbpo.training.agent import Agent, borrow
 from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.target_update import SoftUpdate
 from torchrl_vmbpo.training.validation import PositiveFloat, PositiveInt, Range
 
 # TrainConfig defaults of the "mpo" preset: model-free (no dynamics, so every batch is real) at one

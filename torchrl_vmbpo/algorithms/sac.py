@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded
-from torchrl.objectives import SACLoss, SoftUpdate
+from torchrl.objectives import SACLoss
 
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
@@ -25,6 +25,7 @@ from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
 from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.target_update import SoftUpdate
 
 
 @dataclass(frozen=True)
