@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tiny_configs import SMALL_RUN
 from torchrl.envs import GymEnv
 
 import torchrl_vmbpo
@@ -16,19 +17,7 @@ from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.envs.functions import env_functions_for
 from torchrl_vmbpo.errors import UnknownEnvFunction
 
-TINY = [
-    "hidden=[32,32]",
-    "model_hidden=[32,32]",
-    "rollouts_per_step=4",
-    "model_max_epochs=3",
-    "eval_episodes=1",
-    "eval_every=150",
-    "init_random_steps=100",
-    "model_retrain_every=100",
-    "batch_size=32",
-    "model_batch_size=64",
-    "utd=2",
-]
+TINY = [*SMALL_RUN, "utd=2"]
 
 
 class PointMass(gym.Env):

@@ -7,24 +7,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tiny_configs import SMALL_RUN
 
 from torchrl_vmbpo.algorithms import build_agent, default_config, run
 from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
-TINY = [
-    "hidden=[32,32]",
-    "model_hidden=[32,32]",
-    "rollouts_per_step=4",
-    "model_max_epochs=3",
-    "eval_episodes=1",
-    "eval_every=150",
-    "init_random_steps=100",
-    "model_retrain_every=100",
-    "batch_size=32",
-    "model_batch_size=64",
-]
+TINY = SMALL_RUN
 
 
 def _sets(items):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from tiny_configs import SMALL_RUN
 
 from torchrl_vmbpo.algorithms import presets
 from torchrl_vmbpo.algorithms.mpo import MPOSettings
@@ -17,18 +18,7 @@ from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
-TINY = [
-    "hidden=[32,32]",
-    "model_hidden=[32,32]",
-    "rollouts_per_step=4",
-    "model_max_epochs=3",
-    "eval_episodes=1",
-    "eval_every=150",
-    "init_random_steps=100",
-    "model_retrain_every=100",
-    "batch_size=32",
-    "model_batch_size=64",
-]
+TINY = SMALL_RUN
 
 
 @pytest.fixture

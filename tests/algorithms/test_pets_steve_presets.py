@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from tiny_configs import SMALL_RUN
 
 from torchrl_vmbpo.algorithms import presets
 from torchrl_vmbpo.algorithms.pets import KNOWN_REWARD_FNS, PETSSettings, build_pets
@@ -13,17 +14,7 @@ from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.planners.pets import PETSPlanner
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
-TINY = [
-    "hidden=[32,32]",
-    "model_hidden=[32,32]",
-    "model_max_epochs=3",
-    "eval_episodes=1",
-    "eval_every=150",
-    "init_random_steps=100",
-    "model_retrain_every=100",
-    "batch_size=32",
-    "model_batch_size=64",
-]
+TINY = [s for s in SMALL_RUN if not s.startswith("rollouts_per_step")]  # STEVE keeps its preset's rollouts
 TINY_PETS = [
     "extra.planning_horizon=5",
     "extra.population=16",

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from tiny_configs import TINY_NETS
 
 from torchrl_vmbpo.algorithms import PRESETS, build_agent, default_config, run
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.checkpoint import load_checkpoint
 
-TINY = ["hidden=[8]", "model_hidden=[8]"]
+TINY = TINY_NETS
 
 
 def _aliased(state_dict):

@@ -7,6 +7,7 @@ generating code, so the whole preset list checks in seconds; test_sac_agent.py r
 
 import pytest
 import torch
+from tiny_configs import TINY_STEPS
 from torch._dynamo.utils import counters
 
 from torchrl_vmbpo.algorithms import PRESETS, build_agent, default_config
@@ -17,7 +18,7 @@ from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.loop_state import LoopState
 from torchrl_vmbpo.training.phases import ModelBuffer, fit_model, imagine_rollouts, run_updates
 
-TINY = ["hidden=[8]", "model_hidden=[8]", "batch_size=16", "model_batch_size=16", "compile=off"]
+TINY = [*TINY_STEPS, "compile=off"]
 # Settings under which each preset runs every compiled function in a few updates: VMBPO's twisted
 # fit from the first update (weighted_fit_after=0) and MPO's/PETS's smallest sample sizes.
 EXTRA = {

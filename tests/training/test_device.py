@@ -8,6 +8,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
+from tiny_configs import TINY_STEPS
 
 from torchrl_vmbpo.algorithms import PRESETS, build_agent, default_config, resume, run
 from torchrl_vmbpo.envs.real import make_env
@@ -16,15 +17,7 @@ from torchrl_vmbpo.training.device import PolicyOnDevice, on_device, resolve_dev
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-TINY = [
-    "hidden=[8]",
-    "model_hidden=[8]",
-    "batch_size=16",
-    "model_batch_size=16",
-    "init_random_steps=100",
-    "eval_episodes=1",
-    "compile=off",
-]
+TINY = [*TINY_STEPS, "init_random_steps=100", "eval_episodes=1", "compile=off"]
 SMALL_EXTRA = {
     "pets": ["extra.population=8", "extra.elites=2", "extra.planning_horizon=2", "extra.particles=2"],
     "mpo": ["extra.num_samples=4"],

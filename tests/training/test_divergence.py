@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from tensordict import TensorDict
+from tiny_configs import TINY_NETS
 
 from torchrl_vmbpo.algorithms import PRESETS, build_agent, default_config, run
 from torchrl_vmbpo.algorithms.sac import SACAgent
@@ -16,7 +17,7 @@ from torchrl_vmbpo.errors import CriticDiverged, VMBPOError
 from torchrl_vmbpo.training.checkpoint import read_checkpoint
 from torchrl_vmbpo.training.divergence import CriticDivergenceWarning, CriticScale, DivergenceGuard
 
-TINY = ["hidden=[8]", "model_hidden=[8]", "batch_size=8", "model_batch_size=16", "rollouts_per_step=2"]
+TINY = [*TINY_NETS, "batch_size=8", "model_batch_size=16", "rollouts_per_step=2"]
 RUN = dict(
     steps=160, overrides=[*TINY, "init_random_steps=100", "eval_episodes=1", "eval_every=150", "utd=1", "log_every=50"]
 )

@@ -5,24 +5,12 @@ import json
 import shutil
 
 import torch
+from tiny_configs import SMALL_RUN
 
 from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.training import loop
 
-TINY = [
-    "hidden=[32,32]",
-    "model_hidden=[32,32]",
-    "rollouts_per_step=4",
-    "model_max_epochs=3",
-    "eval_episodes=1",
-    "eval_every=100",
-    "init_random_steps=100",
-    "model_retrain_every=100",
-    "batch_size=32",
-    "model_batch_size=64",
-    "checkpoint_every=200",
-    "utd=2",
-]
+TINY = [*SMALL_RUN, "eval_every=100", "checkpoint_every=200", "utd=2"]
 
 
 def _train(out, *extra):

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tiny_configs import SMALL_RUN
 
 from torchrl_vmbpo.algorithms import build_agent, default_config, run
 from torchrl_vmbpo.cli import main
@@ -21,19 +22,7 @@ from torchrl_vmbpo.training import checkpoint as checkpoint_module
 from torchrl_vmbpo.training import phases
 from torchrl_vmbpo.training.checkpoint import load_checkpoint, read_checkpoint
 
-TINY = [
-    "hidden=[32,32]",
-    "model_hidden=[32,32]",
-    "rollouts_per_step=4",
-    "model_max_epochs=3",
-    "eval_episodes=1",
-    "eval_every=100",
-    "init_random_steps=100",
-    "model_retrain_every=100",
-    "batch_size=32",
-    "model_batch_size=64",
-    "utd=2",
-]
+TINY = [*SMALL_RUN, "eval_every=100", "utd=2"]
 
 
 def _train(out, *extra, algo="sac", steps="200", sets=()):

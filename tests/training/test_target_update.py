@@ -5,13 +5,14 @@ import copy
 
 import pytest
 import torch
+from tiny_configs import TINY_STEPS
 from torchrl.objectives import SoftUpdate as TorchRLSoftUpdate
 
 from torchrl_vmbpo.algorithms import PRESETS, build_agent, default_config
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.target_update import SoftUpdate
 
-TINY = ["hidden=[8]", "model_hidden=[8]", "batch_size=16", "model_batch_size=16", "compile=off"]
+TINY = [*TINY_STEPS, "compile=off"]
 
 
 def _soft_updated_presets():
