@@ -53,13 +53,14 @@ def variants_table(sweep: Path) -> str:
         else:
             rows = read_metrics(run / "metrics.csv")
             returns = [r["eval_return_mean"] for r in rows]
+            manifest = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
             writer.writerow(
                 [
                     name,
                     False,
-                    "",
-                    "",
-                    "",
+                    manifest.get("algo", ""),
+                    manifest.get("env", ""),
+                    manifest.get("seed", ""),
                     int(rows[-1]["env_steps"]) if rows else 0,
                     returns[-1] if rows else "",
                     max(returns) if rows else "",
