@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from tiny_configs import SMALL_RUN
+from tiny_configs import SMALL_RUN, train_argv
 
 from torchrl_vmbpo.algorithms import build_agent, default_config, run
 from torchrl_vmbpo.cli import main
@@ -17,30 +17,10 @@ from torchrl_vmbpo.training.checkpoint import load_checkpoint
 TINY = SMALL_RUN
 
 
-def _sets(items):
-    return [arg for item in items for arg in ("--set", item)]
-
-
 @pytest.mark.parametrize("algo", ["sac", "mbpo", "vmbpo", "vmbpo-paper", "vmbpo-twist-off", "mpo", "vmbpo-mfe"])
 def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, algo):
     out = tmp_path / algo
-    code = main(
-        [
-            "train",
-            "--algo",
-            algo,
-            "--env",
-            "Pendulum-v1",
-            "--steps",
-            "300",
-            "--seed",
-            "3",
-            "--out",
-            str(out),
-            "--no-progress",
-            *_sets(TINY + ["utd=2"]),
-        ]
-    )
+    code = main(train_argv(algo, out, steps=300, seed=3, sets=TINY + ["utd=2"]))
     assert code == 0
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

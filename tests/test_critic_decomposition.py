@@ -5,7 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from tiny_configs import SMALL_RUN
+from tiny_configs import SMALL_RUN, train_argv
 
 from torchrl_vmbpo.cli import main as cli
 
@@ -20,27 +20,8 @@ def _script():
 
 
 def _train(out, algo):
-    sets = [arg for item in [*SMALL_RUN, "utd=1", "checkpoint_every=200"] for arg in ("--set", item)]
-    assert (
-        cli(
-            [
-                "train",
-                "--algo",
-                algo,
-                "--env",
-                "Pendulum-v1",
-                "--steps",
-                "200",
-                "--seed",
-                "0",
-                "--out",
-                str(out),
-                "--no-progress",
-                *sets,
-            ]
-        )
-        == 0
-    )
+    sets = [*SMALL_RUN, "utd=1", "checkpoint_every=200"]
+    assert cli(train_argv(algo, out, steps=200, seed=0, sets=sets)) == 0
     return out / "checkpoint.pt"
 
 

@@ -23,3 +23,13 @@ SMALL_RUN = [
     "model_batch_size=64",
 ]
 """A whole training run of a few hundred steps that goes through every phase of the loop."""
+
+
+def train_argv(algo: str, out, *, steps: int, seed: int, sets=(), env: str = "Pendulum-v1") -> list[str]:
+    """``vmbpo train`` arguments of a short run without a progress bar, each of ``sets`` as a ``--set``."""
+    return [
+        "train",
+        *("--algo", algo, "--env", env, "--steps", str(steps), "--seed", str(seed), "--out", str(out)),
+        "--no-progress",
+        *(arg for item in sets for arg in ("--set", item)),
+    ]

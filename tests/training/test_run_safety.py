@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from tiny_configs import SMALL_RUN
+from tiny_configs import SMALL_RUN, train_argv
 
 from torchrl_vmbpo.algorithms import build_agent, default_config, run
 from torchrl_vmbpo.cli import main
@@ -26,25 +26,7 @@ TINY = [*SMALL_RUN, "eval_every=100", "utd=2"]
 
 
 def _train(out, *extra, algo="sac", steps="200", sets=()):
-    args = [arg for item in [*TINY, *sets] for arg in ("--set", item)]
-    return main(
-        [
-            "train",
-            "--algo",
-            algo,
-            "--env",
-            "Pendulum-v1",
-            "--steps",
-            steps,
-            "--seed",
-            "1",
-            "--out",
-            str(out),
-            "--no-progress",
-            *args,
-            *extra,
-        ]
-    )
+    return main([*train_argv(algo, out, steps=steps, seed=1, sets=[*TINY, *sets]), *extra])
 
 
 def _run_id(out):
