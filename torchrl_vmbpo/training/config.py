@@ -79,6 +79,8 @@ class TrainConfig:
     target_entropy: float | None = None  #: None = -action_dim (SAC's "auto")
     hidden: Annotated[tuple[int, ...], Range(1)] = (256, 256)  #: actor / critic hidden widths
     max_grad_norm: PositiveFloat | None = None  #: gradient-norm clip (None: no clipping)
+    critic_layer_norm: bool = False  #: LayerNorm in each hidden layer of Q and V (models.networks._value_net)
+    critic_unit_actions: bool = False  #: Q reads actions rescaled to [-1, 1] (models.networks.UnitBoxActions)
     # --- learned dynamics (model-based presets) ---
     num_members: PositiveInt = 7  #: ensemble size
     num_elites: PositiveInt = 5  #: members used in rollouts, chosen by holdout loss
