@@ -1,0 +1,88 @@
+"""The critic's input options: actions in units of the env's box, LayerNorm in the hidden layers."""
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torchrl.data import Bounded
+
+from torchrl_vmbpo.algorithms.sac import SACAgent
+from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
+from torchrl_vmbpo.envs.termination import never_done
+from torchrl_vmbpo.models.networks import UnitBoxActions, make_q_value, make_state_value
+from torchrl_vmbpo.training.config import TrainConfig
+
+
+def _batch(n=6, obs_dim=3, low=-20.0, high=20.0, act_dim=2):
+    return TensorDict(
+        {"observation": torch.randn(n, obs_dim), "action": torch.empty(n, act_dim).uniform_(low, high)}, [n]
+    )
+
+
+def test_unit_box_actions_maps_the_box_onto_minus_one_one():
+    spec = Bounded(torch.tensor([-20.0, 0.0]), torch.tensor([20.0, 4.0]), shape=(2,))
+    q = make_q_value(3, 2, hidden=(8,), action_spec=spec)
+    assert isinstance(q.module, UnitBoxActions)
+    td = _batch()
+    td["action"] = torch.tensor([[-20.0, 0.0], [20.0, 4.0], [0.0, 2.0], [10.0, 3.0], [-5.0, 1.0], [0.0, 0.0]])
+    unit = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [0.5, 0.5], [-0.25, -0.5], [0.0, -1.0]])
+    expected = q.module.net(td["observation"], unit)
+    torch.testing.assert_close(q(td.clone())["state_action_value"], expected)
+
+
+def test_unit_box_actions_is_not_learned_and_round_trips():
+    spec = Bounded(-20.0, 20.0, shape=(2,))
+    q = make_q_value(3, 2, hidden=(8,), action_spec=spec)
+    assert all("centre" not in name and "half_width" not in name for name, _ in q.named_parameters())
+    clone = make_q_value(3, 2, hidden=(8,), action_spec=spec)
+    clone.load_state_dict(q.state_dict())
+    td = _batch()
+    torch.testing.assert_close(clone(td.clone())["state_action_value"], q(td.clone())["state_action_value"])
+
+
+def test_layer_norm_sits_before_each_hidden_activation_and_is_off_by_default():
+    for make in (
+        lambda **k: make_q_value(3, 2, hidden=(8, 16), **k),
+        lambda **k: make_state_value(3, hidden=(8, 16), **k),
+    ):
+        norms = [m for m in make(layer_norm=True).modules() if isinstance(m, nn.LayerNorm)]
+        assert [n.normalized_shape for n in norms] == [(8,), (16,)]
+        assert not any(isinstance(m, nn.LayerNorm) for m in make().modules())
+
+
+def test_layer_norm_bounds_q_by_the_last_layer_whatever_the_input_scale():
+    # With the last hidden layer normalised (then ReLU), |Q| <= ||w_last|| * sqrt(width) + |b|:
+    # inputs a thousand times larger cannot take Q beyond it (a plain MLP's Q grows with them).
+    torch.manual_seed(0)
+    q = make_q_value(3, 2, hidden=(8, 16), layer_norm=True)
+    last = q.module[-1]
+    bound = last.weight.norm() * 16**0.5 + last.bias.abs().sum()
+    td = _batch(n=64, low=-1e3, high=1e3)
+    td["observation"] = td["observation"] * 1e3
+    assert q(td)["state_action_value"].abs().max() <= bound
+
+
+def _critics(agent):
+    # TorchRL losses keep their networks outside nn.Module's tree (functional parameters).
+    if isinstance(agent, SACAgent):
+        return agent.loss.qvalue_network, None
+    return agent.loss.critic.qvalue_network, agent.loss.critic.value_network
+
+
+def _has(module, cls):
+    return module is not None and any(isinstance(m, cls) for m in module.modules())
+
+
+def test_agents_build_their_critics_with_the_options():
+    spec = Bounded(-20.0, 20.0, shape=(2,))
+    cfg = TrainConfig(hidden=(8,), model_hidden=(8,), critic_layer_norm=True, critic_unit_actions=True)
+    vmbpo_settings = VMBPOSettings()
+    for agent in (SACAgent(cfg, 3, spec), VMBPOAgent(cfg, 3, spec, termination_fn=never_done, settings=vmbpo_settings)):
+        q, v = _critics(agent)
+        assert _has(q, UnitBoxActions) and _has(q, nn.LayerNorm)
+        assert v is None or (_has(v, nn.LayerNorm) and not _has(v, UnitBoxActions))
+    plain = TrainConfig(hidden=(8,), model_hidden=(8,))
+    for agent in (
+        SACAgent(plain, 3, spec),
+        VMBPOAgent(plain, 3, spec, termination_fn=never_done, settings=vmbpo_settings),
+    ):
+        assert not any(_has(net, (UnitBoxActions, nn.LayerNorm)) for net in _critics(agent))
