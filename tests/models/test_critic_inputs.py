@@ -5,8 +5,10 @@ from tensordict import TensorDict
 from torch import nn
 from torchrl.data import Bounded
 
+from torchrl_vmbpo.algorithms.mpo import MPOAgent, MPOSettings
 from torchrl_vmbpo.algorithms.sac import SACAgent
 from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
+from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPOMFEAgent, VMBPOMFESettings
 from torchrl_vmbpo.envs.termination import never_done
 from torchrl_vmbpo.models.networks import UnitBoxActions, make_q_value, make_state_value
 from torchrl_vmbpo.training.config import TrainConfig
@@ -62,27 +64,31 @@ def test_layer_norm_bounds_q_by_the_last_layer_whatever_the_input_scale():
 
 
 def _critics(agent):
-    # TorchRL losses keep their networks outside nn.Module's tree (functional parameters).
-    if isinstance(agent, SACAgent):
-        return agent.loss.qvalue_network, None
-    return agent.loss.critic.qvalue_network, agent.loss.critic.value_network
+    # TorchRL losses keep their networks outside nn.Module's tree (functional parameters); the EM
+    # agents' losses hold theirs in a critic sub-loss.
+    holder = getattr(agent.loss, "critic", agent.loss)
+    return holder.qvalue_network, getattr(holder, "value_network", None)
 
 
 def _has(module, cls):
     return module is not None and any(isinstance(m, cls) for m in module.modules())
 
 
-def test_agents_build_their_critics_with_the_options():
+def _agents(cfg, spec):
+    return (
+        SACAgent(cfg, 3, spec),
+        MPOAgent(cfg, 3, spec, MPOSettings()),
+        VMBPOAgent(cfg, 3, spec, termination_fn=never_done, settings=VMBPOSettings()),
+        VMBPOMFEAgent(cfg, 3, spec, VMBPOMFESettings(), termination_fn=never_done),
+    )
+
+
+def test_every_agent_with_a_critic_builds_it_with_the_options():
     spec = Bounded(-20.0, 20.0, shape=(2,))
     cfg = TrainConfig(hidden=(8,), model_hidden=(8,), critic_layer_norm=True, critic_unit_actions=True)
-    vmbpo_settings = VMBPOSettings()
-    for agent in (SACAgent(cfg, 3, spec), VMBPOAgent(cfg, 3, spec, termination_fn=never_done, settings=vmbpo_settings)):
+    for agent in _agents(cfg, spec):
         q, v = _critics(agent)
-        assert _has(q, UnitBoxActions) and _has(q, nn.LayerNorm)
+        assert _has(q, UnitBoxActions) and _has(q, nn.LayerNorm), type(agent).__name__
         assert v is None or (_has(v, nn.LayerNorm) and not _has(v, UnitBoxActions))
-    plain = TrainConfig(hidden=(8,), model_hidden=(8,))
-    for agent in (
-        SACAgent(plain, 3, spec),
-        VMBPOAgent(plain, 3, spec, termination_fn=never_done, settings=vmbpo_settings),
-    ):
-        assert not any(_has(net, (UnitBoxActions, nn.LayerNorm)) for net in _critics(agent))
+    for agent in _agents(TrainConfig(hidden=(8,), model_hidden=(8,)), spec):
+        assert not any(_has(net, (UnitBoxActions, nn.LayerNorm)) for net in _critics(agent)), type(agent).__name__

@@ -73,13 +73,7 @@ class SACAgent(Agent):
         super().__init__()
         act_dim = action_spec.shape[-1]
         self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        qvalue = make_q_value(
-            obs_dim,
-            act_dim,
-            hidden=cfg.hidden,
-            layer_norm=cfg.critic_layer_norm,
-            action_spec=action_spec if cfg.critic_unit_actions else None,
-        )
+        qvalue = make_q_value(obs_dim, act_dim, hidden=cfg.hidden, **cfg.q_value_options(action_spec))
         self.loss = SACLoss(
             self.policy,
             qvalue,

@@ -126,6 +126,10 @@ class TrainConfig:
         """``target_entropy``, or SAC's "auto" ``-action_dim`` when it is None."""
         return -float(action_dim) if self.target_entropy is None else self.target_entropy
 
+    def q_value_options(self, action_spec) -> dict:
+        """Keyword arguments of ``models.make_q_value`` that this config sets (the critic's input options)."""
+        return {"layer_norm": self.critic_layer_norm, "action_spec": action_spec if self.critic_unit_actions else None}
+
     def replace(self, **changes) -> TrainConfig:
         known = {f.name for f in fields(self)}
         if unknown := sorted(set(changes) - known):
