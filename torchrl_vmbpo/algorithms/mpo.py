@@ -97,8 +97,10 @@ class MPOAgent(Agent):
         s = self.settings = settings
         act_dim = action_spec.shape[-1]
         self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        q_options = cfg.q_value_options(action_spec)
-        critics = [make_q_value(obs_dim, act_dim, hidden=cfg.hidden, **q_options) for _ in range(s.num_qvalue_nets)]
+        critics = [
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden, layer_norm=cfg.critic_layer_norm)
+            for _ in range(s.num_qvalue_nets)
+        ]
         self.loss = MPOLoss(
             self.policy,
             critics if len(critics) > 1 else critics[0],

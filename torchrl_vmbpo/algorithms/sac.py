@@ -73,7 +73,7 @@ class SACAgent(Agent):
         super().__init__()
         act_dim = action_spec.shape[-1]
         self.policy = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
-        qvalue = make_q_value(obs_dim, act_dim, hidden=cfg.hidden, **cfg.q_value_options(action_spec))
+        qvalue = make_q_value(obs_dim, act_dim, hidden=cfg.hidden, layer_norm=cfg.critic_layer_norm)
         self.loss = SACLoss(
             self.policy,
             qvalue,

@@ -234,7 +234,7 @@ class VMBPOAgent(EMAgent):
         self.loss = VMBPOLoss(
             pi,
             q_c,
-            make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale, **cfg.q_value_options(action_spec)),
+            make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm),
             make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm),
             q_d,
             nu,

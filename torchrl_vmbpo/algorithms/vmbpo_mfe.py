@@ -146,9 +146,7 @@ class VMBPOMFEAgent(EMAgent):
         q_c = make_tanh_gaussian_actor(obs_dim, action_spec, hidden=cfg.hidden)
         q_c.load_state_dict(pi.state_dict())
         scale = s.eta if s.critic_output_scale == "eta" else 1.0
-        qvalue = make_q_value(
-            obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale, **cfg.q_value_options(action_spec)
-        )
+        qvalue = make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm)
         value = make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm)
         q_d = None
         if s.model_based:

@@ -86,25 +86,6 @@ class ScaledOutput(nn.Module):
         return self.scale * self.net(*inputs)
 
 
-class UnitBoxActions(nn.Module):
-    """``net(x, (a - centre) / half_width)``: Q reads actions in units of the env's box, [-1, 1].
-
-    Why: a ReLU network's first layer sees its inputs at their raw scale; on a box of half-width 20
-    (Reacher7DoF's torques) the action's pre-activations are 20 times those on [-1, 1], Q is close to
-    linear in a, and the actor's gradient pushes every component to the box's edge. The map is fixed
-    by the action spec (an env fact), not learned.
-    """
-
-    def __init__(self, net: nn.Module, low: torch.Tensor, high: torch.Tensor):
-        super().__init__()
-        self.net = net
-        self.register_buffer("centre", ((high + low) / 2).detach().clone().float())
-        self.register_buffer("half_width", ((high - low) / 2).detach().clone().float())
-
-    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(observation, (action - self.centre) / self.half_width)
-
-
 def _value_net(
     in_features: int,
     hidden: Sequence[int],
@@ -129,14 +110,10 @@ def make_q_value(
     out_key: str = "state_action_value",
     output_scale: float = 1.0,
     layer_norm: bool = False,
-    action_spec: Bounded | None = None,
 ) -> ValueOperator:
     """Q(x, a): an MLP on the concatenated observation and action (times ``output_scale``, see
-    :class:`ScaledOutput`); ``layer_norm`` normalises each hidden layer; with ``action_spec`` the
-    actions enter in units of its box (:class:`UnitBoxActions`)."""
+    :class:`ScaledOutput`); ``layer_norm`` normalises each hidden layer (``_value_net``)."""
     net = _value_net(obs_dim + act_dim, hidden, activation, output_scale, layer_norm)
-    if action_spec is not None:
-        net = UnitBoxActions(net, action_spec.space.low, action_spec.space.high)
     return ValueOperator(net, in_keys=[keys.OBSERVATION, keys.ACTION], out_keys=[out_key])
 
 

@@ -80,7 +80,6 @@ class TrainConfig:
     hidden: Annotated[tuple[int, ...], Range(1)] = (256, 256)  #: actor / critic hidden widths
     max_grad_norm: PositiveFloat | None = None  #: gradient-norm clip (None: no clipping)
     critic_layer_norm: bool = False  #: LayerNorm in each hidden layer of Q and V (models.networks._value_net)
-    critic_unit_actions: bool = False  #: Q reads actions rescaled to [-1, 1] (models.networks.UnitBoxActions)
     # --- learned dynamics (model-based presets) ---
     num_members: PositiveInt = 7  #: ensemble size
     num_elites: PositiveInt = 5  #: members used in rollouts, chosen by holdout loss
@@ -125,10 +124,6 @@ class TrainConfig:
     def target_entropy_for(self, action_dim: int) -> float:
         """``target_entropy``, or SAC's "auto" ``-action_dim`` when it is None."""
         return -float(action_dim) if self.target_entropy is None else self.target_entropy
-
-    def q_value_options(self, action_spec) -> dict:
-        """Keyword arguments of ``models.make_q_value`` that this config sets (the critic's input options)."""
-        return {"layer_norm": self.critic_layer_norm, "action_spec": action_spec if self.critic_unit_actions else None}
 
     def replace(self, **changes) -> TrainConfig:
         known = {f.name for f in fields(self)}

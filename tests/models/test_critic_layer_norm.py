@@ -1,4 +1,4 @@
-"""The critic's input options: actions in units of the env's box, LayerNorm in the hidden layers."""
+"""critic_layer_norm: LayerNorm in the hidden layers of every agent's Q and V."""
 
 import torch
 from tensordict import TensorDict
@@ -10,7 +10,7 @@ from torchrl_vmbpo.algorithms.sac import SACAgent
 from torchrl_vmbpo.algorithms.vmbpo import VMBPOAgent, VMBPOSettings
 from torchrl_vmbpo.algorithms.vmbpo_mfe import VMBPOMFEAgent, VMBPOMFESettings
 from torchrl_vmbpo.envs.termination import never_done
-from torchrl_vmbpo.models.networks import UnitBoxActions, make_q_value, make_state_value
+from torchrl_vmbpo.models.networks import make_q_value, make_state_value
 from torchrl_vmbpo.training.config import TrainConfig
 
 
@@ -18,27 +18,6 @@ def _batch(n=6, obs_dim=3, low=-20.0, high=20.0, act_dim=2):
     return TensorDict(
         {"observation": torch.randn(n, obs_dim), "action": torch.empty(n, act_dim).uniform_(low, high)}, [n]
     )
-
-
-def test_unit_box_actions_maps_the_box_onto_minus_one_one():
-    spec = Bounded(torch.tensor([-20.0, 0.0]), torch.tensor([20.0, 4.0]), shape=(2,))
-    q = make_q_value(3, 2, hidden=(8,), action_spec=spec)
-    assert isinstance(q.module, UnitBoxActions)
-    td = _batch()
-    td["action"] = torch.tensor([[-20.0, 0.0], [20.0, 4.0], [0.0, 2.0], [10.0, 3.0], [-5.0, 1.0], [0.0, 0.0]])
-    unit = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [0.5, 0.5], [-0.25, -0.5], [0.0, -1.0]])
-    expected = q.module.net(td["observation"], unit)
-    torch.testing.assert_close(q(td.clone())["state_action_value"], expected)
-
-
-def test_unit_box_actions_is_not_learned_and_round_trips():
-    spec = Bounded(-20.0, 20.0, shape=(2,))
-    q = make_q_value(3, 2, hidden=(8,), action_spec=spec)
-    assert all("centre" not in name and "half_width" not in name for name, _ in q.named_parameters())
-    clone = make_q_value(3, 2, hidden=(8,), action_spec=spec)
-    clone.load_state_dict(q.state_dict())
-    td = _batch()
-    torch.testing.assert_close(clone(td.clone())["state_action_value"], q(td.clone())["state_action_value"])
 
 
 def test_layer_norm_sits_before_each_hidden_activation_and_is_off_by_default():
@@ -60,7 +39,10 @@ def test_layer_norm_bounds_q_by_the_last_layer_whatever_the_input_scale():
     bound = last.weight.norm() * 16**0.5 + last.bias.abs().sum()
     td = _batch(n=64, low=-1e3, high=1e3)
     td["observation"] = td["observation"] * 1e3
-    assert q(td)["state_action_value"].abs().max() <= bound
+    assert q(td.clone())["state_action_value"].abs().max() <= bound
+    plain = make_q_value(3, 2, hidden=(8, 16))
+    plain.module[-1].load_state_dict(last.state_dict())  # the same last layer, no normalisation
+    assert plain(td.clone())["state_action_value"].abs().max() > bound
 
 
 def _critics(agent):
@@ -85,10 +67,10 @@ def _agents(cfg, spec):
 
 def test_every_agent_with_a_critic_builds_it_with_the_options():
     spec = Bounded(-20.0, 20.0, shape=(2,))
-    cfg = TrainConfig(hidden=(8,), model_hidden=(8,), critic_layer_norm=True, critic_unit_actions=True)
+    cfg = TrainConfig(hidden=(8,), model_hidden=(8,), critic_layer_norm=True)
     for agent in _agents(cfg, spec):
         q, v = _critics(agent)
-        assert _has(q, UnitBoxActions) and _has(q, nn.LayerNorm), type(agent).__name__
-        assert v is None or (_has(v, nn.LayerNorm) and not _has(v, UnitBoxActions))
+        assert _has(q, nn.LayerNorm), type(agent).__name__
+        assert v is None or _has(v, nn.LayerNorm)
     for agent in _agents(TrainConfig(hidden=(8,), model_hidden=(8,)), spec):
-        assert not any(_has(net, (UnitBoxActions, nn.LayerNorm)) for net in _critics(agent)), type(agent).__name__
+        assert not any(_has(net, nn.LayerNorm) for net in _critics(agent)), type(agent).__name__
