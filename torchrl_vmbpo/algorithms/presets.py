@@ -90,7 +90,11 @@ class Algorithm:
 
 # 5% real rows (MBPO's) anchor Q to real returns; nu = 0 on them (VMBPOAgent.sample_batch). The paper's
 # eqs. 22-24 hold for model transitions (a ~ q_c, x' ~ q_d) only: vmbpo-paper has no real rows.
-_VMBPO_DEFAULTS = dict(utd=20.0, real_ratio=0.05)
+# LayerNorm in Q and V bounds how far the critic can extrapolate: without it eq. 19's twist feeds an
+# over-valued region (the model learns to predict the states the critic over-values, eq. 23 reads the
+# critic there) and Reacher7DoF's critic diverged (benchmarks/tuning/vmbpo-reacher7dof). The paper does
+# not fix its networks' architecture, so vmbpo-paper keeps it.
+_VMBPO_DEFAULTS = dict(utd=20.0, real_ratio=0.05, critic_layer_norm=True)
 _VMBPO_PAPER_DEFAULTS = dict(_VMBPO_DEFAULTS, real_ratio=0.0)
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
