@@ -51,10 +51,10 @@ class VMBPOSettings(ExtraSettings):
     answer the three ways the paper's E-step lets Q run away (README, "VMBPO presets"): an entropy
     anchor on q_c (``entropy_constraint``), the action-value bootstrap (``bootstrap``), q_c acting
     (``acting_policy``); with them the preset puts 5% real rows (nu = 0 on them) in each E-step batch
-    (presets.py), and LayerNorm in Q and V (``TrainConfig.critic_layer_norm``, presets.py: with the twist
-    on, an over-valued region otherwise feeds itself). ``vmbpo-twist-off`` (:class:`VMBPOTwistOffSettings`) is this with q_d by plain MLE;
-    ``vmbpo-paper`` (:class:`VMBPOPaperSettings`) is the paper's experimental choices as far as its
-    text fixes them."""
+    (presets.py), and LayerNorm in Q and V (``TrainConfig.critic_layer_norm``, presets.py: with the
+    twist on, an over-valued region otherwise feeds itself). ``vmbpo-twist-off``
+    (:class:`VMBPOTwistOffSettings`) is this with q_d by plain MLE; ``vmbpo-paper``
+    (:class:`VMBPOPaperSettings`) is the paper's experimental choices as far as its text fixes them."""
 
     algorithm: ClassVar[str] = "VMBPO"
 
