@@ -58,8 +58,11 @@ class VMBPOSettings(ExtraSettings):
 
     algorithm: ClassVar[str] = "VMBPO"
 
-    eta: PositiveFloat = 3.0
-    """Temperature of p(O=1|x,a) = exp(eta r). With pi uniform the E-step is SAC with alpha = 1/eta."""
+    eta: PositiveFloat = 30.0
+    """Temperature of p(O=1|x,a) = exp(eta r): nats per reward unit. With pi uniform the E-step is SAC with
+    alpha = 1/eta. 30: a step's reward differences must outweigh what the E-step pays in nats (KL(q_c || pi)
+    and nu, about 0.5 each a step) on every task's reward scale; at 3, Reacher-v5's 0.1-0.2 a step between
+    reaching and staying still did not, and q_c stayed still (benchmarks/tuning/vmbpo-eta)."""
     m_step_mode: Literal["copy", "weighted_map"] = "weighted_map"
     """"copy" (pi <- q_c, the paper's experiments) or "weighted_map" (eq. 27 with kl_coef)."""
     m_step_period: PositiveInt = 1000
