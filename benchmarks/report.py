@@ -25,12 +25,21 @@ CHECKPOINT_STEPS = (3000, 5000, 10000, 20000)
 
 
 def _load_runs(results: Path) -> list[dict]:
+    """Finished runs: a summary.json, and no evaluation past its ``env_steps`` (a run resumed with more
+    steps keeps its earlier segment's summary.json until it ends: :func:`_in_progress`)."""
     runs = []
     for summary_path in sorted(results.glob("*/*/seed*/summary.json")):
         summary = json.loads(summary_path.read_text())
         curve = read_metrics(summary_path.parent / "metrics.csv")
-        runs.append({"summary": summary, "curve": curve, "dir": summary_path.parent})
+        if not _in_progress(summary, curve):
+            runs.append({"summary": summary, "curve": curve, "dir": summary_path.parent})
     return runs
+
+
+def _in_progress(summary: dict, curve: list[dict]) -> bool:
+    """A run being extended (``vmbpo train --resume --steps MORE``): metrics.csv already has evaluations
+    past its summary's ``env_steps``."""
+    return bool(curve) and max(row["env_steps"] for row in curve) > summary["env_steps"]
 
 
 def _non_finite(run_dir: Path) -> tuple[int, list[str]]:

@@ -52,6 +52,18 @@ def _row(step, ret):
     return {"env_steps": step, "eval_return_mean": ret}
 
 
+def test_a_run_being_extended_is_not_counted_as_finished_at_its_earlier_summary(tmp_path):
+    # A 10k run resumed towards 20k keeps its 10k summary.json until it ends; its curve runs past it.
+    report = _report_module()
+    for seed, last in ((0, 10000), (1, 12000)):
+        run = tmp_path / "vmbpo" / "Hopper-v5" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"env_steps": 10000, "seed": seed}))
+        rows = "".join(f"{step},{step / 100}\n" for step in range(1000, last + 1, 1000))
+        (run / "metrics.csv").write_text("env_steps,eval_return_mean\n" + rows)
+    assert [run["summary"]["seed"] for run in report._load_runs(tmp_path)] == [0]
+
+
 def test_best_mean_is_over_steps_every_seed_reached():
     report = _report_module()
     row = _row
@@ -71,7 +83,10 @@ def test_every_committed_record_still_renders(tmp_path):
     shutil.copytree(_BENCHMARKS / "results", results)
     written = report.write_report(results)
     assert written.read_text() == (_BENCHMARKS / "results" / "RESULTS.md").read_text()
-    assert not list((_BENCHMARKS / "results").rglob("logs/scalars/*.csv"))  # committed records are packed
+    # Committed records are packed, except runs to be continued (a checkpoint.pt beside them; pack_records
+    # leaves those as they are, and their summary.json, if any, is an earlier segment's: not counted).
+    unpacked = {p.parents[2] for p in (_BENCHMARKS / "results").rglob("logs/scalars/*.csv")}
+    assert all((run / "checkpoint.pt").exists() for run in unpacked), sorted(unpacked)
 
 
 def test_vmbpo_against_mbpo_compares_means_over_seeds_at_the_last_common_step_and_over_the_curve():
