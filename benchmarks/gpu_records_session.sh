@@ -32,12 +32,7 @@ mkdir -p "$out" "$results"
 exec > >(tee -a "$out/session.log") 2>&1
 left() { echo $((deadline - ($(date +%s) - start))); }
 
-py=${PYTHON:-python3}
-if ! $py -c "import torchrl, mujoco, gymnasium" 2>/dev/null && [ -d .whl_gpu ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl_gpu/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:$PWD"
-fi
+source "$(dirname "$0")/gpu_env.sh"  # $py, with the carried wheels installed if needed
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 $py -c "import torch, torchrl; print('torch', torch.__version__, 'torchrl', torchrl.__version__,
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" || exit 1

@@ -38,12 +38,7 @@ mkdir -p "$results" "$out/cost"
 exec > >(tee -a "$log") 2>&1
 left() { echo $((deadline - ($(date +%s) - start))); }
 
-py=${PYTHON:-python3}
-if ! $py -c "import torchrl, mujoco, gymnasium" 2>/dev/null && [ -d .whl_gpu ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl_gpu/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:$PWD"
-fi
+source "$(dirname "$0")/gpu_env.sh"  # $py, with the carried wheels installed if needed
 # No rendering: EGL is missing on the H100 machine and MUJOCO_GL=egl fails at import there.
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable
 $py -c "import torch, torchrl, tensordict, mujoco; print('torch', torch.__version__, 'torchrl', torchrl.__version__,
