@@ -230,13 +230,42 @@ def test_m_step_period_is_the_copy_period_or_the_trust_region_snapshot_period_an
 
     agent = _agent(m_step_mode="weighted_map", m_step_period=3)
     snapshots, moved = [], []
-    for _ in range(4):
+    for i in range(4):
         pi_before = TD.from_module(agent.pi).data.clone()
         old_before = agent.m_step.old_policy_params.data.clone()
         agent.update(_model_batch())
         moved.append(not (TD.from_module(agent.pi).data == pi_before).all())
         snapshots.append(not (agent.m_step.old_policy_params.data == old_before).all())
+        if i == 2:  # the snapshot is pi as the update began, taken before pi's step
+            assert (agent.m_step.old_policy_params.data == pi_before).all()
     assert moved == [True, True, True, True]  # pi steps at every update ...
     assert snapshots == [False, False, True, False]  # ... pi_old is re-taken every m_step_period updates
     doc = field_docs(VMBPOSettings)["m_step_period"]
     assert "copy" in doc and "snapshot" in doc and "EVERY update" in doc
+
+
+def test_the_joint_e_and_m_step_losses_route_gradients_like_the_two_apart():
+    """em_update's one backward: the E-step's losses reach the critic and q_c only, the M-step's pi only,
+    and the M-step's loss is MStepLoss's at the actor's own draw of q_c."""
+    from torchrl_vmbpo.objectives import functional_vmbpo as fv
+    from torchrl_vmbpo.training.optim import total_loss
+
+    agent = _agent(m_step_mode="weighted_map")
+    batch = _model_batch()
+    torch.manual_seed(3)
+    critic, actor, m_out = agent._eager_em_losses(batch)
+    pi_params = list(agent.pi.parameters())
+    e_params = [p for g in agent.e_step_optimizer.param_groups for p in g["params"]]
+    e_loss = total_loss(critic) + actor["loss_actor"]
+    for loss, reached, untouched in ((e_loss, e_params, pi_params), (m_out["loss_policy"], pi_params, e_params)):
+        grads = torch.autograd.grad(loss, reached + untouched, retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads[: len(reached)])
+        assert all(g is None or not g.any() for g in grads[len(reached) :])
+    # The same draw of q_c (seed 3 again: the actor draws first), scored by MStepLoss itself.
+    torch.manual_seed(3)
+    _, _, draw = agent.actor_loss.forward_with_draw(batch)
+    alone = agent.m_step.loss_at(
+        batch["observation"], agent.pi.get_dist(fv.module_input(agent.pi, batch["observation"])), draw
+    )
+    for key in alone.keys():
+        torch.testing.assert_close(m_out[key], alone[key])

@@ -7,10 +7,11 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.objectives import LossModule
 
+from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.training.agent import Agent, borrow
 from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import TrainConfig
-from torchrl_vmbpo.training.optim import optimize, total_loss
+from torchrl_vmbpo.training.optim import optimize, optimize_together, total_loss
 from torchrl_vmbpo.training.target_update import SoftUpdate
 
 
@@ -18,7 +19,8 @@ class EMAgent(Agent):
     """An agent whose ``loss`` (``VMBPOLoss`` or ``VMBPOMFELoss``) owns pi, q_c, V, Q and their targets.
 
     Subclasses build ``self.loss`` and then call :meth:`_setup_em`; their ``update`` runs
-    :meth:`e_step_update` on the E-step's batch and :meth:`m_step_update` on the M-step's states.
+    :meth:`e_step_update` on the E-step's batch and :meth:`m_step_update` on the M-step's states, or both at
+    once on one batch (:meth:`em_update`, VMBPO with the weighted-MAP M-step).
     """
 
     loss: LossModule
@@ -44,16 +46,30 @@ class EMAgent(Agent):
         # Plain function attributes (not submodules): compiling them adds no state-dict keys.
         self._e_step_losses = self._eager_e_step_losses
         self._m_step_loss = self.m_step.__call__
+        self._em_losses = self._eager_em_losses
 
     def _eager_e_step_losses(self, batch: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
         # V's target (eq. 24) is read at the actor's draw a ~ q_c (eq. 25): one q_c, pi and Q pass fewer.
         actor, value_sample = self.actor_loss.forward_with_value_sample(batch)
         return self.critic(batch, value_sample=value_sample), actor
 
+    def _eager_em_losses(self, batch: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase, TensorDictBase]:
+        """The E-step's critic and actor losses and the M-step's (eq. 27) on one batch, in one pass: pi at x
+        is evaluated once (with its gradient for the M-step, detached as the actor's prior) and the M-step
+        fits pi to the actor's own draw a ~ q_c(.|x) (2 of the 15 network passes of the two apart)."""
+        obs = batch.get(self.actor_loss.tensor_keys.observation)
+        pi_params = self.pi.get_dist_params(fv.module_input(self.pi, obs))
+        frozen_pi = self.pi.build_dist_from_params(pi_params.detach())
+        actor, value_sample, draw = self.actor_loss.forward_with_draw(batch, frozen_pi)
+        critic = self.critic(batch, value_sample=value_sample)
+        return critic, actor, self.m_step.loss_at(obs, self.pi.build_dist_from_params(pi_params), draw)
+
     def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
-        """Compile the E-step's critic and actor losses as one function, and the M-step's loss."""
+        """Compile the E-step's critic and actor losses as one function, the M-step's loss, and the two
+        together (:meth:`em_update`)."""
         self._e_step_losses = compile_fn(self._eager_e_step_losses, device=device, backend=backend)
         self._m_step_loss = compile_fn(self.m_step, device=device, backend=backend)
+        self._em_losses = compile_fn(self._eager_em_losses, device=device, backend=backend)
 
     # --- the critic's networks, by the paper's names ---
     @property
@@ -98,6 +114,27 @@ class EMAgent(Agent):
         out = self._m_step_loss(states)
         optimize(out["loss_policy"], self.pi_optimizer, max_grad_norm=self.max_grad_norm)
         return {f"m_step_{k}": v.detach() for k, v in out.items()}
+
+    def em_update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """:meth:`e_step_update` then :meth:`m_step_update` on one batch (weighted-MAP M-step), computed
+        together (:meth:`_eager_em_losses`) with one backward. Differs from the two apart only in that the
+        M-step fits pi to q_c as it was before this update's E-step step (one Adam step older), at the
+        actor's draw instead of a fresh one; pi_old is re-taken at the same updates, before pi's step."""
+        m_step = self.m_step
+        if m_step.mode != "weighted_map":
+            raise ValueError(f"em_update needs the weighted-MAP M-step, got mode={m_step.mode!r}")
+        m_step.on_update(int(self.num_updates) + 1)  # the schedule m_step_update follows, before pi's step
+        critic, actor, m_out = self._em_losses(batch)
+        e_loss = total_loss(critic) + actor["loss_actor"]
+        pairs = [(e_loss, self.e_step_optimizer), (m_out["loss_policy"], self.pi_optimizer)]
+        optimize_together(pairs, max_grad_norm=self.max_grad_norm)
+        self.target_updater.step()
+        self.num_updates += 1
+        return {
+            **{k: v.detach() for k, v in critic.items()},
+            **{f"actor_{k}": v.detach() for k, v in actor.items()},
+            **{f"m_step_{k}": v.detach() for k, v in m_out.items()},
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "e_step": self.e_step_optimizer, "pi": self.pi_optimizer}

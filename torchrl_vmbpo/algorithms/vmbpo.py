@@ -313,8 +313,10 @@ class VMBPOAgent(EMAgent):
         return batch
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        if self.m_step.mode == "weighted_map":  # eqs. 22-25 and eq. 27 on one batch, one backward
+            return self.em_update(batch)
         metrics = self.e_step_update(batch)  # eqs. 22-25 on model transitions from E (and real rows, flagged)
-        metrics.update(self.m_step_update(batch))  # eq. 27 on their states
+        metrics.update(self.m_step_update(batch))  # the copy M-step: pi <- q_c every period
         return metrics
 
     def critic_scale(self) -> CriticScale:

@@ -12,6 +12,7 @@ process, so the value after it still counts.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -267,6 +268,25 @@ def pre_tanh_gaussian(dist: D.Distribution) -> tuple[torch.Tensor, torch.Tensor]
             )
         root = root.base_dist
     return root.loc, root.scale
+
+
+class PolicyDraw(NamedTuple):
+    """One draw ``a = T(u) ~ q(.|x)`` per row and, detached, the pre-tanh Gaussian it came from:
+    ``preimage`` ``u`` (None for an untransformed distribution), ``action``, ``loc`` and ``scale``, and
+    ``sampler``, the distribution itself (read only for its type and action box by :func:`log_prob_at`).
+    The E-step actor's draw of eq. 25, handed to the M-step (``MStepLoss.loss_at``) so that eq. 27 fits
+    pi to the same sample of q_c instead of drawing again."""
+
+    preimage: torch.Tensor | None
+    action: torch.Tensor
+    loc: torch.Tensor
+    scale: torch.Tensor
+    sampler: D.Distribution
+
+    @classmethod
+    def detached(cls, dist: D.Distribution, preimage: torch.Tensor | None, action: torch.Tensor) -> PolicyDraw:
+        loc, scale = pre_tanh_gaussian(dist)
+        return cls(None if preimage is None else preimage.detach(), action.detach(), loc.detach(), scale.detach(), dist)
 
 
 def rsample_with_preimage(dist: D.Distribution) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:

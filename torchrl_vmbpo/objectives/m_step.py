@@ -176,15 +176,22 @@ class MStepLoss(KeyedLoss):
         with torch.no_grad():
             dist_c = q_c.get_dist(fv.module_input(q_c, obs))
             preimage, action, _ = fv.rsample_with_preimage(dist_c)  # a ~ q_c, no gradient into q_c
-        dist_pi = pi.get_dist(fv.module_input(pi, obs))
+        return self.loss_at(
+            obs, pi.get_dist(fv.module_input(pi, obs)), fv.PolicyDraw.detached(dist_c, preimage, action)
+        )
+
+    def loss_at(self, obs: torch.Tensor, dist_pi, draw: fv.PolicyDraw) -> TensorDict:
+        """:meth:`forward`'s output given ``dist_pi``, pi's distribution at ``obs`` (with its gradient),
+        and ``draw``, one detached draw of q_c at ``obs`` (e.g. the E-step actor's, as
+        ``VMBPOAgent`` passes it when it computes the E-step and this loss in one pass)."""
         loc_pi, scale_pi = fv.pre_tanh_gaussian(dist_pi)
-        loc_c, scale_c = fv.pre_tanh_gaussian(dist_c)
-        info = {"kl_variational_baseline": fv.diag_gaussian_kl(loc_c, scale_c, loc_pi, scale_pi).mean()}
+        info = {"kl_variational_baseline": fv.diag_gaussian_kl(draw.loc, draw.scale, loc_pi, scale_pi).mean()}
         if self.mode == "copy":
             return TensorDict({n: v.detach() for n, v in info.items()}, batch_size=[])
+        pi = self.baseline_policy
         with torch.no_grad(), self.old_policy_params.to_module(pi, preserve_module_state=False):
             loc_old, scale_old = fv.pre_tanh_gaussian(pi.get_dist(fv.module_input(pi, obs)))
-        log_pi = fv.log_prob_at(dist_pi, action, preimage, dist_c)
+        log_pi = fv.log_prob_at(dist_pi, draw.action, draw.preimage, draw.sampler)
         kl_old = fv.diag_gaussian_kl(loc_old, scale_old, loc_pi, scale_pi)
         if self.kl_coef_std is None:
             penalty = self.kl_coef * kl_old.mean()  # eq. 27

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tensordict import TensorDict, TensorDictBase
+from torch import distributions as D
 
 from torchrl_vmbpo import keys
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
@@ -89,12 +90,23 @@ class VMBPOActorLoss(KeyedLoss):
         """``forward``'s output and, detached, eq. 24's V target at the same draw: the reparameterised
         ``a ~ q_c(.|x)`` is a sample of q_c, and Q (online, parameters detached) and the prior are the
         critic's, so ``critic(td, value_sample=...)`` can regress V on it instead of drawing again."""
+        return self.forward_with_draw(td)[:2]
+
+    def forward_with_draw(
+        self, td: TensorDictBase, baseline_dist: D.Distribution | None = None
+    ) -> tuple[TensorDict, SoftValueSample, fv.PolicyDraw]:
+        """:meth:`forward_with_value_sample`'s output and the draw ``a ~ q_c(.|x)`` itself, detached (for
+        the M-step: ``MStepLoss.loss_at``). ``baseline_dist``: pi's distribution at ``td``'s observation
+        built from DETACHED parameters (the caller's pass of pi, shared with the M-step); None evaluates
+        pi here with its parameters detached."""
         obs = fv.fetch(td, self._read_keys(), type(self).__name__)["observation"]
         q_c = self.variational_policy
         dist_c = q_c.get_dist(fv.module_input(q_c, obs))
         preimage, action, log_q_c = fv.rsample_with_preimage(dist_c)  # a = f(x, eps; theta_c)
-        with fv.frozen_params(self.baseline_policy) as pi:
-            log_pi = fv.log_prob_at(pi.get_dist(fv.module_input(pi, obs)), action, preimage, dist_c)
+        if baseline_dist is None:
+            with fv.frozen_params(self.baseline_policy) as pi:
+                baseline_dist = pi.get_dist(fv.module_input(pi, obs))
+        log_pi = fv.log_prob_at(baseline_dist, action, preimage, dist_c)
         mixed, prior = self.critic.e_step_prior(log_pi, log_q_c, dist_c)  # log pi (+ the critic's options)
         q = self.critic.action_value(obs, action)
         loss = (log_q_c - prior - q).mean()  # eq. 25
@@ -102,4 +114,5 @@ class VMBPOActorLoss(KeyedLoss):
         info = {"policy_log_ratio": policy_log_ratio.mean(), "entropy": -log_q_c.mean(), "q_value": q.mean()}
         out = TensorDict({"loss_actor": loss, **{n: v.detach() for n, v in info.items()}}, batch_size=[])
         value_target = fv.value_target(q, log_q_c, prior).detach()  # eq. 24's y_V at this a
-        return out, SoftValueSample(value_target, policy_log_ratio, log_q_c.detach())
+        value_sample = SoftValueSample(value_target, policy_log_ratio, log_q_c.detach())
+        return out, value_sample, fv.PolicyDraw.detached(dist_c, preimage, action)

@@ -1,8 +1,8 @@
-"""The one backward / clip / step helper: nothing else in the package calls ``.backward()``."""
+"""The backward / clip / step helpers: nothing else in the package calls ``.backward()``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from tensordict import TensorDictBase
@@ -37,3 +37,19 @@ def optimize(
         grad_norm = torch.nn.utils.clip_grad_norm_(list(params), max_grad_norm)
     optimizer.step()
     return grad_norm
+
+
+def optimize_together(
+    pairs: Sequence[tuple[torch.Tensor, torch.optim.Optimizer]], *, max_grad_norm: float | None = None
+) -> None:
+    """:func:`optimize` for several ``(loss, optimizer)`` pairs whose parameters are disjoint and whose
+    losses reach only their own optimizer's parameters: one backward of the summed losses (equal to a
+    backward of each), then each optimizer clips and steps its own parameters."""
+    for _, optimizer in pairs:
+        optimizer.zero_grad(set_to_none=True)
+    torch.stack([loss.reshape(()) for loss, _ in pairs]).sum().backward()
+    for _, optimizer in pairs:
+        if max_grad_norm is not None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
