@@ -98,9 +98,7 @@ class EMAgent(Agent):
         critic, actor = self._e_step_losses(batch)
         # Every loss_* of the critic: Q, V and, under an entropy constraint, its multiplier's dual.
         optimize(total_loss(critic) + actor["loss_actor"], self.e_step_optimizer, max_grad_norm=self.max_grad_norm)
-        self.target_updater.step()
-        self.num_updates += 1
-        return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
+        return self._finish_update(critic, actor)
 
     def m_step_update(self, states: TensorDictBase | None) -> dict[str, torch.Tensor]:
         """The M-step (eq. 27): every ``period`` updates copy pi <- q_c or snapshot pi_old; in weighted-MAP
@@ -128,13 +126,13 @@ class EMAgent(Agent):
         e_loss = total_loss(critic) + actor["loss_actor"]
         pairs = [(e_loss, self.e_step_optimizer), (m_out["loss_policy"], self.pi_optimizer)]
         optimize_together(pairs, max_grad_norm=self.max_grad_norm)
+        return {**self._finish_update(critic, actor), **{f"m_step_{k}": v.detach() for k, v in m_out.items()}}
+
+    def _finish_update(self, critic: TensorDictBase, actor: TensorDictBase) -> dict[str, torch.Tensor]:
+        """After the E-step's optimizer step: the target update, the counter, the detached metrics."""
         self.target_updater.step()
         self.num_updates += 1
-        return {
-            **{k: v.detach() for k, v in critic.items()},
-            **{f"actor_{k}": v.detach() for k, v in actor.items()},
-            **{f"m_step_{k}": v.detach() for k, v in m_out.items()},
-        }
+        return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "e_step": self.e_step_optimizer, "pi": self.pi_optimizer}

@@ -31,12 +31,7 @@ def optimize(
         loss = total_loss(loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = None
-    if max_grad_norm is not None:
-        params = parameters if parameters is not None else [p for g in optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(params), max_grad_norm)
-    optimizer.step()
-    return grad_norm
+    return _clip_and_step(optimizer, max_grad_norm, parameters)
 
 
 def optimize_together(
@@ -49,7 +44,19 @@ def optimize_together(
         optimizer.zero_grad(set_to_none=True)
     torch.stack([loss.reshape(()) for loss, _ in pairs]).sum().backward()
     for _, optimizer in pairs:
-        if max_grad_norm is not None:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
+        _clip_and_step(optimizer, max_grad_norm)
+
+
+def _clip_and_step(
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float | None,
+    parameters: Iterable[torch.nn.Parameter] | None = None,
+) -> torch.Tensor | None:
+    """Clip the gradients of ``parameters`` (default: the optimizer's) to ``max_grad_norm``, then step.
+    Returns the pre-clip gradient norm when clipping, else None."""
+    grad_norm = None
+    if max_grad_norm is not None:
+        params = parameters if parameters is not None else [p for g in optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(params), max_grad_norm)
+    optimizer.step()
+    return grad_norm
