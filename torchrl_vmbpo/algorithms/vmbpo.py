@@ -109,6 +109,10 @@ class VMBPOSettings(ExtraSettings):
     E's start states but read at model next states) or "action_value" (default; SAC-v2's form:
     min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'), so the target is read where it was
     evaluated; VMBPOCriticLoss)."""
+    value_ceiling: bool = False
+    """Clip the Q target's bootstrap at the largest soft value the rewards allow, (eta r_max + nu bound +
+    entropy bonus) / (1 - gamma) with r_max the largest real reward in the critic's batches (its real
+    rows: real_ratio > 0; VMBPOCriticLoss._value_ceiling): a projection that keeps eq. 23's fixed point."""
     log_ratio_bound: PositiveFloat = 0.5
     """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow. A truncation: eq. 21's optimum
     becomes clip(log q_d/p, +-bound), the KL estimate a lower bound, and the Q target's -nu at most
@@ -249,6 +253,7 @@ class VMBPOAgent(EMAgent):
             target_entropy=cfg.target_entropy_for(act_dim) if s.entropy_constraint else None,
             entropy_weight_init=s.eta * cfg.alpha_init,
             bootstrap=s.bootstrap,
+            value_ceiling=s.value_ceiling,
             max_weight=s.max_weight,
             mix=s.weight_mix,
             min_ess=s.weight_min_ess,

@@ -100,6 +100,11 @@ class VMBPOCriticLoss(KeyedLoss):
             does not use): eq. 24's soft value evaluated with the target Q copies at ``x'``,
             ``min_k Q'_k(x', a') - log q_c(a'|x') + prior(a'|x')`` with one fresh ``a' ~ q_c(.|x')``.
             V is then trained as before (eq. 19's weights read it) but no longer enters ``y_Q``.
+        value_ceiling: clip the bootstrapped value at ``(eta r_high + b + c) / (1 - gamma)``, the largest
+            soft value the per-step terms allow (:meth:`_value_ceiling`; default False, the paper).
+            Needs a bounded ratio network (or none) and real rows in the batches (flagged ``is_real``; an
+            unflagged batch counts as real): no ceiling before a real reward was seen. Adds ``value_ceiling`` and ``value_clip_fraction``
+            (the rows whose bootstrap was clipped) to the output; ``reward_high`` is a buffer.
 
     Keys (``set_keys``, ``SACLoss``'s contract: next-step entries are named relative to ``"next"``):
     ``observation`` (read at x and, under ``"next"``, at x'), ``action``, ``reward`` and
@@ -178,6 +183,7 @@ class VMBPOCriticLoss(KeyedLoss):
         target_entropy: float | None = None,
         entropy_weight_init: float = 1.0,
         bootstrap: str = "value",
+        value_ceiling: bool = False,
     ):
         super().__init__()
         if not eta > 0:
@@ -217,6 +223,18 @@ class VMBPOCriticLoss(KeyedLoss):
             if not entropy_weight_init > 0:
                 raise ValueError(f"entropy_weight_init must be > 0, got {entropy_weight_init}")
             self.log_entropy_weight = nn.Parameter(torch.tensor(math.log(entropy_weight_init)))
+        self.value_ceiling = bool(value_ceiling)
+        if self.value_ceiling:
+            bound = 0.0 if log_ratio_network is None else log_ratio_bound(log_ratio_network)
+            if bound is None:
+                raise ValueError(
+                    "value_ceiling needs a bounded log-ratio network (make_log_ratio_network's bound) or none: "
+                    "with an unbounded nu no value is out of range"
+                )
+            self.log_ratio_bound_for_ceiling = float(bound)
+            # Largest reward the critic's batches have shown (eta r enters the ceiling); persistent, so a
+            # resumed run keeps it.
+            self.register_buffer("reward_high", torch.tensor(-math.inf))
 
     @property
     def entropy_weight(self) -> torch.Tensor | None:
@@ -237,7 +255,8 @@ class VMBPOCriticLoss(KeyedLoss):
     def out_keys(self) -> list[str]:
         extra = ["loss_entropy_weight", "entropy_weight"] if self.target_entropy is not None else []
         bounded = ["nu_at_bound_fraction"] if log_ratio_bound(self.log_ratio_network) is not None else []
-        return [*self._out_keys_, *bounded, *extra]
+        ceiling = ["value_ceiling", "value_clip_fraction"] if self.value_ceiling else []
+        return [*self._out_keys_, *bounded, *ceiling, *extra]
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
@@ -311,11 +330,18 @@ class VMBPOCriticLoss(KeyedLoss):
         return self._value_target(self._batch(td)["observation"])[:3]
 
     @torch.no_grad()
-    def _q_target(self, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _q_target(self, b: dict, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        log_q_c_next = None
         if self.bootstrap == "value":
             next_value = self.state_value(b["next_observation"], target=True)  # eq. 23: V'(x')
         else:  # SAC-v2: eq. 24's soft value at x' from the target Q copies
-            next_value = self._soft_value(b["next_observation"], target=True)[0]
+            next_value, _, _, log_q_c_next = self._soft_value(b["next_observation"], target=True)
+        if self.value_ceiling:
+            ceiling = self._value_ceiling(b, log_q_c_next)
+            if info is not None:
+                info["value_ceiling"] = ceiling
+                info["value_clip_fraction"] = (next_value > ceiling).to(next_value.dtype).mean()
+            next_value = next_value.clamp_max(ceiling)
         if self.log_ratio_network is None:
             nu = torch.zeros_like(next_value)
         else:
@@ -324,6 +350,40 @@ class VMBPOCriticLoss(KeyedLoss):
                 nu = torch.where(b["is_real"].bool(), torch.zeros_like(nu), nu)
         y = fv.q_target(b["reward"], next_value, b["terminated"], nu, eta=self.eta, gamma=self.gamma)
         return y, nu
+
+    @torch.no_grad()
+    def _value_ceiling(self, b: dict, log_q_c_next: torch.Tensor | None) -> torch.Tensor:
+        """The largest soft value the per-step terms allow, ``(eta r_high + b + c) / (1 - gamma)``.
+
+        Per step, the target adds ``eta r`` (at most ``eta r_high``, the largest real reward the critic's
+        batches have shown, this batch's included: :meth:`_real_reward_max`), ``-nu`` (at most ``b``, the ratio network's bound) and,
+        through V at x' (eq. 24), ``-KL(q_c || prior mix) <= 0`` plus, under an entropy constraint,
+        ``alpha_H H(q_c)``: ``c = alpha_H max(0, H)``, with H estimated on the batch (``-mean log q_c`` at
+        the x' draws; 0 while q_c's entropy is negative, as the env targets hold it). A discounted sum of
+        such terms is at most ``(eta r_high + b + c) / (1 - gamma)``: the soft value of every policy under
+        every q_d whose nu is so bounded. Clipping the bootstrap there is a projection onto a set that
+        holds the fixed point, so eq. 23's operator keeps it and stays a contraction; a critic can no
+        longer feed on its own over-estimate (README, "VMBPO defaults": Pendulum's Q/eta reached +112
+        reward units with every reward <= 0). ``gamma = 1``: no ceiling (inf)."""
+        inf = torch.full((), math.inf, dtype=b["reward"].dtype, device=b["reward"].device)
+        if self.gamma >= 1.0:
+            return inf
+        r_high = torch.maximum(self.reward_high, self._real_reward_max(b))
+        per_step = self.eta * r_high + self.log_ratio_bound_for_ceiling
+        if self.target_entropy is not None:
+            if log_q_c_next is None:  # the value bootstrap: draw at x' for the entropy estimate
+                log_q_c_next = self._soft_value(b["next_observation"], target=True)[3]
+            per_step = per_step + self.entropy_weight * (-log_q_c_next.mean()).clamp_min(0.0)
+        return torch.where(torch.isfinite(r_high), per_step / (1.0 - self.gamma), inf)  # no real reward yet: none
+
+    @staticmethod
+    def _real_reward_max(b: dict) -> torch.Tensor:
+        """The batch's largest real reward: rows flagged ``is_real``, or every row of an unflagged batch
+        (-inf without real rows). Model rewards are not trusted: an early model's error (Pendulum: +3,
+        every true reward <= 0) would hold the ceiling high for the rest of the run."""
+        if b.get("is_real") is None:
+            return b["reward"].max()
+        return torch.where(b["is_real"].bool(), b["reward"], torch.full_like(b["reward"], -math.inf)).max()
 
     @torch.no_grad()
     def _value_target(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -353,11 +413,16 @@ class VMBPOCriticLoss(KeyedLoss):
         return self._value_loss(self._batch(td)["observation"])
 
     def _qvalue_loss(self, b: dict) -> tuple[torch.Tensor, dict]:
-        y, nu = self._q_target(b)
+        ceiling_info: dict = {}
+        y, nu = self._q_target(b, ceiling_info)
+        if self.value_ceiling:  # training batches raise the ceiling's r_high (after this batch's target)
+            with torch.no_grad():
+                self.reward_high.copy_(torch.maximum(self.reward_high, self._real_reward_max(b)))
         q = self._qvalues(b["observation"], b["action"], self.qvalue_network_params)  # [K, *B]
         loss = distance_loss(q, y.expand_as(q), loss_function=self.loss_function)
         loss = loss.reshape(self.num_qvalue_nets, -1).mean(-1).sum()  # each copy on the whole batch
         info = {"q_value": q.mean(), "q_target": y.mean(), "td_error": (q - y).abs().mean(), "log_ratio": nu.mean()}
+        info.update(ceiling_info)
         if (bound := log_ratio_bound(self.log_ratio_network)) is not None:
             model_rows = None if b.get("is_real") is None else ~b["is_real"].bool()
             info["nu_at_bound_fraction"] = fv.at_bound_fraction(nu, bound, mask=model_rows)
