@@ -175,8 +175,15 @@ def test_vmbpo_paper_sets_what_the_papers_text_fixes():
     assert (s.m_step_mode, s.num_qvalue_nets, s.bootstrap, s.entropy_constraint) == ("copy", 1, "value", False)
     assert (s.weight_mix, s.weight_normaliser, s.weight_min_ess, s.max_weight) == (0.0, "critic", None, None)
     assert (s.acting_policy, s.uniform_prior_weight, cfg.real_ratio) == ("pi", 0.0, 0.0)  # no per-env override
+    assert not s.value_ceiling  # eq. 23 as written
     agent = build_agent(cfg, make_env("Pendulum-v1"))
     assert agent.critic.num_qvalue_nets == 1 and agent.m_step.mode == "copy" and agent.critic.target_entropy is None
+    assert (
+        not agent.critic.value_ceiling
+        and build_agent(
+            default_config("vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,)), make_env("Pendulum-v1")
+        ).critic.value_ceiling
+    )
     assert agent.nu.module.bound == s.log_ratio_bound
     # Every other setting is vmbpo's: the two presets differ only where the paper decides.
     paper_fixed = {
@@ -191,6 +198,7 @@ def test_vmbpo_paper_sets_what_the_papers_text_fixes():
         "max_weight",
         "acting_policy",
         "log_ratio_bound",
+        "value_ceiling",
     }
     vmbpo = VMBPOSettings()
     assert {f.name for f in fields(s) if getattr(s, f.name) != getattr(vmbpo, f.name)} <= paper_fixed

@@ -22,7 +22,7 @@ TINY = [*TINY_STEPS, "compile=off"]
 # Settings under which each preset runs every compiled function in a few updates: VMBPO's twisted
 # fit from the first update (weighted_fit_after=0) and MPO's/PETS's smallest sample sizes.
 EXTRA = {
-    "vmbpo": ["extra.weighted_fit_after=0", "extra.value_ceiling=true"],
+    "vmbpo": ["extra.weighted_fit_after=0"],
     "vmbpo-mfe": ["extra.weighted_fit_after=0"],
     "vmbpo-paper": ["extra.weighted_fit_after=0"],
     "vmbpo-twist-off": ["extra.weighted_fit_after=0"],

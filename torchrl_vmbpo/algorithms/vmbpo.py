@@ -52,7 +52,8 @@ class VMBPOSettings(ExtraSettings):
     anchor on q_c (``entropy_constraint``), the action-value bootstrap (``bootstrap``), q_c acting
     (``acting_policy``); with them the preset puts 5% real rows (nu = 0 on them) in each E-step batch
     (presets.py), and LayerNorm in Q and V (``TrainConfig.critic_layer_norm``, presets.py: with the
-    twist on, an over-valued region otherwise feeds itself). ``vmbpo-twist-off``
+    twist on, an over-valued region otherwise feeds itself), and a ceiling on the Q target's bootstrap at
+    the largest value the real rewards allow (``value_ceiling``). ``vmbpo-twist-off``
     (:class:`VMBPOTwistOffSettings`) is this with q_d by plain MLE; ``vmbpo-paper``
     (:class:`VMBPOPaperSettings`) is the paper's experimental choices as far as its text fixes them."""
 
@@ -109,10 +110,12 @@ class VMBPOSettings(ExtraSettings):
     E's start states but read at model next states) or "action_value" (default; SAC-v2's form:
     min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'), so the target is read where it was
     evaluated; VMBPOCriticLoss)."""
-    value_ceiling: bool = False
+    value_ceiling: bool = True
     """Clip the Q target's bootstrap at the largest soft value the rewards allow, (eta r_max + nu bound +
     entropy bonus) / (1 - gamma) with r_max the largest real reward in the critic's batches (its real
-    rows: real_ratio > 0; VMBPOCriticLoss._value_ceiling): a projection that keeps eq. 23's fixed point."""
+    rows: real_ratio > 0; VMBPOCriticLoss._value_ceiling): a projection that keeps eq. 23's fixed point.
+    On (default): without it, Pendulum's Q / eta rose to +62 and +112 reward units (seeds 0, 2) with every
+    reward <= 0, and seed 2's last evaluation fell to -431 (benchmarks/tuning/vmbpo-value-ceiling)."""
     log_ratio_bound: PositiveFloat = 0.5
     """|nu| <= bound (scaled tanh) so exp(nu) in eq. 21 cannot overflow. A truncation: eq. 21's optimum
     becomes clip(log q_d/p, +-bound), the KL estimate a lower bound, and the Q target's -nu at most
@@ -142,7 +145,8 @@ class VMBPOPaperSettings(VMBPOSettings):
     - D holds samples of the baseline policy pi (Sec. 5.1): ``acting_policy="pi"``;
     - eqs. 22-24 are fitted on model samples only: the preset's ``real_ratio=0`` (presets.py);
     - nu = log q_d / p, unbounded (eq. 20): bounded here only as far as ``exp(nu)`` in eq. 21 needs
-      (``log_ratio_bound=10``, the ratio network's default), not VMBPO's 0.5.
+      (``log_ratio_bound=10``, the ratio network's default), not VMBPO's 0.5;
+    - eq. 23's target as written, with no ceiling on the bootstrap (``value_ceiling=False``).
 
     Left open by the text (its Appendix E, with the hyper-parameters, is not in our copy), chosen as
     the ``vmbpo`` preset's defaults so that the two presets differ only where the paper decides:
@@ -179,6 +183,8 @@ class VMBPOPaperSettings(VMBPOSettings):
     """None: the self-normalised eq.-19 weights are not clipped (the paper does not clip them)."""
     acting_policy: Literal["pi", "q_c"] = "pi"
     """"pi": D holds samples of the baseline policy (Sec. 5.1)."""
+    value_ceiling: bool = False
+    """Off: the paper's Q target is not clipped (eq. 23)."""
     log_ratio_bound: PositiveFloat = 10.0
     """|nu| <= 10: the paper's nu is unbounded (eq. 20); this keeps exp(nu) of eq. 21 finite only.
     eq. 21's optimum becomes clip(log q_d/p, +-10) (see VMBPOSettings.log_ratio_bound)."""
