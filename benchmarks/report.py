@@ -165,6 +165,8 @@ def _settings(summary: dict) -> str:
     if "settings" in summary:  # resolved settings (recorded since 2026-11-27): exact against today's defaults
         defaults = _extra_defaults(summary["algo"], summary["env"])
         changed.update({f"extra.{k}": v for k, v in summary["settings"].items() if defaults.get(k, _MISSING) != v})
+        # a setting added since the run: the run had none (it behaved as before the setting existed)
+        changed.update({f"extra.{k}": "(none)" for k in defaults if k not in summary["settings"]})
     else:  # older runs recorded only the extra.* that were set; their defaults of the time are unknown here
         changed.update({f"extra.{k}": v for k, v in config.get("extra", {}).items()})
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "preset"
