@@ -102,9 +102,10 @@ class VMBPOCriticLoss(KeyedLoss):
             V is then trained as before (eq. 19's weights read it) but no longer enters ``y_Q``.
         value_ceiling: clip the bootstrapped value at ``(eta r_high + b + c) / (1 - gamma)``, the largest
             soft value the per-step terms allow (:meth:`_value_ceiling`; default False, the paper).
-            Needs a bounded ratio network (or none) and real rows in the batches (flagged ``is_real``; an
-            unflagged batch counts as real): no ceiling before a real reward was seen. Adds ``value_ceiling`` and ``value_clip_fraction``
-            (the rows whose bootstrap was clipped) to the output; ``reward_high`` is a buffer.
+            Needs a bounded ratio network (or none) and real rows in the batches (flagged ``is_real``;
+            an unflagged batch counts as real): no ceiling before a real reward was seen. Adds
+            ``value_ceiling`` and ``value_clip_fraction`` (the rows whose bootstrap was clipped) to the
+            output; ``reward_high`` (the running max) is a buffer, saved with the loss.
 
     Keys (``set_keys``, ``SACLoss``'s contract: next-step entries are named relative to ``"next"``):
     ``observation`` (read at x and, under ``"next"``, at x'), ``action``, ``reward`` and
@@ -232,8 +233,8 @@ class VMBPOCriticLoss(KeyedLoss):
                     "with an unbounded nu no value is out of range"
                 )
             self.log_ratio_bound_for_ceiling = float(bound)
-            # Largest reward the critic's batches have shown (eta r enters the ceiling); persistent, so a
-            # resumed run keeps it.
+            # Largest real reward the critic's batches have shown (eta r enters the ceiling); persistent,
+            # so a resumed run keeps it.
             self.register_buffer("reward_high", torch.tensor(-math.inf))
 
     @property
@@ -356,15 +357,16 @@ class VMBPOCriticLoss(KeyedLoss):
         """The largest soft value the per-step terms allow, ``(eta r_high + b + c) / (1 - gamma)``.
 
         Per step, the target adds ``eta r`` (at most ``eta r_high``, the largest real reward the critic's
-        batches have shown, this batch's included: :meth:`_real_reward_max`), ``-nu`` (at most ``b``, the ratio network's bound) and,
+        batches have shown, this batch's included: :meth:`_real_reward_max`), ``-nu`` (at most ``b``,
+        the ratio network's bound) and,
         through V at x' (eq. 24), ``-KL(q_c || prior mix) <= 0`` plus, under an entropy constraint,
         ``alpha_H H(q_c)``: ``c = alpha_H max(0, H)``, with H estimated on the batch (``-mean log q_c`` at
         the x' draws; 0 while q_c's entropy is negative, as the env targets hold it). A discounted sum of
         such terms is at most ``(eta r_high + b + c) / (1 - gamma)``: the soft value of every policy under
         every q_d whose nu is so bounded. Clipping the bootstrap there is a projection onto a set that
         holds the fixed point, so eq. 23's operator keeps it and stays a contraction; a critic can no
-        longer feed on its own over-estimate (README, "VMBPO defaults": Pendulum's Q/eta reached +112
-        reward units with every reward <= 0). ``gamma = 1``: no ceiling (inf)."""
+        longer feed on its own over-estimate (benchmarks/tuning/vmbpo-value-ceiling: Pendulum's Q/eta
+        reached +112 reward units with every reward <= 0). ``gamma = 1``: no ceiling (inf)."""
         inf = torch.full((), math.inf, dtype=b["reward"].dtype, device=b["reward"].device)
         if self.gamma >= 1.0:
             return inf
