@@ -226,13 +226,11 @@ class VMBPOCriticLoss(KeyedLoss):
             self.log_entropy_weight = nn.Parameter(torch.tensor(math.log(entropy_weight_init)))
         self.value_ceiling = bool(value_ceiling)
         if self.value_ceiling:
-            bound = 0.0 if log_ratio_network is None else log_ratio_bound(log_ratio_network)
-            if bound is None:
+            if log_ratio_network is not None and log_ratio_bound(log_ratio_network) is None:
                 raise ValueError(
                     "value_ceiling needs a bounded log-ratio network (make_log_ratio_network's bound) or none: "
                     "with an unbounded nu no value is out of range"
                 )
-            self.log_ratio_bound_for_ceiling = float(bound)
             # Largest real reward the critic's batches have shown (eta r enters the ceiling); persistent,
             # so a resumed run keeps it.
             self.register_buffer("reward_high", torch.tensor(-math.inf))
@@ -371,10 +369,12 @@ class VMBPOCriticLoss(KeyedLoss):
         if self.gamma >= 1.0:
             return inf
         r_high = torch.maximum(self.reward_high, self._real_reward_max(b))
-        per_step = self.eta * r_high + self.log_ratio_bound_for_ceiling
+        per_step = self.eta * r_high + (log_ratio_bound(self.log_ratio_network) or 0.0)  # no network: nu = 0
         if self.target_entropy is not None:
-            if log_q_c_next is None:  # the value bootstrap: draw at x' for the entropy estimate
-                log_q_c_next = self._soft_value(b["next_observation"], target=True)[3]
+            if log_q_c_next is None:  # the value bootstrap: draw a' ~ q_c(.|x') for the entropy estimate
+                q_c = self.variational_policy
+                dist_c = q_c.get_dist(fv.module_input(q_c, b["next_observation"]))
+                log_q_c_next = fv.rsample_with_preimage(dist_c)[2]
             per_step = per_step + self.entropy_weight * (-log_q_c_next.mean()).clamp_min(0.0)
         return torch.where(torch.isfinite(r_high), per_step / (1.0 - self.gamma), inf)  # no real reward yet: none
 
