@@ -6,6 +6,9 @@ Phases, at Hopper-v5 sizes (observation 11, action 3; batch 256; 256x256 actor/c
     batch drawing included as the loop does it), eager and compiled;
   * ``model_fit_step``: one gradient step of the ensemble fit (a ``[256, 7]`` bootstrapped batch),
     eager and compiled, and one whole fit epoch over 4,000 training rows (the holdout pass included);
+  * ``ratio_fit_step`` (with ``vmbpo`` in ``--algos``): one step of VMBPO's ratio fit (eq. 21: nu on a
+    real batch of 256 and on next states drawn from q_d; 250 such steps follow each fit of q_d),
+    eager and compiled;
   * ``imagine``: MBPO's per-fit imagination (400 x 250 one-step rollouts) with the policy;
   * ``collect``: one real Hopper step with the policy acting (MuJoCo on the CPU).
 
@@ -155,6 +158,28 @@ def model_step_phase(cfg, env, device, compiled: bool):
     return step, recorder.shapes, first, epoch, agent, real
 
 
+def ratio_step_phase(cfg, env, device, compiled: bool):
+    """One step of VMBPO's ratio fit as ``VMBPOAgent.after_model_fit`` takes it (the batch drawing included)."""
+    agent = build_agent(cfg.replace(compile="off"), env).setup_compute(device, compile_ratio_fit=compiled)
+    real, _ = filled_buffers(agent, env, device, n_model=0)
+    loss = agent.fit_step_loss(agent.ratio_loss, compiled=agent.compile_ratio_fit)
+
+    def step():
+        optimize(loss(real.sample(agent.ratio_batch_size)), agent.ratio_optimizer, max_grad_norm=agent.max_grad_norm)
+
+    recorder = MatmulRecorder()
+    if not compiled:
+        with recorder:
+            step()
+    start = time.perf_counter()
+    step()
+    sync(device)
+    first = time.perf_counter() - start
+    for _ in range(3):
+        step()
+    return step, recorder.shapes, first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -187,6 +212,13 @@ def main() -> None:
         variants[f"model_fit_step/{tag}"] = (fn, first)
         variants[f"model_fit_epoch/{tag}"] = (epoch, None)
     variants["matmul/model_fit_step"] = (matmul_replay(shapes, device), flops(shapes))
+    if "vmbpo" in args.algos:
+        cfg_v, shapes = default_config("vmbpo", ENV, device=args.device), None
+        for compiled in (False, True):
+            fn, recorded, first = ratio_step_phase(cfg_v, env, device, compiled)
+            shapes = recorded or shapes
+            variants[f"ratio_fit_step/{'compiled' if compiled else 'eager'}"] = (fn, first)
+        variants["matmul/ratio_fit_step"] = (matmul_replay(shapes, device), flops(shapes))
 
     def imagine_once():
         model_buffer = make_buffer(400 * 250, device)
@@ -228,8 +260,8 @@ def main() -> None:
         if name.startswith("update/"):
             ref = "matmul/update/" + name.split("/")[1]
             row["compile_seconds"] = round(extra, 1)
-        elif name.startswith("model_fit_step/"):
-            ref = "matmul/model_fit_step"
+        elif name.startswith(("model_fit_step/", "ratio_fit_step/")):
+            ref = "matmul/" + name.split("/")[0]
             row["compile_seconds"] = round(extra, 1)
         if ref:
             f = variants[ref][1]

@@ -13,7 +13,12 @@ from torch._dynamo.utils import counters
 from torchrl_vmbpo.algorithms import PRESETS, build_agent, default_config
 from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.envs.real import make_env
-from torchrl_vmbpo.training.compile import COMPILE_AUTO_MIN_UPDATES, compile_enabled, compile_fn
+from torchrl_vmbpo.training.compile import (
+    COMPILE_AUTO_MIN_RATIO_FITS,
+    COMPILE_AUTO_MIN_UPDATES,
+    compile_enabled,
+    compile_fn,
+)
 from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.loop_state import LoopState
 from torchrl_vmbpo.training.phases import ModelBuffer, fit_model, imagine_rollouts, run_updates
@@ -45,7 +50,9 @@ def _filled_real_buffer(cfg, n=64):
 def test_every_presets_update_and_model_fit_compile_without_graph_breaks(algo):
     cfg = default_config(algo, "Pendulum-v1", overrides=TINY + EXTRA.get(algo, []) + ["model_max_epochs=1"])
     env, real = _filled_real_buffer(cfg)
-    agent = build_agent(cfg, env).setup_compute("cpu", compile_updates=True, compile_model_fit=True, backend="eager")
+    agent = build_agent(cfg, env).setup_compute(
+        "cpu", compile_updates=True, compile_model_fit=True, compile_ratio_fit=True, backend="eager"
+    )
     torch._dynamo.reset()
     counters.clear()
     state = LoopState.fresh(cfg)
@@ -61,7 +68,9 @@ def test_every_presets_update_and_model_fit_compile_without_graph_breaks(algo):
     # VMBPO-MFE's weighted-MAP M-step reads another batch than its E-step: two update graphs.
     # VMBPO computes both steps in one (em_update), or copies pi <- q_c with no M-step loss.
     update_graphs = 2 if algo == "vmbpo-mfe" else 1
-    expected = int(agent.capabilities.model_fit) + (update_graphs if agent.capabilities.updates else 0)
+    # VMBPO's ratio fit (eq. 21, nu against the fitted q_d) steps with the model fit: its own graph.
+    fit_graphs = int(agent.capabilities.model_fit) + int(hasattr(agent, "ratio_loss"))
+    expected = fit_graphs + (update_graphs if agent.capabilities.updates else 0)
     # Each compiled function traced into exactly one graph (a break would have raised, a recompile
     # shows here).
     assert graphs == expected, (algo, dict(counters["stats"]))
@@ -74,10 +83,16 @@ def test_compile_auto_compiles_runs_long_enough_to_pay_for_it():
     assert compile_enabled(long, what="updates")
     few_fits = TrainConfig(steps=1500, init_random_steps=1000, model_retrain_every=250)  # fits at 1000, 1250, 1500
     assert not compile_enabled(few_fits, what="model_fit")
+    # VMBPO's ratio-fit step pays off only over many fits (COMPILE_AUTO_MIN_RATIO_FITS)
+    assert not compile_enabled(short, what="ratio_fit")
+    many_fits = short.replace(steps=1000 + 250 * (COMPILE_AUTO_MIN_RATIO_FITS - 1), model_retrain_every=250)
+    assert compile_enabled(many_fits, what="ratio_fit")
+    assert not compile_enabled(many_fits.replace(steps=many_fits.steps - 250), what="ratio_fit")
     assert compile_enabled(short.replace(compile="on"), what="updates")
     assert not compile_enabled(long.replace(compile="off"), what="updates")
-    with pytest.raises(ValueError, match="what must be"):
-        compile_enabled(short, what="imagination")
+    for cfg in (short, short.replace(compile="on")):
+        with pytest.raises(ValueError, match="what must be"):
+            compile_enabled(cfg, what="imagination")
 
 
 @pytest.mark.compile_auto
@@ -86,9 +101,12 @@ def test_build_agent_compiles_as_compile_auto_decides_for_the_run():
     long = default_config("vmbpo", "Pendulum-v1", overrides=["hidden=[8]", "model_hidden=[8]"])  # 95,000 updates
     agent = build_agent(long, env)  # compiling is lazy: nothing is traced before the first update
     assert compile_enabled(long) and agent.compiled_update and agent.compile_model_fit
+    assert not agent.compile_ratio_fit  # 39 fits: too few for the ratio fit's compile time
     short = long.replace(steps=600, model_retrain_every=250)  # 1,000 updates, 1 fit
     agent = build_agent(short, env)
     assert not agent.compiled_update and not agent.compile_model_fit
+    paper = long.replace(steps=50_000)  # the paper's Pendulum budget: 199 fits
+    assert build_agent(paper, env).compile_ratio_fit
 
 
 def test_a_graph_break_in_a_compiled_update_is_an_error():
@@ -103,9 +121,9 @@ def test_a_graph_break_in_a_compiled_update_is_an_error():
 def test_compiling_changes_no_state_dict_key_and_build_agent_compiles_as_configured():
     cfg = default_config("vmbpo", "Pendulum-v1", overrides=TINY)
     eager = build_agent(cfg, make_env("Pendulum-v1"))
-    assert not eager.compiled_update and not eager.compile_model_fit
+    assert not eager.compiled_update and not eager.compile_model_fit and not eager.compile_ratio_fit
     on = build_agent(cfg.replace(compile="on"), make_env("Pendulum-v1"))
-    assert on.compiled_update and on.compile_model_fit
+    assert on.compiled_update and on.compile_model_fit and on.compile_ratio_fit
     assert on.state_dict().keys() == eager.state_dict().keys()  # checkpoints interchange
     pets = build_agent(
         default_config("pets", "Pendulum-v1", overrides=TINY[:2] + ["compile=on"]), make_env("Pendulum-v1")

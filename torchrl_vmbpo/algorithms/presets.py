@@ -251,4 +251,5 @@ def build_agent(
         device,
         compile_updates=compile_enabled(cfg, what="updates"),
         compile_model_fit=compile_enabled(cfg, what="model_fit"),
+        compile_ratio_fit=compile_enabled(cfg, what="ratio_fit"),
     )

@@ -292,9 +292,9 @@ class VMBPOAgent(EMAgent):
 
     def after_model_fit(self, real_buffer: ReplayBuffer) -> dict[str, float]:
         """Eq. 21: ν against the freshly fitted q_d, on real (x, a, x') from D."""
-        out = None
+        out, ratio_loss = None, self.fit_step_loss(self.ratio_loss, compiled=self.compile_ratio_fit)
         for _ in range(self.settings.log_ratio_steps):
-            out = self.ratio_loss(real_buffer.sample(self.ratio_batch_size))
+            out = ratio_loss(real_buffer.sample(self.ratio_batch_size))
             optimize(out, self.ratio_optimizer, max_grad_norm=self.max_grad_norm)
         metrics = {} if out is None else {"kl_qd_p_estimate": float(out["kl_estimate"])}
         if out is not None and "nu_at_bound_fraction" in out.keys():  # how much the bound truncates eq. 21

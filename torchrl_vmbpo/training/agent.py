@@ -89,6 +89,7 @@ class Agent(nn.Module):
         self._compile_backend: str | None = None
         self.compiled_update = False
         self.compile_model_fit = False
+        self.compile_ratio_fit = False
         self._compiled_fit: dict[int, object] = {}
 
     @property
@@ -126,17 +127,19 @@ class Agent(nn.Module):
         *,
         compile_updates: bool = False,
         compile_model_fit: bool = False,
+        compile_ratio_fit: bool = False,
         backend: str | None = None,
     ) -> Agent:
         """Move everything the agent owns to ``device`` (optimizer states follow their parameters, which
-        ``.to`` moves in place) and compile its update (:meth:`compile_update`) and model-fit step as
-        asked. ``build_agent`` calls it from ``TrainConfig.device`` / ``compile``; ``backend="eager"``
+        ``.to`` moves in place) and compile its update (:meth:`compile_update`), model-fit step and
+        (VMBPO) ratio-fit step as asked. ``build_agent`` calls it from ``TrainConfig.device`` / ``compile``; ``backend="eager"``
         traces with Dynamo (graph breaks raise) without generating code, as the tests do."""
         device = torch.device(device)
         self.to(device)
         self.capabilities = replace(self.capabilities, device=str(device))
         self._compile_backend = backend
         self.compile_model_fit = compile_model_fit and self.capabilities.model_fit
+        self.compile_ratio_fit = compile_ratio_fit and self.capabilities.model_fit
         self._compiled_fit.clear()
         self.compiled_update = compile_updates and self.capabilities.updates
         if self.compiled_update:
@@ -148,10 +151,13 @@ class Agent(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not compile its update")
 
     def dynamics_step_loss(self):
-        """The model fit's per-step loss: :meth:`dynamics_loss`, compiled once per loss module when the run
-        compiles its model fit."""
-        loss = self.dynamics_loss()
-        if not self.compile_model_fit:
+        """The model fit's per-step loss: :meth:`dynamics_loss`, compiled when the run compiles its model fit."""
+        return self.fit_step_loss(self.dynamics_loss(), compiled=self.compile_model_fit)
+
+    def fit_step_loss(self, loss: LossModule, *, compiled: bool):
+        """``loss`` for the steps of the model-fit phase (q_d's fit; VMBPO's ratio fit): compiled once per
+        loss module when ``compiled``, else ``loss`` itself."""
+        if not compiled:
             return loss
         if id(loss) not in self._compiled_fit:
             self._compiled_fit[id(loss)] = compile_fn(loss, device=self.device, backend=self._compile_backend)
