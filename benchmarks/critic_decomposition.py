@@ -8,6 +8,8 @@ On ``rows`` states drawn from the run's real data D it prints, in reward units (
   state (where the env has one, ``KNOWN_REWARD_FNS``) and against D's rewards at D's actions: is the
   reward head exploited?
 - how saturated q_c's actions are (fraction of components within 5% of the box edge);
+- the pre-tanh spreads of q_c and of the E-step's prior pi and the closed-form KL(q_c || pi) between
+  them (nats, and reward units at eta): what the E-step pays each step for q_c's distance from pi;
 - the target critic Q' at real states (at q_c's, D's and zero actions) and at the model's next states:
   a shift everywhere (a drifting critic) or only off D (extrapolation)?
 - the parts of the Q target ``eta r + gamma soft_value(x') - nu`` (``soft_value = min Q' - log q_c +
@@ -72,6 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     low = torch.as_tensor(dist.low if hasattr(dist, "low") else -1.0)
     saturated = ((a - low) < 0.05 * (high - low)) | ((high - a) < 0.05 * (high - low))
     print(f"q_c actions: {saturated.float().mean():.2f} of components within 5% of the box edge")
+    loc_c, scale_c = fv.pre_tanh_gaussian(dist)
+    loc_pi, scale_pi = fv.pre_tanh_gaussian(loss.pi.get_dist(fv.module_input(loss.pi, x)))
+    kl = fv.diag_gaussian_kl(loc_c, scale_c, loc_pi, scale_pi)
+    spreads = ", ".join(f"{c:.3f}/{p:.3f}" for c, p in zip(scale_c.median(0).values, scale_pi.median(0).values))
+    print(
+        f"pre-tanh spread per action dimension, median over states (q_c/pi): {spreads}; "
+        f"KL(q_c || pi) {kl.mean():.2f} nats a step ({kl.mean() / eta:.3f} reward units)"
+    )
     _, r_model_at_data = loss.q_d.sample(x, a_data)
     print(
         f"model reward at D's actions {r_model_at_data.mean():.2f} (D: {r_data.mean():.2f}); at q_c's actions "
