@@ -108,14 +108,9 @@ def filled_buffers(agent, env, device, n_real=5000, n_model=20000):
     return real, model
 
 
-def update_phase(algo, cfg, env, device, compiled: bool):
-    agent = build_agent(cfg.replace(compile="on" if compiled else "off"), env)
-    real, model = filled_buffers(agent, env, device)
-    ratio = agent.capabilities.real_ratio
-
-    def step():
-        agent.update(agent.sample_batch(real, model, cfg.batch_size, ratio))
-
+def prepare(step, device, compiled: bool, warmup: int) -> tuple[list, float]:
+    """Run ``step`` once under the matmul recorder (eager only), once timed (the compile, when
+    compiled) and ``warmup`` more times: ``(recorded matmul shapes, first call's seconds)``."""
     recorder = MatmulRecorder()
     if not compiled:
         with recorder:
@@ -124,9 +119,20 @@ def update_phase(algo, cfg, env, device, compiled: bool):
     step()  # compiles when compiled
     sync(device)
     first = time.perf_counter() - start
-    for _ in range(5):
+    for _ in range(warmup):
         step()
-    return step, recorder.shapes, first
+    return recorder.shapes, first
+
+
+def update_phase(algo, cfg, env, device, compiled: bool):
+    agent = build_agent(cfg.replace(compile="on" if compiled else "off"), env)
+    real, model = filled_buffers(agent, env, device)
+    ratio = agent.capabilities.real_ratio
+
+    def step():
+        agent.update(agent.sample_batch(real, model, cfg.batch_size, ratio))
+
+    return step, *prepare(step, device, compiled, warmup=5)
 
 
 def model_step_phase(cfg, env, device, compiled: bool):
@@ -141,21 +147,12 @@ def model_step_phase(cfg, env, device, compiled: bool):
         idx = torch.randint(len(data), (cfg.model_batch_size, members), device=device)
         optimize(loss(data[idx])["loss_dynamics"], agent.model_optimizer)
 
-    recorder = MatmulRecorder()
-    if not compiled:
-        with recorder:
-            step()
-    start = time.perf_counter()
-    step()
-    sync(device)
-    first = time.perf_counter() - start
-    for _ in range(3):
-        step()
+    shapes, first = prepare(step, device, compiled, warmup=3)
 
     def epoch():  # one whole epoch on 4,000 training rows + the holdout pass (max_epochs=1)
         fit_dynamics(agent.dynamics, loss, agent.model_optimizer, data, batch_size=cfg.model_batch_size, max_epochs=1)
 
-    return step, recorder.shapes, first, epoch, agent, real
+    return step, shapes, first, epoch, agent, real
 
 
 def ratio_step_phase(cfg, env, device, compiled: bool):
@@ -167,17 +164,7 @@ def ratio_step_phase(cfg, env, device, compiled: bool):
     def step():
         optimize(loss(real.sample(agent.ratio_batch_size)), agent.ratio_optimizer, max_grad_norm=agent.max_grad_norm)
 
-    recorder = MatmulRecorder()
-    if not compiled:
-        with recorder:
-            step()
-    start = time.perf_counter()
-    step()
-    sync(device)
-    first = time.perf_counter() - start
-    for _ in range(3):
-        step()
-    return step, recorder.shapes, first
+    return step, *prepare(step, device, compiled, warmup=3)
 
 
 def main() -> None:

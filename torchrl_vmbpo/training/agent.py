@@ -132,8 +132,9 @@ class Agent(nn.Module):
     ) -> Agent:
         """Move everything the agent owns to ``device`` (optimizer states follow their parameters, which
         ``.to`` moves in place) and compile its update (:meth:`compile_update`), model-fit step and
-        (VMBPO) ratio-fit step as asked. ``build_agent`` calls it from ``TrainConfig.device`` / ``compile``; ``backend="eager"``
-        traces with Dynamo (graph breaks raise) without generating code, as the tests do."""
+        (VMBPO) ratio-fit step as asked. ``build_agent`` calls it from ``TrainConfig.device`` /
+        ``compile``; ``backend="eager"`` traces with Dynamo (graph breaks raise) without generating
+        code, as the tests do."""
         device = torch.device(device)
         self.to(device)
         self.capabilities = replace(self.capabilities, device=str(device))

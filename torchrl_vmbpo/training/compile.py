@@ -2,8 +2,8 @@
 
 What is compiled: the forward of each update's losses (SAC/MBPO/STEVE: ``SACLoss``; MPO: ``MPOLoss``;
 VMBPO and VMBPO-MFE: critic + actor of the E-step, and the M-step; every model-based agent: the
-model loss of the fit's inner step; VMBPO: the ratio fit's loss, eq. 21). Their backward becomes one compiled autograd node; the optimizer
-step (a fused Adam) and the target update stay eager. ``fullgraph=True``: a graph break is an error,
+model loss of the fit's inner step; VMBPO: the ratio fit's loss, eq. 21). Their backward becomes one
+compiled autograd node; the optimizer step (a fused Adam) and the target update stay eager. ``fullgraph=True``: a graph break is an error,
 not a silent slow path (tests/training/test_compile.py compiles every agent's update that way).
 
 On a CUDA device the compiled code is also captured as CUDA graphs (Inductor's ``triton.cudagraphs``,
