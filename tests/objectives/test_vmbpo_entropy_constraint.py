@@ -23,7 +23,7 @@ from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater:UserWarning")
 
 
-def _critic(target_entropy=None, init=1.0):
+def _critic(target_entropy=None, init=1.0, floor=None):
     spec = Bounded(-1.0, 1.0, shape=(1,))
     q_c, pi = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
     return VMBPOCriticLoss(
@@ -35,6 +35,7 @@ def _critic(target_entropy=None, init=1.0):
         gamma=0.9,
         target_entropy=target_entropy,
         entropy_weight_init=init,
+        entropy_weight_min=floor,
     )
 
 
@@ -88,16 +89,40 @@ def test_actor_loss_gains_alpha_log_q_c_and_sends_no_gradient_to_the_multiplier(
     assert out["loss_actor"].item() == pytest.approx(paper.item() - 0.5 * out["entropy"].item(), abs=1e-5)
 
 
-def test_the_vmbpo_setting_builds_the_constraint_at_the_env_target_and_trains_it():
-    cfg = default_config(
-        "vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8, extra=dict(entropy_constraint=True)
-    )
+def test_the_floor_clamps_alpha_h_after_a_step_and_is_a_no_op_above_it():
+    critic = _critic(target_entropy=-1.0, init=0.5, floor=1e-3)
+    critic.project_entropy_weight_()
+    assert critic.entropy_weight.item() == pytest.approx(0.5)  # above the floor: untouched
+    with torch.no_grad():
+        critic.log_entropy_weight.fill_(math.log(1e-19))  # where the unfloored dual drifted on Reacher-v5
+    critic.project_entropy_weight_()
+    assert critic.entropy_weight.item() == pytest.approx(1e-3)
+    unfloored = _critic(target_entropy=-1.0, init=0.5)
+    with torch.no_grad():
+        unfloored.log_entropy_weight.fill_(math.log(1e-19))
+    unfloored.project_entropy_weight_()
+    assert unfloored.entropy_weight.item() == pytest.approx(1e-19)
+    _critic(floor=1e-3).project_entropy_weight_()  # no constraint: nothing to clamp
+
+
+@pytest.mark.parametrize("floor", [0.0, -1e-3, 2.0])
+def test_a_floor_outside_zero_to_the_initial_weight_is_refused(floor):
+    with pytest.raises(ValueError, match=r"entropy_weight_min must be in \(0, entropy_weight_init=1.0\]"):
+        _critic(target_entropy=-1.0, init=1.0, floor=floor)
+
+
+def test_the_agent_update_keeps_alpha_h_at_its_floor():
+    cfg = default_config("vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8)
     agent = build_agent(cfg, make_env("Pendulum-v1"))
-    assert agent.critic.target_entropy == cfg.target_entropy == -1.0
-    assert agent.critic.entropy_weight.item() == pytest.approx(VMBPOSettings().eta * cfg.alpha_init)
-    assert "loss.critic.log_entropy_weight" in agent.state_dict()  # the agent's VMBPOLoss owns it
-    before = agent.critic.log_entropy_weight.detach().clone()
-    batch = TensorDict(
+    floor = VMBPOSettings().eta * VMBPOSettings().entropy_weight_min
+    with torch.no_grad():
+        agent.critic.log_entropy_weight.fill_(math.log(floor) - 5.0)
+    agent.update(_pendulum_batch())
+    assert agent.critic.entropy_weight.item() == pytest.approx(floor)
+
+
+def _pendulum_batch():
+    return TensorDict(
         {
             "observation": torch.randn(8, 3),
             "action": torch.rand(8, 1) * 4 - 2,
@@ -108,7 +133,18 @@ def test_the_vmbpo_setting_builds_the_constraint_at_the_env_target_and_trains_it
         },
         [8],
     )
-    metrics = agent.update(batch)
+
+
+def test_the_vmbpo_setting_builds_the_constraint_at_the_env_target_and_trains_it():
+    cfg = default_config(
+        "vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8, extra=dict(entropy_constraint=True)
+    )
+    agent = build_agent(cfg, make_env("Pendulum-v1"))
+    assert agent.critic.target_entropy == cfg.target_entropy == -1.0
+    assert agent.critic.entropy_weight.item() == pytest.approx(VMBPOSettings().eta * cfg.alpha_init)
+    assert "loss.critic.log_entropy_weight" in agent.state_dict()  # the agent's VMBPOLoss owns it
+    before = agent.critic.log_entropy_weight.detach().clone()
+    metrics = agent.update(_pendulum_batch())
     assert "entropy_weight" in metrics.keys() and not torch.equal(agent.critic.log_entropy_weight, before)
     with pytest.raises(ValueError, match="extra.entropy_constraint"):
         VMBPOSettings(entropy_constraint="yes")

@@ -130,6 +130,7 @@ class EMAgent(Agent):
 
     def _finish_update(self, critic: TensorDictBase, actor: TensorDictBase) -> dict[str, torch.Tensor]:
         """After the E-step's optimizer step: the target update, the counter, the detached metrics."""
+        self.critic.project_entropy_weight_()  # alpha_H's floor, after the step that moved it
         self.target_updater.step()
         self.num_updates += 1
         return {**{k: v.detach() for k, v in critic.items()}, **{f"actor_{k}": v.detach() for k, v in actor.items()}}

@@ -100,6 +100,12 @@ class VMBPOSettings(ExtraSettings):
     critic_lr) on top of KL(q_c || pi). On (default): an entropy anchor, because EM's fixed point is
     deterministic (KL(q_c || pi) -> 0 as pi follows q_c, and the E-step turns into greedy evaluation;
     the tabular oracle shows it). Off: the paper's E-step (benchmarks/tuning/vmbpo-hopper)."""
+    entropy_weight_min: PositiveFloat | None = 1e-4
+    """Floor of alpha_H in SAC's units (the critic's is eta x this; VMBPOCriticLoss.entropy_weight_min):
+    while H(q_c) stays above the target the dual lowers log alpha_H by about critic_lr every update,
+    without end (alpha_H 1e-19 after 180k updates on Reacher-v5), so a constraint that binds later
+    would wait ~140k updates for it. At 1e-4 the bonus is at most ~1e-4 x H reward units a step and
+    alpha_H returns to 1 in ~30k updates. None: no floor."""
     critic_output_scale: Literal["eta", "one"] = "eta"
     """"eta": Q and V networks output eta x their MLP (models.networks.ScaledOutput), so their weights
     learn at SAC's scale whatever eta; "one": plain MLPs (values eta times larger to learn)."""
@@ -258,6 +264,7 @@ class VMBPOAgent(EMAgent):
             uniform_prior_weight=s.uniform_prior_weight,
             target_entropy=cfg.target_entropy_for(act_dim) if s.entropy_constraint else None,
             entropy_weight_init=s.eta * cfg.alpha_init,
+            entropy_weight_min=None if s.entropy_weight_min is None else s.eta * s.entropy_weight_min,
             bootstrap=s.bootstrap,
             value_ceiling=s.value_ceiling,
             max_weight=s.max_weight,

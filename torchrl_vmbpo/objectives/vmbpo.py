@@ -198,7 +198,7 @@ class VMBPOLoss(_EMLoss):
 
     Keyword Args:
         eta, gamma, num_qvalue_nets, uniform_prior_weight, target_entropy, entropy_weight_init,
-            bootstrap, value_ceiling, loss_function: :class:`VMBPOCriticLoss`'s.
+            entropy_weight_min, bootstrap, value_ceiling, loss_function: :class:`VMBPOCriticLoss`'s.
         max_weight, mix, min_ess, normaliser, normaliser_samples, logvar_penalty: :class:`VMBPODynamicsLoss`'s.
         m_step_mode, kl_coef, kl_coef_std: :class:`MStepLoss`'s ``mode``, ``kl_coef``, ``kl_coef_std``.
         m_step_period: E-step updates per M-step period (:meth:`m_step_schedule`): between two copies
@@ -243,6 +243,7 @@ class VMBPOLoss(_EMLoss):
         uniform_prior_weight: float = 0.0,
         target_entropy: float | None = None,
         entropy_weight_init: float = 1.0,
+        entropy_weight_min: float | None = None,
         bootstrap: str = "value",
         value_ceiling: bool = False,
         loss_function: str = "l2",
@@ -272,6 +273,7 @@ class VMBPOLoss(_EMLoss):
             uniform_prior_weight=uniform_prior_weight,
             target_entropy=target_entropy,
             entropy_weight_init=entropy_weight_init,
+            entropy_weight_min=entropy_weight_min,
             bootstrap=bootstrap,
             value_ceiling=value_ceiling,
         )

@@ -95,6 +95,11 @@ class VMBPOCriticLoss(KeyedLoss):
             and the loss returns ``loss_entropy_weight`` (SAC's temperature loss on ``log alpha_H``,
             with the fresh ``a~`` of eq. 24). ``log_entropy_weight`` is a parameter of this loss.
         entropy_weight_init: initial ``alpha_H`` (in the critic's units: ``eta`` x SAC's alpha).
+        entropy_weight_min: floor of ``alpha_H`` (TorchRL ``SACLoss``'s ``min_alpha``; default ``None``, no
+            floor). While ``H(q_c)`` stays above the target the dual's descent lowers ``log alpha_H``
+            by about the learning rate every update, without end (1e-19 after 180k updates on
+            Reacher-v5), and a constraint that binds later then waits tens of thousands of updates
+            for ``alpha_H`` to return; :meth:`project_entropy_weight_` clamps it after each step.
         bootstrap: what ``y_Q`` bootstraps from at ``x'``. ``"value"`` (default, eq. 23): the target
             state-value network ``V'(x')``. ``"action_value"`` (SAC-v2's form, a stabiliser the paper
             does not use): eq. 24's soft value evaluated with the target Q copies at ``x'``,
@@ -183,6 +188,7 @@ class VMBPOCriticLoss(KeyedLoss):
         uniform_prior_weight: float = 0.0,
         target_entropy: float | None = None,
         entropy_weight_init: float = 1.0,
+        entropy_weight_min: float | None = None,
         bootstrap: str = "value",
         value_ceiling: bool = False,
     ):
@@ -223,7 +229,13 @@ class VMBPOCriticLoss(KeyedLoss):
         if self.target_entropy is not None:
             if not entropy_weight_init > 0:
                 raise ValueError(f"entropy_weight_init must be > 0, got {entropy_weight_init}")
+            if entropy_weight_min is not None and not 0 < entropy_weight_min <= entropy_weight_init:
+                raise ValueError(
+                    f"entropy_weight_min must be in (0, entropy_weight_init={entropy_weight_init}] or None, "
+                    f"got {entropy_weight_min}"
+                )
             self.log_entropy_weight = nn.Parameter(torch.tensor(math.log(entropy_weight_init)))
+        self.log_entropy_weight_min = None if entropy_weight_min is None else math.log(entropy_weight_min)
         self.value_ceiling = bool(value_ceiling)
         if self.value_ceiling:
             if log_ratio_network is not None and log_ratio_bound(log_ratio_network) is None:
@@ -239,6 +251,13 @@ class VMBPOCriticLoss(KeyedLoss):
     def entropy_weight(self) -> torch.Tensor | None:
         """``alpha_H`` (detached), or ``None`` without an entropy constraint."""
         return None if self.target_entropy is None else self.log_entropy_weight.detach().exp()
+
+    @torch.no_grad()
+    def project_entropy_weight_(self) -> None:
+        """Clamp ``alpha_H`` to ``[entropy_weight_min, inf)`` (projected descent on the dual): call after
+        each optimizer step. A no-op without an entropy constraint or a floor."""
+        if self.target_entropy is not None and self.log_entropy_weight_min is not None:
+            self.log_entropy_weight.clamp_(min=self.log_entropy_weight_min)
 
     def e_step_prior(self, log_pi: torch.Tensor, log_q_c: torch.Tensor, dist) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mixed, prior)`` at ``q_c``'s action: ``mixed`` is ``log pi`` mixed with the uniform box
