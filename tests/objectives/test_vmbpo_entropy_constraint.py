@@ -23,7 +23,7 @@ from torchrl_vmbpo.objectives.vmbpo_critic import VMBPOCriticLoss
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater:UserWarning")
 
 
-def _critic(target_entropy=None, init=1.0, floor=None):
+def _critic(target_entropy=None, init=1.0, floor=None, log_det=0.0):
     spec = Bounded(-1.0, 1.0, shape=(1,))
     q_c, pi = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
     return VMBPOCriticLoss(
@@ -36,6 +36,7 @@ def _critic(target_entropy=None, init=1.0, floor=None):
         target_entropy=target_entropy,
         entropy_weight_init=init,
         entropy_weight_min=floor,
+        entropy_log_det=log_det,
     )
 
 
@@ -87,6 +88,43 @@ def test_actor_loss_gains_alpha_log_q_c_and_sends_no_gradient_to_the_multiplier(
     paper = actor(td)["loss_actor"]
     # E[log q_c - prior + alpha log q_c - Q] differs by alpha * E[log q_c] = -alpha * entropy
     assert out["loss_actor"].item() == pytest.approx(paper.item() - 0.5 * out["entropy"].item(), abs=1e-5)
+
+
+def test_a_box_offset_moves_the_prior_by_a_constant_and_the_dual_as_a_shifted_target():
+    raw, unit = _critic(target_entropy=-1.0, init=0.7), _critic(target_entropy=-1.0, init=0.7, log_det=2.0)
+    log_pi, log_q_c = torch.tensor([-1.0, -3.0]), torch.tensor([0.5, -0.25])
+    dist = raw.variational_policy.get_dist(TensorDict({"observation": torch.zeros(2, 1)}, [2]))
+    mixed, prior = raw.e_step_prior(log_pi, log_q_c, dist)
+    mixed_u, prior_u = unit.e_step_prior(log_pi, log_q_c, dist)
+    torch.testing.assert_close(mixed_u, mixed)  # log pi and the KL estimate keep the raw density
+    torch.testing.assert_close(prior_u, prior - 0.7 * 2.0)  # -alpha_H (log q_c + log_det)
+    # the dual holds H_raw - log_det >= -1, i.e. H_raw >= 1: as a raw critic with target +1
+    shifted = _critic(target_entropy=1.0, init=0.7)
+    shifted.load_state_dict(unit.state_dict())
+    shifted.__dict__.update(variational_policy=unit.variational_policy, baseline_policy=unit.baseline_policy)
+    td = hand_made_batch()
+    torch.manual_seed(5)
+    dual_unit = unit(td)["loss_entropy_weight"]
+    torch.manual_seed(5)
+    torch.testing.assert_close(dual_unit, shifted(td)["loss_entropy_weight"])
+
+
+@pytest.mark.parametrize("log_det", [math.inf, math.nan])
+def test_a_non_finite_box_offset_is_refused(log_det):
+    with pytest.raises(ValueError, match="entropy_log_det must be finite"):
+        _critic(target_entropy=-1.0, log_det=log_det)
+
+
+@pytest.mark.parametrize("units, expected", [("unit_box", math.log(2.0)), ("raw", 0.0)])
+def test_the_vmbpo_setting_reads_the_entropy_on_the_unit_box_by_default(units, expected):
+    assert VMBPOSettings().entropy_units == "unit_box"
+    cfg = default_config(
+        "vmbpo", "Pendulum-v1", hidden=(16, 16), model_hidden=(16,), batch_size=8, extra=dict(entropy_units=units)
+    )
+    agent = build_agent(cfg, make_env("Pendulum-v1"))  # torques in [-2, 2]: log 2 per dimension
+    assert agent.critic.entropy_log_det == pytest.approx(expected)
+    with pytest.raises(ValueError, match="extra.entropy_units"):
+        VMBPOSettings(entropy_units="normalised")
 
 
 def test_the_floor_clamps_alpha_h_after_a_step_and_is_a_no_op_above_it():

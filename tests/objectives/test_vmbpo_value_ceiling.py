@@ -99,6 +99,13 @@ def test_entropy_bonus_raises_the_ceiling_only_while_the_entropy_is_positive():
     assert critic._value_ceiling(b, torch.tensor([1.0, 2.0])).item() == pytest.approx(1.0)
 
 
+def test_the_entropy_bonus_reads_the_unit_box_entropy():
+    critic = ceiling_critic(target_entropy=-1.0, entropy_weight_init=3.0, bootstrap="action_value", entropy_log_det=0.5)
+    b = critic._batch(batch_with_rewards([-0.2, -0.5, -1.0]))
+    # raw entropy estimate 1.5, on the unit box 1.5 - 0.5 = 1
+    assert critic._value_ceiling(b, torch.tensor([-1.0, -2.0])).item() == pytest.approx((2 * -0.2 + 0.5 + 3.0) / 0.1)
+
+
 def test_no_discount_means_no_ceiling():
     critic = ceiling_critic(gamma=1.0)
     assert critic(batch_with_rewards([-0.2, -0.5, -1.0]))["value_ceiling"].item() == math.inf

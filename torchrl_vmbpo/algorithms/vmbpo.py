@@ -25,7 +25,12 @@ from torchrl_vmbpo.algorithms.em_agent import EMAgent
 from torchrl_vmbpo.data.buffers import real_row_count, sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.models.log_ratio import make_log_ratio_network
-from torchrl_vmbpo.models.networks import make_q_value, make_state_value, make_tanh_gaussian_actor
+from torchrl_vmbpo.models.networks import (
+    action_box_log_det,
+    make_q_value,
+    make_state_value,
+    make_tanh_gaussian_actor,
+)
 from torchrl_vmbpo.objectives.vmbpo import VMBPOLoss
 from torchrl_vmbpo.training.agent import Capabilities, borrow
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
@@ -100,6 +105,13 @@ class VMBPOSettings(ExtraSettings):
     critic_lr) on top of KL(q_c || pi). On (default): an entropy anchor, because EM's fixed point is
     deterministic (KL(q_c || pi) -> 0 as pi follows q_c, and the E-step turns into greedy evaluation;
     the tabular oracle shows it). Off: the paper's E-step (benchmarks/tuning/vmbpo-hopper)."""
+    entropy_units: Literal["unit_box", "raw"] = "unit_box"
+    """Which entropy the constraint holds at the target: "unit_box" (default), that of the action rescaled
+    to [-1, 1]^d, SAC's convention, in which the target -dim A was set; "raw", that of the env's action
+    (TorchRL's TanhNormal log-density; runs before 2026-12-05). They differ by sum log((high - low)/2):
+    0 on Reacher-v5 and the locomotion tasks, 0.69 nats on Pendulum, 1.10 on InvertedPendulum, 21.0 on
+    Reacher7DoF, where alpha_H x 21 nats was a constant reward the critic learnt, then unlearnt as
+    alpha_H decayed (models.networks.action_box_log_det)."""
     entropy_weight_min: PositiveFloat | None = 1e-4
     """Floor of alpha_H in SAC's units (the critic's is eta x this; VMBPOCriticLoss.entropy_weight_min):
     while H(q_c) stays above the target the dual lowers log alpha_H by about critic_lr every update,
@@ -265,6 +277,7 @@ class VMBPOAgent(EMAgent):
             target_entropy=cfg.target_entropy_for(act_dim) if s.entropy_constraint else None,
             entropy_weight_init=s.eta * cfg.alpha_init,
             entropy_weight_min=None if s.entropy_weight_min is None else s.eta * s.entropy_weight_min,
+            entropy_log_det=action_box_log_det(action_spec) if s.entropy_units == "unit_box" else 0.0,
             bootstrap=s.bootstrap,
             value_ceiling=s.value_ceiling,
             max_weight=s.max_weight,

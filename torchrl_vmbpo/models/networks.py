@@ -66,6 +66,19 @@ def make_tanh_gaussian_actor(
     )
 
 
+def action_box_log_det(action_spec: Bounded) -> float:
+    """``sum_i log((high_i - low_i) / 2)``: the log-Jacobian of the affine map from ``[-1, 1]^d`` onto the
+    action box. TorchRL's ``TanhNormal`` (bounded by ``low`` / ``high``) gives the log-density of the
+    raw action, so its entropy exceeds that of the action rescaled to ``[-1, 1]^d`` by this much.
+
+    Example:
+        >>> round(action_box_log_det(Bounded(-2.0, 2.0, shape=(3,))), 4)  # 3 log 2
+        2.0794
+    """
+    low, high = action_spec.space.low, action_spec.space.high
+    return float(torch.log((high - low) / 2).sum())
+
+
 class ScaledOutput(nn.Module):
     """``scale * net(*inputs)``: a value network whose weights learn in units of ``1 / scale``.
 

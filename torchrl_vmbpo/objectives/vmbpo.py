@@ -198,7 +198,7 @@ class VMBPOLoss(_EMLoss):
 
     Keyword Args:
         eta, gamma, num_qvalue_nets, uniform_prior_weight, target_entropy, entropy_weight_init,
-            entropy_weight_min, bootstrap, value_ceiling, loss_function: :class:`VMBPOCriticLoss`'s.
+            entropy_weight_min, entropy_log_det, bootstrap, value_ceiling, loss_function: :class:`VMBPOCriticLoss`'s.
         max_weight, mix, min_ess, normaliser, normaliser_samples, logvar_penalty: :class:`VMBPODynamicsLoss`'s.
         m_step_mode, kl_coef, kl_coef_std: :class:`MStepLoss`'s ``mode``, ``kl_coef``, ``kl_coef_std``.
         m_step_period: E-step updates per M-step period (:meth:`m_step_schedule`): between two copies
@@ -244,6 +244,7 @@ class VMBPOLoss(_EMLoss):
         target_entropy: float | None = None,
         entropy_weight_init: float = 1.0,
         entropy_weight_min: float | None = None,
+        entropy_log_det: float = 0.0,
         bootstrap: str = "value",
         value_ceiling: bool = False,
         loss_function: str = "l2",
@@ -274,6 +275,7 @@ class VMBPOLoss(_EMLoss):
             target_entropy=target_entropy,
             entropy_weight_init=entropy_weight_init,
             entropy_weight_min=entropy_weight_min,
+            entropy_log_det=entropy_log_det,
             bootstrap=bootstrap,
             value_ceiling=value_ceiling,
         )

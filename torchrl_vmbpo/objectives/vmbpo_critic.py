@@ -95,6 +95,14 @@ class VMBPOCriticLoss(KeyedLoss):
             and the loss returns ``loss_entropy_weight`` (SAC's temperature loss on ``log alpha_H``,
             with the fresh ``a~`` of eq. 24). ``log_entropy_weight`` is a parameter of this loss.
         entropy_weight_init: initial ``alpha_H`` (in the critic's units: ``eta`` x SAC's alpha).
+        entropy_log_det: ``log |det|`` of the affine map from ``[-1, 1]^d`` onto the action box,
+            ``sum_i log((high_i - low_i) / 2)`` (default 0: the entropy of the raw action). The constraint,
+            its multiplier's loss and the ceiling's entropy bonus then read the entropy of the action
+            rescaled to ``[-1, 1]^d``, ``H(q_c) - entropy_log_det``: SAC's convention, in which the
+            target ``-dim A`` was set. TorchRL's ``TanhNormal`` gives the raw action's log-density, so a
+            wide box adds a constant to every entropy (21 nats on Reacher7DoF's +-20 box), which the
+            multiplier then prices into Q as a constant reward until it decays. ``log pi`` and the
+            KL terms are unaffected (the constant cancels).
         entropy_weight_min: floor of ``alpha_H`` (TorchRL ``SACLoss``'s ``min_alpha``; default ``None``, no
             floor). While ``H(q_c)`` stays above the target the dual's descent lowers ``log alpha_H``
             by about the learning rate every update, without end (1e-19 after 180k updates on
@@ -189,6 +197,7 @@ class VMBPOCriticLoss(KeyedLoss):
         target_entropy: float | None = None,
         entropy_weight_init: float = 1.0,
         entropy_weight_min: float | None = None,
+        entropy_log_det: float = 0.0,
         bootstrap: str = "value",
         value_ceiling: bool = False,
     ):
@@ -235,6 +244,9 @@ class VMBPOCriticLoss(KeyedLoss):
                     f"got {entropy_weight_min}"
                 )
             self.log_entropy_weight = nn.Parameter(torch.tensor(math.log(entropy_weight_init)))
+        self.entropy_log_det = float(entropy_log_det)
+        if not math.isfinite(self.entropy_log_det):
+            raise ValueError(f"entropy_log_det must be finite, got {entropy_log_det}")
         self.log_entropy_weight_min = None if entropy_weight_min is None else math.log(entropy_weight_min)
         self.value_ceiling = bool(value_ceiling)
         if self.value_ceiling:
@@ -267,7 +279,7 @@ class VMBPOCriticLoss(KeyedLoss):
         mixed = fv.prior_log_prob(log_pi, dist, uniform_weight=self.uniform_prior_weight)
         if self.target_entropy is None:
             return mixed, mixed
-        return mixed, fv.entropy_constrained_prior(mixed, log_q_c, self.entropy_weight)
+        return mixed, fv.entropy_constrained_prior(mixed, log_q_c + self.entropy_log_det, self.entropy_weight)
 
     @property
     def out_keys(self) -> list[str]:
@@ -394,7 +406,8 @@ class VMBPOCriticLoss(KeyedLoss):
                 q_c = self.variational_policy
                 dist_c = q_c.get_dist(fv.module_input(q_c, b["next_observation"]))
                 log_q_c_next = fv.rsample_with_preimage(dist_c)[2]
-            per_step = per_step + self.entropy_weight * (-log_q_c_next.mean()).clamp_min(0.0)
+            entropy = -log_q_c_next.mean() - self.entropy_log_det  # on the [-1, 1]^d box (entropy_log_det)
+            per_step = per_step + self.entropy_weight * entropy.clamp_min(0.0)
         return torch.where(torch.isfinite(r_high), per_step / (1.0 - self.gamma), inf)  # no real reward yet: none
 
     @staticmethod
@@ -458,7 +471,9 @@ class VMBPOCriticLoss(KeyedLoss):
         loss = distance_loss(v, y, loss_function=self.loss_function).mean()
         info = {"value": v.mean(), "value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
         if self.target_entropy is not None:
-            info["loss_entropy_weight"] = fv.entropy_dual_loss(self.log_entropy_weight, log_q_c, self.target_entropy)
+            info["loss_entropy_weight"] = fv.entropy_dual_loss(
+                self.log_entropy_weight, log_q_c + self.entropy_log_det, self.target_entropy
+            )
             info["entropy_weight"] = self.entropy_weight
         return loss, {name: value if name.startswith("loss_") else value.detach() for name, value in info.items()}
 
