@@ -78,8 +78,12 @@ class VMBPOSettings(ExtraSettings):
     pi_old before the next)."""
     kl_coef: NonNegativeFloat = 0.1
     """lambda of eq. 27 (weighted_map only)."""
-    kl_coef_std: NonNegativeFloat | None = 100.0
-    """None: one KL (eq. 27); else MStepLoss's decoupled trust region, this lambda on the spread."""
+    kl_coef_std: NonNegativeFloat | None = None
+    """None (default): one KL to pi_old (eq. 27 as written); a number: MStepLoss's decoupled trust region
+    (MPO's), this lambda on the spread. The decoupled region (100, the default before 2026-12-05) held pi
+    near its initial spread all run, so the E-step paid KL(q_c || pi) of 10-15 nats a step on Reacher7DoF;
+    eq. 27's one KL ended higher on both reachers and level on Pendulum and InvertedPendulum
+    (benchmarks/tuning/vmbpo-m-step-spread)."""
     acting_policy: Literal["pi", "q_c"] = "q_c"
     """Which policy acts in the real env: "pi" (the paper: samples of D come from pi) or "q_c" (default:
     the data, and so q_d, follow the policy the critic evaluates, so the E-step is on-policy; with pi
