@@ -390,7 +390,8 @@ class VMBPOCriticLoss(KeyedLoss):
         the ratio network's bound) and,
         through V at x' (eq. 24), ``-KL(q_c || prior mix) <= 0`` plus, under an entropy constraint,
         ``alpha_H H(q_c)``: ``c = alpha_H max(0, H)``, with H estimated on the batch (``-mean log q_c`` at
-        the x' draws; 0 while q_c's entropy is negative, as the env targets hold it). A discounted sum of
+        the x' draws, less ``entropy_log_det``; 0 while q_c's entropy is negative, as the env targets
+        hold it). A discounted sum of
         such terms is at most ``(eta r_high + b + c) / (1 - gamma)``: the soft value of every policy under
         every q_d whose nu is so bounded. Clipping the bootstrap there is a projection onto a set that
         holds the fixed point, so eq. 23's operator keeps it and stays a contraction; a critic can no
