@@ -271,6 +271,12 @@ class VMBPOCriticLoss(KeyedLoss):
         if self.target_entropy is not None and self.log_entropy_weight_min is not None:
             self.log_entropy_weight.clamp_(min=self.log_entropy_weight_min)
 
+    def constraint_log_prob(self, log_q_c: torch.Tensor) -> torch.Tensor:
+        """``log q_c`` as the entropy constraint reads it: on the ``[-1, 1]^d`` box (``entropy_log_det``
+        added to the raw action's log-density). The one place the prior's entropy term, alpha_H's dual
+        and the ceiling's bonus take it from."""
+        return log_q_c + self.entropy_log_det
+
     def e_step_prior(self, log_pi: torch.Tensor, log_q_c: torch.Tensor, dist) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mixed, prior)`` at ``q_c``'s action: ``mixed`` is ``log pi`` mixed with the uniform box
         (``uniform_prior_weight``; ``log q_c - mixed`` is the logged KL(q_c || pi) estimate), ``prior``
@@ -279,7 +285,7 @@ class VMBPOCriticLoss(KeyedLoss):
         mixed = fv.prior_log_prob(log_pi, dist, uniform_weight=self.uniform_prior_weight)
         if self.target_entropy is None:
             return mixed, mixed
-        return mixed, fv.entropy_constrained_prior(mixed, log_q_c + self.entropy_log_det, self.entropy_weight)
+        return mixed, fv.entropy_constrained_prior(mixed, self.constraint_log_prob(log_q_c), self.entropy_weight)
 
     @property
     def out_keys(self) -> list[str]:
@@ -407,7 +413,7 @@ class VMBPOCriticLoss(KeyedLoss):
                 q_c = self.variational_policy
                 dist_c = q_c.get_dist(fv.module_input(q_c, b["next_observation"]))
                 log_q_c_next = fv.rsample_with_preimage(dist_c)[2]
-            entropy = -log_q_c_next.mean() - self.entropy_log_det  # on the [-1, 1]^d box (entropy_log_det)
+            entropy = -self.constraint_log_prob(log_q_c_next).mean()
             per_step = per_step + self.entropy_weight * entropy.clamp_min(0.0)
         return torch.where(torch.isfinite(r_high), per_step / (1.0 - self.gamma), inf)  # no real reward yet: none
 
@@ -473,7 +479,7 @@ class VMBPOCriticLoss(KeyedLoss):
         info = {"value": v.mean(), "value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
         if self.target_entropy is not None:
             info["loss_entropy_weight"] = fv.entropy_dual_loss(
-                self.log_entropy_weight, log_q_c + self.entropy_log_det, self.target_entropy
+                self.log_entropy_weight, self.constraint_log_prob(log_q_c), self.target_entropy
             )
             info["entropy_weight"] = self.entropy_weight
         return loss, {name: value if name.startswith("loss_") else value.detach() for name, value in info.items()}
