@@ -3,10 +3,13 @@
 import csv
 import json
 import shutil
+import warnings
 
+import pytest
 import torch
 from tiny_configs import SMALL_RUN
 
+from torchrl_vmbpo.algorithms.run import ResumeDefaultsWarning
 from torchrl_vmbpo.cli import main
 from torchrl_vmbpo.training import loop
 
@@ -147,3 +150,37 @@ def test_resume_may_change_where_a_run_computes_but_not_what(tmp_path, capsys):
     assert summary["config"]["checkpoint_every"] == 50 and summary["config"]["utd"] == 2
     assert summary["config"]["device"] == "cpu" and summary["device"] == "cpu"
     assert summary["env_steps"] == 300
+
+
+def _forget_setting(checkpoint, name):
+    """The checkpoint as an earlier version (one without the setting ``name``) would have written it."""
+    payload = torch.load(checkpoint, weights_only=True)
+    config = json.loads(payload["config_json"])
+    del config[name]
+    payload["config_json"] = json.dumps(config)
+    torch.save(payload, checkpoint)
+
+
+def test_resume_names_the_defaults_it_takes_for_settings_its_checkpoint_predates(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "200", "--set", "max_grad_norm=7") == 0
+    resume = ["train", "--resume", "--out", str(out), "--no-progress"]
+
+    # Taken at this version's default (None: no clipping), and said so, naming the setting and its value.
+    _forget_setting(out / "checkpoint.pt", "max_grad_norm")
+    with pytest.warns(ResumeDefaultsWarning, match=r"predates setting\(s\) max_grad_norm: .*max_grad_norm=None"):
+        assert main([*resume, "--steps", "300"]) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["max_grad_norm"] is None
+
+    # A setting the checkpoint predates may be chosen on resume (the run never chose it): no warning.
+    _forget_setting(out / "checkpoint.pt", "max_grad_norm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeDefaultsWarning)
+        assert main([*resume, "--steps", "400", "--set", "max_grad_norm=7"]) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["max_grad_norm"] == 7
+
+    # Settings the checkpoint names stay refused, and the error says which ones a resume may set.
+    _forget_setting(out / "checkpoint.pt", "max_grad_norm")
+    assert main([*resume, "--steps", "500", "--set", "gamma=0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change gamma (0.99 -> 0.9)" in err and "settings its checkpoint predates (max_grad_norm)" in err

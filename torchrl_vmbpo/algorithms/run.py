@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,10 @@ started on a CPU can go on on a GPU, and back), and whether a diverged critic st
 two configs."""
 
 
+class ResumeDefaultsWarning(UserWarning):
+    """A resumed checkpoint predates settings this version has: the run goes on with their defaults."""
+
+
 def resume(
     out_dir: str | Path,
     *,
@@ -107,20 +112,34 @@ def resume(
             f"{out / 'checkpoint.pt'} holds no loop state (written before resuming existed); "
             "it can be loaded with load_checkpoint but not resumed"
         )
+    saved = _current_fields(payload["config"])
     try:
-        cfg = TrainConfig(**_current_fields(payload["config"]))
+        cfg = TrainConfig(**saved)
     except TypeError as err:  # a field this version does not know
         raise CheckpointError(
             f"{out / 'checkpoint.pt'}: its config does not fit this version's TrainConfig ({err})"
         ) from None
+    # Settings added to the package after the checkpoint was written: the run never chose them, so a
+    # resume may set them, and is told which defaults it takes otherwise (a new default could change
+    # what the rest of the run computes).
+    added = _added_settings(saved, cfg)
     if overrides:
         changed = _changed_settings(cfg, new := cfg.with_overrides(list(overrides)))
-        if refused := [name for name in changed if name not in RESUME_SETTINGS]:
+        if refused := [name for name in changed if name not in RESUME_SETTINGS and name not in added]:
             raise ConfigError(
                 f"--resume cannot change {', '.join(f'{n} ({changed[n]})' for n in refused)}: "
                 f"the run was started with it; a resume may change only {', '.join(RESUME_SETTINGS)}"
+                + (f" and the settings its checkpoint predates ({', '.join(added)})" if added else "")
             )
         cfg = new
+    if taken := {name: value for name, value in added.items() if name not in _given_names(overrides)}:
+        warnings.warn(
+            f"{out / 'checkpoint.pt'} predates setting(s) {', '.join(taken)}: the run goes on with this "
+            f"version's default(s) {', '.join(f'{n}={v!r}' for n, v in taken.items())} "
+            "(--set NAME=VALUE with --resume chooses another)",
+            ResumeDefaultsWarning,
+            stacklevel=2,
+        )
     if steps is not None:
         cfg = cfg.replace(steps=steps)
     refuse_finished_run(payload["loop_state"]["env_steps"], cfg.steps)
@@ -145,16 +164,27 @@ def _current_fields(saved: dict) -> dict:
     return saved
 
 
+def _flat_settings(fields: dict) -> dict:
+    """A config dict's fields by their ``--set`` names (``extra.KEY`` for extra's entries)."""
+    fields = dict(fields)
+    extra = fields.pop("extra", None) or {}
+    return {**fields, **{f"extra.{k}": v for k, v in extra.items()}}
+
+
 def _changed_settings(old: TrainConfig, new: TrainConfig) -> dict[str, str]:
     """``{name: "a -> b"}`` for each field (``extra.KEY`` for extra's entries) that differs."""
-
-    def flat(cfg: TrainConfig) -> dict:
-        fields = cfg.to_dict()
-        extra = fields.pop("extra")
-        return {**fields, **{f"extra.{k}": v for k, v in extra.items()}}
-
-    a, b = flat(old), flat(new)
+    a, b = _flat_settings(old.to_dict()), _flat_settings(new.to_dict())
     return {k: f"{a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _added_settings(saved: dict, cfg: TrainConfig) -> dict:
+    """``{name: default}`` for each setting of ``cfg`` that the saved config does not name."""
+    known = _flat_settings(saved)
+    return {name: value for name, value in sorted(_flat_settings(cfg.to_dict()).items()) if name not in known}
+
+
+def _given_names(overrides) -> set[str]:
+    return {item.split("=", 1)[0].strip() for item in overrides}
 
 
 @dataclass(frozen=True)
