@@ -19,6 +19,7 @@ from pathlib import Path
 
 from torchrl_vmbpo.sweeps.report import fmt as _fmt
 from torchrl_vmbpo.sweeps.report import plot_bands
+from torchrl_vmbpo.training.divergence import RATIO_METRIC
 from torchrl_vmbpo.training.results import read_metrics, read_scalars
 
 CHECKPOINT_STEPS = (3000, 5000, 10000, 20000)
@@ -61,6 +62,40 @@ def _non_finite(run_dir: Path) -> tuple[int, list[str]]:
         count += len(points)
         bad += [f"{name}@{step:g}" for step, value in points if not math.isfinite(value)]
     return count, bad
+
+
+def _divergence(run: dict) -> tuple[str, float | None]:
+    """The divergence guard's verdict on a run (issue 24: no run with a diverged critic) and the largest
+    ``critic_divergence_ratio`` it logged (None where it logged none): ``"diverged"`` (its summary names
+    the first crossing), ``"ok"``, or ``"unguarded"`` (recorded before the guard existed)."""
+    ratios = [value for _, value in read_scalars(run["dir"]).get(RATIO_METRIC, [])]
+    peak = max(ratios) if ratios else None
+    if "diverged" not in run["summary"]:
+        return "unguarded", peak
+    return ("diverged" if run["summary"]["diverged"] else "ok"), peak
+
+
+def _divergence_lines(runs: list[dict], results: Path) -> list[str]:
+    verdicts = {run["dir"]: _divergence(run) for run in runs}
+    count = defaultdict(int)
+    for verdict, _ in verdicts.values():
+        count[verdict] += 1
+    peaks = [(peak, d) for d, (_, peak) in verdicts.items() if peak is not None]
+    line = (
+        f"Critic divergence guard (|Q| in reward units over the range the real rewards allow, "
+        f"`critic_divergence_ratio`; diverged past `divergence_factor`, 10): {count['ok']} runs within it, "
+        f"{count['diverged']} diverged, {count['unguarded']} recorded before the guard existed"
+    )
+    if peaks:
+        peak, where = max(peaks, key=lambda p: p[0])
+        line += f"; largest ratio logged {peak:.3g} ({where.relative_to(results)})"
+    lines = ["", line + "."]
+    lines += [
+        f"- diverged: {d.relative_to(results)}: {json.dumps(run['summary']['diverged'])}"
+        for run in runs
+        if (d := run["dir"]) and verdicts[d][0] == "diverged"
+    ]
+    return lines
 
 
 def _return_at(curve: list[dict], step: int) -> float | None:
@@ -228,6 +263,7 @@ def write_report(results: Path) -> Path:
         + (f"non-finite in {len(bad)} runs:" if bad else "none non-finite."),
     ]
     lines += [f"- {b}" for b in bad]
+    lines += _divergence_lines(runs, results)
     machines = {json.dumps(m["summary"].get("machine", {}), sort_keys=True) for m in runs}
     lines += ["", "Machines:", ""] + [f"- `{m}`" for m in sorted(machines)]
     lines += ["", "Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in _plot(results, groups))]

@@ -118,3 +118,15 @@ def test_vmbpo_against_mbpo_compares_means_over_seeds_at_the_last_common_step_an
     assert other.endswith("| no (-4.0, -2.0) |")
     assert lines[-1] == "VMBPO at least MBPO on both measures: 1 of 2 envs with both."
     assert report._comparison({("Env-v0", "mbpo"): groups[("Env-v0", "mbpo")]}) == []
+
+
+def test_divergence_verdicts_read_the_summary_and_the_logged_ratio(tmp_path):
+    report = _report_module()
+    (tmp_path / "scalars.csv").write_text(
+        "name,step,value\ncritic_divergence_ratio,250,0.5\ncritic_divergence_ratio,500,12.0\n"
+    )
+    crossing = {"env_step": 500, "value": 1200.0, "bound": 100.0, "ratio": 12.0}
+    assert report._divergence({"dir": tmp_path, "summary": {"diverged": crossing}}) == ("diverged", 12.0)
+    assert report._divergence({"dir": tmp_path, "summary": {"diverged": None}}) == ("ok", 12.0)
+    (tmp_path / "scalars.csv").write_text("name,step,value\nq_value,250,1.0\n")
+    assert report._divergence({"dir": tmp_path, "summary": {}}) == ("unguarded", None)
