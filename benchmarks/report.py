@@ -91,9 +91,9 @@ def _divergence_lines(runs: list[dict], results: Path) -> list[str]:
         line += f"; largest ratio logged {peak:.3g} ({where.relative_to(results)})"
     lines = ["", line + "."]
     lines += [
-        f"- diverged: {d.relative_to(results)}: {json.dumps(run['summary']['diverged'])}"
+        f"- diverged: {run['dir'].relative_to(results)}: {json.dumps(run['summary']['diverged'])}"
         for run in runs
-        if (d := run["dir"]) and verdicts[d][0] == "diverged"
+        if verdicts[run["dir"]][0] == "diverged"
     ]
     return lines
 
