@@ -16,7 +16,7 @@ from torchrl_vmbpo.envs.termination import TerminationFn
 from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.errors import CheckpointError, CheckpointNotFound, ConfigError, RunFolderError
 from torchrl_vmbpo.training.checkpoint import read_checkpoint, restore_checkpoint
-from torchrl_vmbpo.training.config import TrainConfig, settings_class
+from torchrl_vmbpo.training.config import TrainConfig, parse_assignments, settings_class
 from torchrl_vmbpo.training.loop import train
 from torchrl_vmbpo.training.loop_state import refuse_finished_run
 from torchrl_vmbpo.training.results import (
@@ -132,7 +132,9 @@ def resume(
                 + (f" and the settings its checkpoint predates ({', '.join(added)})" if added else "")
             )
         cfg = new
-    if taken := {name: value for name, value in added.items() if name not in _given_names(overrides)}:
+    changes, extra = parse_assignments(overrides)
+    chosen = _flat_settings({**changes, "extra": extra})
+    if taken := {name: value for name, value in added.items() if name not in chosen}:
         warnings.warn(
             f"{out / 'checkpoint.pt'} predates setting(s) {', '.join(taken)}: the run goes on with this "
             f"version's default(s) {', '.join(f'{n}={v!r}' for n, v in taken.items())} "
@@ -181,10 +183,6 @@ def _added_settings(saved: dict, cfg: TrainConfig) -> dict:
     """``{name: default}`` for each setting of ``cfg`` that the saved config does not name."""
     known = _flat_settings(saved)
     return {name: value for name, value in sorted(_flat_settings(cfg.to_dict()).items()) if name not in known}
-
-
-def _given_names(overrides) -> set[str]:
-    return {item.split("=", 1)[0].strip() for item in overrides}
 
 
 @dataclass(frozen=True)
