@@ -33,7 +33,8 @@ def _load_runs(results: Path) -> list[dict]:
         summary = json.loads(summary_path.read_text())
         curve = read_metrics(summary_path.parent / "metrics.csv")
         if not _in_progress(summary, curve):
-            runs.append({"summary": summary, "curve": curve, "dir": summary_path.parent})
+            run_dir = summary_path.parent
+            runs.append({"summary": summary, "curve": curve, "dir": run_dir, "scalars": read_scalars(run_dir)})
     return runs
 
 
@@ -43,9 +44,9 @@ def _in_progress(summary: dict, curve: list[dict]) -> bool:
     return bool(curve) and max(row["env_steps"] for row in curve) > summary["env_steps"]
 
 
-def _non_finite(run_dir: Path) -> tuple[int, list[str]]:
-    """Count the run's logged numbers (metrics.csv and every training scalar) and name the non-finite
-    ones as ``name@step`` (issues 4 and 6: no NaN or inf in any logged quantity)."""
+def _non_finite(run_dir: Path, scalars: dict[str, list[tuple[float, float]]]) -> tuple[int, list[str]]:
+    """Count the run's logged numbers (metrics.csv and its training ``scalars``, ``read_scalars``) and
+    name the non-finite ones as ``name@step`` (issues 4 and 6: no NaN or inf in any logged quantity)."""
     count, bad = 0, []
     if (run_dir / "metrics.csv").exists():
         with open(run_dir / "metrics.csv", newline="") as f:
@@ -58,7 +59,7 @@ def _non_finite(run_dir: Path) -> tuple[int, list[str]]:
                     count += 1
                     if not math.isfinite(value):
                         bad.append(f"metrics.csv@{row[0]}")
-    for name, points in sorted(read_scalars(run_dir).items()):
+    for name, points in sorted(scalars.items()):
         count += len(points)
         bad += [f"{name}@{step:g}" for step, value in points if not math.isfinite(value)]
     return count, bad
@@ -68,7 +69,7 @@ def _divergence(run: dict) -> tuple[str, float | None]:
     """The divergence guard's verdict on a run (issue 24: no run with a diverged critic) and the largest
     ``critic_divergence_ratio`` it logged (None where it logged none): ``"diverged"`` (its summary names
     the first crossing), ``"ok"``, or ``"unguarded"`` (recorded before the guard existed)."""
-    ratios = [value for _, value in read_scalars(run["dir"]).get(RATIO_METRIC, [])]
+    ratios = [value for _, value in run["scalars"].get(RATIO_METRIC, [])]
     peak = max(ratios) if ratios else None
     if "diverged" not in run["summary"]:
         return "unguarded", peak
@@ -250,7 +251,7 @@ def write_report(results: Path) -> Path:
             + f" | {final} | {best} | {wall} | {ups} | {plan} | {phase} | {commits} | {extra} |"
         )
     lines += _comparison(groups)
-    scanned = {m["dir"]: _non_finite(m["dir"]) for m in runs}
+    scanned = {m["dir"]: _non_finite(m["dir"], m["scalars"]) for m in runs}
     bad = [
         f"{d.relative_to(results)}: {', '.join(b[:5])}{' ...' if len(b) > 5 else ''}"
         for d, (_, b) in scanned.items()

@@ -33,19 +33,19 @@ def test_sac_update_speed_renders_its_recorded_result_and_older_machine_records(
 
 def test_non_finite_scan_counts_values_and_names_bad_ones(tmp_path):
     report = _report_module()
+    from torchrl_vmbpo.training.results import pack_scalars, read_scalars
+
     (tmp_path / "logs" / "scalars").mkdir(parents=True)
     (tmp_path / "metrics.csv").write_text("env_steps,eval_return_mean\n1,-10.0\n500,-5.5\n")
     (tmp_path / "logs" / "scalars" / "q_value.csv").write_text("250,1.0\n500,nan\n")
     (tmp_path / "logs" / "scalars" / "exp_td.csv").write_text("250,inf\n")
-    count, bad = report._non_finite(tmp_path)
+    count, bad = report._non_finite(tmp_path, read_scalars(tmp_path))
     assert count == 4 + 2 + 1 and bad == ["exp_td@250", "q_value@500"]
     # The packed form of committed records holds the same rows and gives the same answer.
-    from torchrl_vmbpo.training.results import pack_scalars
-
     assert pack_scalars(tmp_path) and not (tmp_path / "logs").exists()
-    assert report._non_finite(tmp_path) == (count, bad)
+    assert report._non_finite(tmp_path, read_scalars(tmp_path)) == (count, bad)
     (tmp_path / "scalars.csv").write_text("name,step,value\nq_value,250,1.0\nexp_td,250,3.0\n")
-    assert report._non_finite(tmp_path) == (6, [])
+    assert report._non_finite(tmp_path, read_scalars(tmp_path)) == (6, [])
 
 
 def _row(step, ret):
@@ -125,8 +125,12 @@ def test_divergence_verdicts_read_the_summary_and_the_logged_ratio(tmp_path):
     (tmp_path / "scalars.csv").write_text(
         "name,step,value\ncritic_divergence_ratio,250,0.5\ncritic_divergence_ratio,500,12.0\n"
     )
+    from torchrl_vmbpo.training.results import read_scalars
+
     crossing = {"env_step": 500, "value": 1200.0, "bound": 100.0, "ratio": 12.0}
-    assert report._divergence({"dir": tmp_path, "summary": {"diverged": crossing}}) == ("diverged", 12.0)
-    assert report._divergence({"dir": tmp_path, "summary": {"diverged": None}}) == ("ok", 12.0)
+    run = {"dir": tmp_path, "scalars": read_scalars(tmp_path)}
+    assert report._divergence(run | {"summary": {"diverged": crossing}}) == ("diverged", 12.0)
+    assert report._divergence(run | {"summary": {"diverged": None}}) == ("ok", 12.0)
     (tmp_path / "scalars.csv").write_text("name,step,value\nq_value,250,1.0\n")
-    assert report._divergence({"dir": tmp_path, "summary": {}}) == ("unguarded", None)
+    run = {"dir": tmp_path, "scalars": read_scalars(tmp_path)}
+    assert report._divergence(run | {"summary": {}}) == ("unguarded", None)
