@@ -56,9 +56,8 @@ class VMBPOSettings(ExtraSettings):
     answer the three ways the paper's E-step lets Q run away (README, "VMBPO presets"): an entropy
     anchor on q_c (``entropy_constraint``), the action-value bootstrap (``bootstrap``), q_c acting
     (``acting_policy``); with them the preset puts 5% real rows (nu = 0 on them) in each E-step batch
-    (presets.py), and LayerNorm in Q and V (``TrainConfig.critic_layer_norm``, presets.py: with the
-    twist on, an over-valued region otherwise feeds itself), and a ceiling on the Q target's bootstrap at
-    the largest value the real rewards allow (``value_ceiling``). ``vmbpo-twist-off``
+    (presets.py), and a ceiling on the Q target's bootstrap at the largest value the real rewards allow
+    (``value_ceiling``: with the twist on, an over-valued region otherwise feeds itself). ``vmbpo-twist-off``
     (:class:`VMBPOTwistOffSettings`) is this with q_d by plain MLE; ``vmbpo-paper``
     (:class:`VMBPOPaperSettings`) is the paper's experimental choices as far as its text fixes them."""
 
@@ -176,7 +175,9 @@ class VMBPOPaperSettings(VMBPOSettings):
     between two copies pi <- q_c (``m_step_period``); the plain-MLE warm-up before eq. 19 reads an
     untrained critic (``weighted_fit_after``); the steps and learning rate of the ratio fit; the
     critic's output scale (a reparameterisation, not another objective); the updates per env step and
-    the model's fit and rollout schedule (MBPO's). Two approximations the implementation makes
+    the model's fit and rollout schedule (MBPO's). One open choice differs from ``vmbpo``'s: LayerNorm in
+    Q and V (the preset's ``critic_layer_norm=True``, presets.py), its only bound on the critic without
+    the ceiling. Two approximations the implementation makes
     whatever the preset: eq. 19's sum is self-normalised over each batch (in exact arithmetic
     E_p[w] = 1, eq. 9, so this only rescales), and eq. 23's "sample x, then a ~ q_c, then x' ~ q_d"
     draws its rows from the model buffer E of branched rollouts, refilled after each model fit (rows
