@@ -104,7 +104,7 @@ def filled_buffers(agent, env, device, n_real=5000, n_model=20000):
     real, model = make_buffer(100_000, device), make_buffer(max(n_model, 1), device)
     real.extend(rows.to(device))
     for _ in range(n_model // n_real):
-        model.extend(rows.to(device))
+        model.extend(agent.label_imagined(rows.to(device)))  # VMBPO's recorded nu, as imagination writes it
     return real, model
 
 

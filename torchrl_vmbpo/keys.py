@@ -22,3 +22,7 @@ LOG_WEIGHT = ("model", "log_weight")
 # True on the rows of an update batch drawn from the real buffer D (VMBPO's agent sets it): eqs. 22-23
 # subtract nu = log q_d/p only on model rows (x' ~ q_d), the critic uses nu = 0 on real ones.
 IS_REAL = ("model", "is_real")
+# nu = log q_d / p at a model row's (x, a, x') (eq. 21), the ratio network's out_key. VMBPO records it on each
+# imagined row as the row enters E (VMBPOAgent.label_imagined), by the nu fitted to the q_d that imagined the
+# row; the critic's Q target (eqs. 22-23) reads it from there when the batch holds it.
+LOG_RATIO = ("model", "log_ratio")

@@ -227,7 +227,8 @@ def test_sample_batch_flags_the_rows_from_the_real_buffer_and_the_critic_drops_t
     agent = _agent()
     real, model = make_buffer(100), make_buffer(100)
     real.extend(_model_batch(20).apply(lambda t: t.abs() if t.is_floating_point() else t))  # real: obs >= 0
-    model.extend(_model_batch(20).apply(lambda t: -t.abs() - 1 if t.is_floating_point() else t))  # model: obs < 0
+    model_rows = _model_batch(20).apply(lambda t: -t.abs() - 1 if t.is_floating_point() else t)  # model: obs < 0
+    model.extend(agent.label_imagined(model_rows))  # nu recorded as imagination records it
     batch = agent.sample_batch(real, model, 16, real_ratio=0.25)
     is_real = batch["model", "is_real"]
     assert is_real.sum() == 4 and torch.equal(is_real, batch["observation"][:, 0] >= 0)
@@ -235,6 +236,68 @@ def test_sample_batch_flags_the_rows_from_the_real_buffer_and_the_critic_drops_t
     assert not agent.sample_batch(real, model, 8, real_ratio=0.0)["model", "is_real"].any()
     _, nu = agent.critic.q_target(batch)
     assert torch.all(nu[is_real] == 0) and torch.all(nu[~is_real] != 0)
+
+
+def test_each_model_row_keeps_the_nu_of_the_q_d_that_imagined_it():
+    """log_ratio_at="imagination": nu is recorded as a row enters E and the Q target reads that value after
+    nu is refitted to a later q_d; "update" records nothing and the target reads the latest nu."""
+    from torchrl_vmbpo.data.buffers import make_buffer
+    from torchrl_vmbpo.models.log_ratio import log_ratio_of
+
+    def latest_nu(agent, td):
+        return log_ratio_of(agent.nu, td["observation"], td["action"], td["next", "observation"])
+
+    agent = _agent()
+    rows = agent.label_imagined(_model_batch(20))
+    recorded = rows["model", "log_ratio"]
+    assert recorded.shape == (20, 1)
+    torch.testing.assert_close(recorded.squeeze(-1), latest_nu(agent, rows))
+    model = make_buffer(100)
+    model.extend(rows)
+    with torch.no_grad():  # a refit of nu to a later q_d
+        for param in agent.nu.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    batch = agent.sample_batch(make_buffer(10), model, 16, real_ratio=0.0)
+    _, nu = agent.critic.q_target(batch)
+    torch.testing.assert_close(nu, batch["model", "log_ratio"].squeeze(-1))
+    assert not torch.allclose(nu, latest_nu(agent, batch))
+
+    agent = _agent(log_ratio_at="update")
+    rows = agent.label_imagined(_model_batch(20))
+    assert ("model", "log_ratio") not in rows.keys(True)
+    model = make_buffer(100)
+    model.extend(rows)
+    batch = agent.sample_batch(make_buffer(10), model, 16, real_ratio=0.0)
+    assert ("model", "log_ratio") not in batch.keys(True)
+    torch.testing.assert_close(agent.critic.q_target(batch)[1], latest_nu(agent, batch))
+
+
+def test_imagination_records_the_nu_fitted_to_the_q_d_that_imagines():
+    from torchrl_vmbpo.data.buffers import TRANSITION_KEYS, make_buffer
+    from torchrl_vmbpo.models.log_ratio import log_ratio_of
+    from torchrl_vmbpo.training.phases import ModelBuffer, fit_model, imagine_rollouts
+
+    cfg = default_config(
+        "vmbpo",
+        "Pendulum-v1",
+        hidden=(16, 16),
+        model_hidden=(16,),
+        batch_size=8,
+        rollouts_per_step=2,
+        model_retrain_every=10,
+        model_max_epochs=2,
+    )
+    env = make_env("Pendulum-v1")
+    agent = build_agent(cfg, env)
+    real = make_buffer(1000)
+    real.extend(env.rollout(60, break_when_any_done=False).reshape(-1).select(*TRANSITION_KEYS))
+    fit_model(cfg, agent, real)  # q_d, then nu (after_model_fit)
+    model = ModelBuffer(cfg)
+    imagine_rollouts(cfg, agent, env, real, model, env_steps=60)
+    rows = model.buffer[:]
+    assert len(rows) == 20
+    expected = log_ratio_of(agent.nu, rows["observation"], rows["action"], rows["next", "observation"])
+    torch.testing.assert_close(rows["model", "log_ratio"].squeeze(-1), expected)
 
 
 def test_m_step_period_is_the_copy_period_or_the_trust_region_snapshot_period_and_says_so():

@@ -131,6 +131,21 @@ def test_real_rows_get_no_nu_in_the_q_target():
     torch.testing.assert_close(critic.q_target(td)[1], torch.full((3,), 0.7))
 
 
+def test_a_recorded_nu_replaces_the_network_and_real_rows_still_get_none():
+    # nu recorded as the row was imagined (the nu of the q_d that drew x'): the target subtracts it, not
+    # the critic's network (0.1 x' = 0.2, 0.0, 0.3 here); real rows still take 0; [*B] and [*B, 1] both read.
+    td = hand_made_batch()
+    td["model", "log_ratio"] = torch.tensor([[0.4], [-0.25], [0.1]])
+    td["model", "is_real"] = torch.tensor([False, False, True])
+    y, nu = hand_made_critic().q_target(td)
+    torch.testing.assert_close(nu, torch.tensor([0.4, -0.25, 0.0]))
+    torch.testing.assert_close(y, torch.tensor([2.0 + 0.9 * 4.5 - 0.4, 1.0 + 0.9 * 0.5 + 0.25, -2.0]))
+    td["model", "log_ratio"] = torch.tensor([0.4, -0.25, 0.1])
+    torch.testing.assert_close(hand_made_critic().q_target(td)[1], nu)
+    # a critic without a ratio network treats q_d as the true dynamics: nu = 0, recorded or not
+    torch.testing.assert_close(hand_made_critic(log_ratio=False).q_target(td)[1], torch.zeros(3))
+
+
 def test_without_a_ratio_network_nu_is_zero():
     y, _ = hand_made_critic(log_ratio=False).q_target(hand_made_batch())
     torch.testing.assert_close(y, torch.tensor([5.85 + 0.2, 1.45, -2.3 + 0.3]))

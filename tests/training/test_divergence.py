@@ -41,19 +41,22 @@ def test_the_bound_is_the_largest_reward_so_far_plus_the_per_step_bound_over_one
     assert DivergenceGuard(None, gamma=0.9, factor=10.0, real_data=_rewards(1.0)).check({"q_value": 1e9}, 5) is None
 
 
-def _filled(n, obs_dim, act_dim):
+def _filled(n, obs_dim, act_dim, label=lambda rows: rows):
+    """A buffer of ``n`` random transitions; ``label``: what imagination applies to model rows."""
     buffer = make_buffer(n)
     buffer.extend(
-        TensorDict(
-            {
-                "observation": torch.randn(n, obs_dim),
-                "action": torch.rand(n, act_dim) * 2 - 1,
-                ("next", "observation"): torch.randn(n, obs_dim),
-                ("next", "reward"): -torch.rand(n, 1),
-                ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
-                ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
-            },
-            [n],
+        label(
+            TensorDict(
+                {
+                    "observation": torch.randn(n, obs_dim),
+                    "action": torch.rand(n, act_dim) * 2 - 1,
+                    ("next", "observation"): torch.randn(n, obs_dim),
+                    ("next", "reward"): -torch.rand(n, 1),
+                    ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
+                    ("next", "terminated"): torch.zeros(n, 1, dtype=torch.bool),
+                },
+                [n],
+            )
         )
     )
     return buffer
@@ -67,7 +70,7 @@ def test_every_agent_with_a_critic_reports_the_metric_its_guard_reads(algo):
     if not agent.capabilities.updates:  # PETS plans: no critic
         assert scale is None
         return
-    real, model = _filled(32, 3, 1), _filled(32, 3, 1)
+    real, model = _filled(32, 3, 1), _filled(32, 3, 1, label=agent.label_imagined)
     metrics = agent.update(agent.sample_batch(real, model, 8, agent.capabilities.real_ratio))
     assert scale.metric in metrics and torch.isfinite(torch.as_tensor(metrics[scale.metric]))
     eta = getattr(getattr(agent, "settings", None), "eta", None)

@@ -20,16 +20,19 @@ def make_buffer(capacity: int, device: torch.device | str = "cpu") -> TensorDict
     return TensorDictReplayBuffer(storage=LazyTensorStorage(capacity, device=torch.device(device)))
 
 
-def _rows(buffer: TensorDictReplayBuffer, n: int) -> list[torch.Tensor]:
-    """``n`` uniformly drawn rows of each transition key, read straight from the storage's tensors.
+def _rows(buffer: TensorDictReplayBuffer, n: int, entries: tuple = TRANSITION_KEYS) -> list[torch.Tensor]:
+    """``n`` uniformly drawn rows of each key of ``entries``, read straight from the storage's tensors.
 
     ``ReplayBuffer.sample`` plus ``select`` and ``torch.cat`` of TensorDicts cost ~1.7 ms per
     256-row batch here, more than a tenth of a gradient update; indexing each stored tensor costs
     ~0.3 ms. This reads ``LazyTensorStorage._storage`` (TorchRL 0.14), the one place that does.
     """
     stored = buffer.storage._storage
+    missing = [key for key in entries if stored.get(key, None) is None]
+    if missing:
+        raise KeyError(f"the replay buffer's rows lack {missing}; they hold {list(stored.keys(True, True))}")
     idx = torch.randint(len(buffer), (n,), device=stored.device)
-    return [stored.get(key)[idx] for key in TRANSITION_KEYS]
+    return [stored.get(key)[idx] for key in entries]
 
 
 def real_row_count(model: TensorDictReplayBuffer | None, batch_size: int, real_ratio: float) -> int:
@@ -39,12 +42,18 @@ def real_row_count(model: TensorDictReplayBuffer | None, batch_size: int, real_r
 
 
 def sample_mixed(
-    real: TensorDictReplayBuffer, model: TensorDictReplayBuffer | None, batch_size: int, real_ratio: float
+    real: TensorDictReplayBuffer,
+    model: TensorDictReplayBuffer | None,
+    batch_size: int,
+    real_ratio: float,
+    model_keys: tuple = (),
 ) -> TensorDictBase:
     """A batch with ``round(real_ratio * batch_size)`` real rows first and the rest from the model buffer.
 
-    Only :data:`TRANSITION_KEYS` are kept: real and model rows carry different extra keys. Without a
-    model buffer (or while it is empty) the whole batch is real.
+    Only :data:`TRANSITION_KEYS` are kept: real and model rows carry different extra keys. ``model_keys``
+    adds entries only model rows carry (VMBPO's recorded nu, :data:`keys.LOG_RATIO`): read from E, zero
+    on the real rows, and absent while the batch has no model row. Without a model buffer (or while it
+    is empty) the whole batch is real.
 
     Example:
         >>> from tensordict import TensorDict
@@ -60,10 +69,14 @@ def sample_mixed(
         (5, torch.Size([20]))
     """
     n_real = real_row_count(model, batch_size, real_ratio)
-    parts = []
-    if n_real > 0:
-        parts.append(_rows(real, n_real))
-    if batch_size - n_real > 0:
-        parts.append(_rows(model, batch_size - n_real))
-    columns = [torch.cat(cols) if len(cols) > 1 else cols[0] for cols in zip(*parts)]
-    return TensorDict(dict(zip(TRANSITION_KEYS, columns)), batch_size=[batch_size])
+    n_model = batch_size - n_real
+    entries = TRANSITION_KEYS + tuple(model_keys) if n_model > 0 else TRANSITION_KEYS
+    real_cols = _rows(real, n_real) if n_real > 0 else []
+    model_cols = _rows(model, n_model, entries) if n_model > 0 else []
+    if real_cols and model_cols:  # the model-only entries are zero on the real rows
+        extra = model_cols[len(real_cols) :]
+        real_cols += [torch.zeros((n_real, *col.shape[1:]), dtype=col.dtype, device=col.device) for col in extra]
+        columns = [torch.cat(pair) for pair in zip(real_cols, model_cols)]
+    else:
+        columns = real_cols or model_cols
+    return TensorDict(dict(zip(entries, columns)), batch_size=[batch_size])

@@ -21,7 +21,7 @@ from torchrl.modules import MLP
 from torchrl_vmbpo import keys
 
 # Where nu writes its output by default (namespaced: not a TorchRL standard key).
-LOG_RATIO = ("model", "log_ratio")
+LOG_RATIO = keys.LOG_RATIO
 
 
 class BoundedLogRatioMLP(nn.Module):

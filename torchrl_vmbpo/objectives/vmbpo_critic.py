@@ -52,7 +52,10 @@ class VMBPOCriticLoss(KeyedLoss):
     +KL(p || q_d)``, another quantity with the other sign. Rows flagged by the optional boolean entry
     ``is_real`` (default ``("model", "is_real")``, ``[*B]`` or ``[*B, 1]``; absent: every row is a
     model row) therefore get ``nu = 0``: ``y_Q = eta r + gamma V'(x')``, eq. 9's target when p is
-    deterministic. ``terminated`` (not ``done``) stops bootstrapping, so a time-limit truncation keeps
+    deterministic. ``nu`` is read from the optional entry ``log_ratio`` (default ``("model",
+    "log_ratio")``, ``[*B]`` or ``[*B, 1]``) when the batch holds it: the value recorded as the row was
+    imagined, by the nu fitted to the q_d that drew its x' (``VMBPOAgent.label_imagined``); absent, the
+    critic evaluates ``log_ratio_network`` at the row. ``terminated`` (not ``done``) stops bootstrapping, so a time-limit truncation keeps
     ``V'(x')``. ``y_V`` uses the online Q, as eq. 24 writes it. ``log q_c - log pi`` is scored in
     pre-tanh space on the same sample when both are ``TanhNormal`` over one box (exact, finite where
     tanh saturates; see :func:`~torchrl_vmbpo.objectives.functional_vmbpo.log_prob_at`); any other
@@ -78,7 +81,7 @@ class VMBPOCriticLoss(KeyedLoss):
         variational_policy: ``q_c``, with ``in_keys`` (1: x) and ``get_dist(td)`` (owned by the actor loss).
         baseline_policy: ``pi``, same interface (owned by the M-step loss).
         log_ratio_network: ``nu(x'|x, a)`` with 3 in_keys (owned by :class:`LogRatioLoss`); ``None``
-            means ``nu = 0``, i.e. ``q_d`` treated as the true dynamics.
+            means ``nu = 0``, i.e. ``q_d`` treated as the true dynamics (a recorded ``log_ratio`` is ignored).
 
     Keyword Args:
         eta: temperature ``eta > 0`` of ``p(O=1|x,a) = exp(eta r)``.
@@ -160,6 +163,7 @@ class VMBPOCriticLoss(KeyedLoss):
         """Model transitions (reward and terminated under "next") and the optional real-row flag."""
 
         is_real: tuple = keys.IS_REAL
+        log_ratio: tuple = keys.LOG_RATIO
 
     default_keys = _AcceptedKeys
     _out_keys_ = (
@@ -350,7 +354,8 @@ class VMBPOCriticLoss(KeyedLoss):
     def _batch(self, td: TensorDictBase) -> dict:
         batch = fv.fetch(td, self._read_keys(), type(self).__name__)
         batch["is_real"] = td.get(self.tensor_keys.is_real, None)  # optional: None means all model rows
-        for name in ("reward", "terminated", "is_real"):  # [*B, 1] -> [*B]
+        batch["log_ratio"] = td.get(self.tensor_keys.log_ratio, None)  # optional: None means evaluate nu here
+        for name in ("reward", "terminated", "is_real", "log_ratio"):  # [*B, 1] -> [*B]
             if batch[name] is not None and batch[name].ndim == td.batch_dims + 1:
                 batch[name] = batch[name].squeeze(-1)
         return batch
@@ -381,7 +386,9 @@ class VMBPOCriticLoss(KeyedLoss):
         if self.log_ratio_network is None:
             nu = torch.zeros_like(next_value)
         else:
-            nu = log_ratio_of(self.log_ratio_network, b["observation"], b["action"], b["next_observation"])
+            nu = b.get("log_ratio")  # recorded when the row was imagined (class docstring)
+            if nu is None:
+                nu = log_ratio_of(self.log_ratio_network, b["observation"], b["action"], b["next_observation"])
             if b.get("is_real") is not None:  # eqs. 22-23 subtract nu on model rows only (class docstring)
                 nu = torch.where(b["is_real"].bool(), torch.zeros_like(nu), nu)
         y = fv.q_target(b["reward"], next_value, b["terminated"], nu, eta=self.eta, gamma=self.gamma)

@@ -182,6 +182,11 @@ class Agent(nn.Module):
         """Hook run after each fit of q_d (VMBPO fits its ratio network here)."""
         return {}
 
+    def label_imagined(self, rows: TensorDictBase) -> TensorDictBase:
+        """Hook on each batch of imagined rows (flat, on the agent's device) before it enters E: returns the
+        rows to store, here unchanged (VMBPO records nu on them)."""
+        return rows
+
     def critic_scale(self) -> CriticScale | None:
         """How the loop's divergence guard reads this agent's critic (``training.divergence``): by default
         the ``q_value`` update metric in reward units (SAC, MBPO, STEVE and MPO report it); ``None`` for

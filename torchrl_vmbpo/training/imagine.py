@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import Collector
 from torchrl.data import ReplayBuffer
@@ -28,6 +31,7 @@ def imagine(
     observation_key="observation",
     action_key="action",
     reward_key="reward",
+    label: Callable[[TensorDictBase], TensorDictBase] | None = None,
 ) -> dict[str, float]:
     """Roll ``num_rollouts`` branches of ``horizon`` model steps from real start states into ``model_buffer``.
 
@@ -38,7 +42,8 @@ def imagine(
 
     ``observation_key``, ``action_key``, ``reward_key``: the entries' names in the real env, the real
     buffer, the policy and (what is stored) the model buffer; the losses read them after the same
-    ``set_keys`` (``("next", reward_key)`` etc., SACLoss's contract).
+    ``set_keys`` (``("next", reward_key)`` etc., SACLoss's contract). ``label``: applied to each batch of
+    stored rows before it enters ``model_buffer`` (``Agent.label_imagined``: VMBPO records nu there).
     """
     env = WorldModelEnv(
         dynamics,
@@ -75,6 +80,8 @@ def imagine(
     try:
         for batch in collector:
             flat = batch.reshape(-1).select(*stored_keys)
+            if label is not None:
+                flat = label(flat)
             model_buffer.extend(flat)
             stored += flat.shape[0]
             terminated += float(flat["next", "terminated"].float().sum())

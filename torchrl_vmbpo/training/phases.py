@@ -118,6 +118,7 @@ def imagine_rollouts(
         horizon=horizon,
         termination_fn=agent.termination_fn,
         reward_fn=agent.reward_fn,
+        label=agent.label_imagined,
     )
     return {**metrics, "rollout_length": float(horizon)}
 
