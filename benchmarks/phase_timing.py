@@ -19,6 +19,9 @@ time over the phase's time: the share of the matmul limit the phase reaches (1.0
 matmuls at torch's own rate). Rounds are interleaved (each round times every variant once) and
 medians reported, since this machine is shared.
 
+An ``--algos`` entry may carry settings after ``+`` (``vmbpo+extra.log_ratio_at=update``, ``--set``
+syntax): that preset with them, timed as its own variant in the same rounds.
+
 Usage (repository root): ``.venv/bin/python benchmarks/phase_timing.py [--device cuda] [--threads 1]``
 writes benchmarks/results/phase_timing_<device>_<threads>t.json and .md.
 """
@@ -182,14 +185,15 @@ def main() -> None:
     env = make_env(ENV, seed=0)
     load_before = os.getloadavg()
     variants = {}  # name -> (fn, matmul reference fn or None, flops, compile seconds)
-    for algo in args.algos:
-        cfg = default_config(algo, ENV, device=args.device)
+    for variant in args.algos:
+        algo, *sets = variant.split("+")  # "vmbpo+extra.log_ratio_at=update": the preset with those settings
+        cfg = default_config(algo, ENV, device=args.device, overrides=sets)
         shapes = None
         for compiled in (False, True):
             fn, recorded, first = update_phase(algo, cfg, env, device, compiled)
             shapes = recorded or shapes
-            variants[f"update/{algo}/{'compiled' if compiled else 'eager'}"] = (fn, first)
-        variants[f"matmul/update/{algo}"] = (matmul_replay(shapes, device), flops(shapes))
+            variants[f"update/{variant}/{'compiled' if compiled else 'eager'}"] = (fn, first)
+        variants[f"matmul/update/{variant}"] = (matmul_replay(shapes, device), flops(shapes))
     cfg = default_config("mbpo", ENV, device=args.device)
     shapes = None
     for compiled in (False, True):
