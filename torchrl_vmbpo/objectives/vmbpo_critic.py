@@ -56,9 +56,10 @@ class VMBPOCriticLoss(KeyedLoss):
     "log_ratio")``, ``[*B]`` or ``[*B, 1]``) when the batch holds it: the value recorded as the row was
     imagined, by the nu fitted to the q_d that drew its x' (``VMBPOAgent.label_imagined``); absent, the
     critic evaluates ``log_ratio_network`` at the row. ``terminated`` (not ``done``) stops
-    bootstrapping, so a time-limit truncation keeps ``V'(x')``. ``y_V`` uses the online Q, as eq. 24 writes it. ``log q_c - log pi`` is scored in
-    pre-tanh space on the same sample when both are ``TanhNormal`` over one box (exact, finite where
-    tanh saturates; see :func:`~torchrl_vmbpo.objectives.functional_vmbpo.log_prob_at`); any other
+    bootstrapping, so a time-limit truncation keeps ``V'(x')``. ``y_V`` uses the online Q, as eq. 24
+    writes it. ``log q_c - log pi`` is scored in pre-tanh space on the same sample when both are
+    ``TanhNormal`` over one box (exact, finite where tanh saturates; see
+    :func:`~torchrl_vmbpo.objectives.functional_vmbpo.log_prob_at`); any other
     ``pi`` (e.g. uniform, a constant log-density) is scored with its own ``log_prob``.
 
     Twin Q: ``num_qvalue_nets`` independent Q copies (as TorchRL's ``SACLoss``: the module passed in

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Issue 22's MBPO Hopper bar: filing commit 3a2ceb3 (extra.compile=true) vs HEAD (compile=on),
-# 5,000 random + 1,000 learning steps at UTD 20, seed 0, one thread each, started together.
-cd /work/runs/pair22 && rm -rf before after
+# Issue 22's MBPO Hopper bar: the filing commit 3a2ceb3 (extra.compile=true) against this checkout
+# (compile=on), 5,000 random + 1,000 learning steps at UTD 20, seed 0, one thread each, started together.
+# Usage (repository root, after scripts/setup.sh): git worktree add ../filing 3a2ceb3 &&
+#   bash benchmarks/results/mbpo_hopper_1k_pair/run.sh ../filing OUT
+set -eu
+filing=$(cd "$1" && pwd); mkdir -p "$2"; out=$(cd "$2" && pwd); repo=$(pwd)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-(cd /work/filing && PYTHONPATH=/work/filing /work/main/.venv/bin/python -m torchrl_vmbpo.cli train --algo mbpo --env Hopper-v5 --steps 6000 --seed 0 --out /work/runs/pair22/before --no-progress --set extra.compile=true) > before.log 2>&1 &
-(cd /work/main && .venv/bin/vmbpo train --algo mbpo --env Hopper-v5 --steps 6000 --seed 0 --out /work/runs/pair22/after --no-progress --set compile=on) > after.log 2>&1 &
+(cd "$filing" && PYTHONPATH="$filing" "$repo/.venv/bin/python" -m torchrl_vmbpo.cli train --algo mbpo --env Hopper-v5 \
+  --steps 6000 --seed 0 --out "$out/before" --no-progress --set extra.compile=true) > "$out/before.log" 2>&1 &
+(.venv/bin/vmbpo train --algo mbpo --env Hopper-v5 --steps 6000 --seed 0 --out "$out/after" --no-progress \
+  --set compile=on) > "$out/after.log" 2>&1 &
 wait
-date -u
