@@ -20,7 +20,10 @@ matmuls at torch's own rate). Rounds are interleaved (each round times every var
 medians reported, since this machine is shared.
 
 An ``--algos`` entry may carry settings after ``+`` (``vmbpo+extra.log_ratio_at=update``, ``--set``
-syntax): that preset with them, timed as its own variant in the same rounds.
+syntax): that preset with them, timed as its own variant in the same rounds. ``--precision fp32 bf16``
+times every update and fit step in each ``TrainConfig.precision`` (bf16 phases are named ``...@bf16``);
+their matmul reference replays each recorded matmul in the dtype it ran in (bfloat16 hidden layers,
+float32 output layers), so a bf16 phase's fraction is of the bfloat16 matmul limit.
 
 Usage (repository root): ``.venv/bin/python benchmarks/phase_timing.py [--device cuda] [--threads 1]``
 writes benchmarks/results/phase_timing_<device>_<threads>t.json and .md.
@@ -53,31 +56,38 @@ MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
 
 
 class MatmulRecorder(TorchDispatchMode):
-    """Records ``(batch, m, k, n)`` of every matmul dispatched inside the ``with`` block."""
+    """Records ``(batch, m, k, n, dtype)`` of every matmul dispatched inside the ``with`` block (after
+    autocast's casts: the dtype it computes in)."""
 
     def __init__(self):
         super().__init__()
-        self.shapes: list[tuple[int, int, int, int]] = []
+        self.shapes: list[tuple[int, int, int, int, torch.dtype]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name in MATMULS:
             a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
             batch = a.shape[0] if a.ndim == 3 else 1
-            self.shapes.append((batch, a.shape[-2], a.shape[-1], b.shape[-1]))
+            self.shapes.append((batch, a.shape[-2], a.shape[-1], b.shape[-1], a.dtype))
         return func(*args, **(kwargs or {}))
 
 
 def flops(shapes) -> int:
-    return sum(2 * b * m * k * n for b, m, k, n in shapes)
+    return sum(2 * b * m * k * n for b, m, k, n, _ in shapes)
 
 
 def matmul_replay(shapes, device):
-    """A function running ``torch.matmul`` once on every recorded shape (fresh tensors, made once)."""
+    """A function running ``torch.matmul`` once on every recorded shape, in its recorded dtype (fresh
+    tensors, made once)."""
     pairs = []
-    for b, m, k, n in shapes:
+    for b, m, k, n, dtype in shapes:
         lead = (b,) if b > 1 else ()
-        pairs.append((torch.randn(*lead, m, k, device=device), torch.randn(*lead, k, n, device=device)))
+        pairs.append(
+            (
+                torch.randn(*lead, m, k, device=device, dtype=dtype),
+                torch.randn(*lead, k, n, device=device, dtype=dtype),
+            )
+        )
 
     def run():
         for a, b in pairs:
@@ -160,7 +170,9 @@ def model_step_phase(cfg, env, device, compiled: bool):
 
 def ratio_step_phase(cfg, env, device, compiled: bool):
     """One step of VMBPO's ratio fit as ``VMBPOAgent.after_model_fit`` takes it (the batch drawing included)."""
-    agent = build_agent(cfg.replace(compile="off"), env).setup_compute(device, compile_ratio_fit=compiled)
+    agent = build_agent(cfg.replace(compile="off"), env).setup_compute(
+        device, compile_ratio_fit=compiled, precision=cfg.precision
+    )
     real, _ = filled_buffers(agent, env, device, n_model=0)
     loss = agent.fit_step_loss(agent.ratio_loss, compiled=agent.compile_ratio_fit)
 
@@ -177,6 +189,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--updates", type=int, default=20, help="updates (model steps) per timed round")
     parser.add_argument("--algos", nargs="+", default=["sac", "mbpo", "vmbpo", "vmbpo-mfe", "mpo", "steve"])
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -185,31 +198,34 @@ def main() -> None:
     env = make_env(ENV, seed=0)
     load_before = os.getloadavg()
     variants = {}  # name -> (fn, matmul reference fn or None, flops, compile seconds)
-    for variant in args.algos:
-        algo, *sets = variant.split("+")  # "vmbpo+extra.log_ratio_at=update": the preset with those settings
-        cfg = default_config(algo, ENV, device=args.device, overrides=sets)
+    for precision in args.precision:
+        at = "" if precision == "fp32" else f"@{precision}"  # fp32 phases keep their earlier names
+        for variant in args.algos:
+            algo, *sets = variant.split("+")  # "vmbpo+extra.log_ratio_at=update": the preset with those settings
+            cfg = default_config(algo, ENV, device=args.device, overrides=[*sets, f"precision={precision}"])
+            shapes = None
+            for compiled in (False, True):
+                fn, recorded, first = update_phase(algo, cfg, env, device, compiled)
+                shapes = recorded or shapes
+                variants[f"update/{variant}{at}/{'compiled' if compiled else 'eager'}"] = (fn, first)
+            variants[f"matmul/update/{variant}{at}"] = (matmul_replay(shapes, device), flops(shapes))
+        cfg = default_config("mbpo", ENV, device=args.device, overrides=[f"precision={precision}"])
         shapes = None
         for compiled in (False, True):
-            fn, recorded, first = update_phase(algo, cfg, env, device, compiled)
+            fn, recorded, first, epoch, agent, real = model_step_phase(cfg, env, device, compiled)
             shapes = recorded or shapes
-            variants[f"update/{variant}/{'compiled' if compiled else 'eager'}"] = (fn, first)
-        variants[f"matmul/update/{variant}"] = (matmul_replay(shapes, device), flops(shapes))
-    cfg = default_config("mbpo", ENV, device=args.device)
-    shapes = None
-    for compiled in (False, True):
-        fn, recorded, first, epoch, agent, real = model_step_phase(cfg, env, device, compiled)
-        shapes = recorded or shapes
-        tag = "compiled" if compiled else "eager"
-        variants[f"model_fit_step/{tag}"] = (fn, first)
-        variants[f"model_fit_epoch/{tag}"] = (epoch, None)
-    variants["matmul/model_fit_step"] = (matmul_replay(shapes, device), flops(shapes))
-    if "vmbpo" in args.algos:
-        cfg_v, shapes = default_config("vmbpo", ENV, device=args.device), None
-        for compiled in (False, True):
-            fn, recorded, first = ratio_step_phase(cfg_v, env, device, compiled)
-            shapes = recorded or shapes
-            variants[f"ratio_fit_step/{'compiled' if compiled else 'eager'}"] = (fn, first)
-        variants["matmul/ratio_fit_step"] = (matmul_replay(shapes, device), flops(shapes))
+            tag = "compiled" if compiled else "eager"
+            variants[f"model_fit_step{at}/{tag}"] = (fn, first)
+            variants[f"model_fit_epoch{at}/{tag}"] = (epoch, None)
+        variants[f"matmul/model_fit_step{at}"] = (matmul_replay(shapes, device), flops(shapes))
+        if "vmbpo" in args.algos:
+            cfg_v = default_config("vmbpo", ENV, device=args.device, overrides=[f"precision={precision}"])
+            shapes = None
+            for compiled in (False, True):
+                fn, recorded, first = ratio_step_phase(cfg_v, env, device, compiled)
+                shapes = recorded or shapes
+                variants[f"ratio_fit_step{at}/{'compiled' if compiled else 'eager'}"] = (fn, first)
+            variants[f"matmul/ratio_fit_step{at}"] = (matmul_replay(shapes, device), flops(shapes))
 
     def imagine_once():
         model_buffer = make_buffer(400 * 250, device)
@@ -236,6 +252,7 @@ def main() -> None:
 
     variants["collect/step"] = (collect_step, None)
     repeats = {"model_fit_epoch": 1, "imagine": 1, "collect": 200}
+    repeats.update({f"model_fit_epoch@{p}": 1 for p in args.precision})
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, (fn, _) in variants.items():
@@ -251,7 +268,7 @@ def main() -> None:
         if name.startswith("update/"):
             ref = "matmul/update/" + name.split("/")[1]
             row["compile_seconds"] = round(extra, 1)
-        elif name.startswith(("model_fit_step/", "ratio_fit_step/")):
+        elif name.startswith(("model_fit_step", "ratio_fit_step")):
             ref = "matmul/" + name.split("/")[0]
             row["compile_seconds"] = round(extra, 1)
         if ref:

@@ -46,12 +46,19 @@ def _filled_real_buffer(cfg, n=64):
     return env, buffer
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("algo", PRESETS)
-def test_every_presets_update_and_model_fit_compile_without_graph_breaks(algo):
+def test_every_presets_update_and_model_fit_compile_without_graph_breaks(algo, precision):
     cfg = default_config(algo, "Pendulum-v1", overrides=TINY + EXTRA.get(algo, []) + ["model_max_epochs=1"])
     env, real = _filled_real_buffer(cfg)
+    # bf16: the autocast regions (and the output layers' float32 islands) trace into the same one graph
     agent = build_agent(cfg, env).setup_compute(
-        "cpu", compile_updates=True, compile_model_fit=True, compile_ratio_fit=True, backend="eager"
+        "cpu",
+        compile_updates=True,
+        compile_model_fit=True,
+        compile_ratio_fit=True,
+        backend="eager",
+        precision=precision,
     )
     torch._dynamo.reset()
     counters.clear()

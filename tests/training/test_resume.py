@@ -123,9 +123,10 @@ def test_resume_may_change_where_a_run_computes_but_not_what(tmp_path, capsys):
     before = (out / "metrics.csv").read_text()
     resume = ["train", "--resume", "--out", str(out), "--steps", "300", "--no-progress"]
     # What the run computes: refused, naming the setting, its values and what may change; nothing touched.
-    assert main([*resume, "--set", "utd=3", "--set", "gamma=0.9"]) == 2
+    assert main([*resume, "--set", "utd=3", "--set", "gamma=0.9", "--set", "precision=bf16"]) == 2
     err = capsys.readouterr().err
-    assert "cannot change gamma (0.99 -> 0.9), utd (2.0 -> 3.0)" in err and "device, compile" in err
+    assert "cannot change gamma (0.99 -> 0.9), precision ('fp32' -> 'bf16'), utd (2.0 -> 3.0)" in err
+    assert "device, compile" in err
     assert (out / "metrics.csv").read_text() == before
     # Where and how fast it computes, plus restated settings (a sweep's same --set list): accepted.
     assert (

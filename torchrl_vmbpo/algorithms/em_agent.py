@@ -24,6 +24,7 @@ class EMAgent(Agent):
     """
 
     loss: LossModule
+    loss_functions = ("_e_step_losses", "_m_step_loss", "_em_losses")
 
     def _setup_em(self, cfg: TrainConfig, pi, q_c, *, acting_policy: str) -> None:
         """References into ``self.loss`` by the paper's names (not registered again), the target updater,

@@ -92,6 +92,8 @@ class MPOAgent(Agent):
         ['loss_critic', 'loss_dual', 'loss_policy']
     """
 
+    loss_functions = ("_loss_fn",)
+
     def __init__(self, cfg: TrainConfig, obs_dim: int, action_spec: Bounded, settings: MPOSettings):
         super().__init__()
         s = self.settings = settings

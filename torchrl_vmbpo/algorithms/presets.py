@@ -242,9 +242,9 @@ def default_config(algo: str, env: str, *, overrides: Sequence[str] = (), **chan
 def build_agent(
     cfg: TrainConfig, env: EnvBase, *, termination_fn: TerminationFn | None = None, reward_fn: RewardFn | None = None
 ) -> Agent:
-    """The preset's agent for ``env`` on ``cfg.device``, compiled as ``cfg.compile`` says;
-    ``termination_fn`` / ``reward_fn`` for an env the library does not know (else those registered with
-    ``register_env_functions``, else the library's known ones)."""
+    """The preset's agent for ``env`` on ``cfg.device``, compiled as ``cfg.compile`` says, its gradient
+    steps in ``cfg.precision``; ``termination_fn`` / ``reward_fn`` for an env the library does not know
+    (else those registered with ``register_env_functions``, else the library's known ones)."""
     settings_class(cfg.algo)  # a TrainConfig made before the presets were registered was not checked
     device = resolve_device(cfg.device)  # a missing GPU is a ConfigError before anything is built
     agent = ALGORITHMS[cfg.algo].build(cfg, env, env_functions_for(cfg.env, termination_fn, reward_fn))
@@ -254,4 +254,5 @@ def build_agent(
         compile_updates=compile_enabled(cfg, what="updates"),
         compile_model_fit=compile_enabled(cfg, what="model_fit"),
         compile_ratio_fit=compile_enabled(cfg, what="ratio_fit"),
+        precision=cfg.precision,
     )

@@ -58,6 +58,8 @@ class SACAgent(Agent):
         ['alpha', 'entropy', 'loss_actor', 'loss_alpha', 'loss_qvalue', 'q_value']
     """
 
+    loss_functions = ("_loss_fn",)
+
     def __init__(
         self,
         cfg: TrainConfig,

@@ -19,6 +19,7 @@ from torch import nn
 from torchrl.modules import MLP
 
 from torchrl_vmbpo import keys
+from torchrl_vmbpo.models.networks import fp32_output
 
 # Where nu writes its output by default (namespaced: not a TorchRL standard key).
 LOG_RATIO = keys.LOG_RATIO
@@ -34,8 +35,8 @@ class BoundedLogRatioMLP(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, *, hidden: Sequence[int], bound: float, activation: type[nn.Module]):
         super().__init__()
         self.bound = float(bound)
-        self.mlp = MLP(
-            in_features=2 * obs_dim + act_dim, out_features=1, num_cells=list(hidden), activation_class=activation
+        self.mlp = fp32_output(
+            MLP(in_features=2 * obs_dim + act_dim, out_features=1, num_cells=list(hidden), activation_class=activation)
         )
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

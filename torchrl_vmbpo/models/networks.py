@@ -21,6 +21,33 @@ from torchrl_vmbpo import keys
 _SCALE_LB = 1e-4
 
 
+class OutputLinear(nn.Linear):
+    """A network's last layer, computed in float32 even inside a bfloat16 autocast region.
+
+    Under ``TrainConfig.precision="bf16"`` (training/precision.py) the hidden layers' matmuls run in
+    bfloat16, whose 8-bit mantissa would round a Q-value of 300 to a multiple of 2: the output layer
+    (a small share of the FLOPs) keeps values, log-probs and targets in float32. Outside autocast it is
+    ``nn.Linear``; same parameters and state-dict keys.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def fp32_output(mlp: nn.Sequential) -> nn.Sequential:
+    """``mlp`` (a TorchRL ``MLP``) with its last ``nn.Linear`` turned into an :class:`OutputLinear`.
+
+    The layer object itself changes class (OutputLinear adds no state): building a new layer would draw
+    its initial weights and so shift every later draw of a seeded run.
+    """
+    last = mlp[-1]
+    if type(last) is not nn.Linear:
+        raise TypeError(f"fp32_output expects an MLP ending in nn.Linear, got {type(last).__name__}")
+    last.__class__ = OutputLinear
+    return mlp
+
+
 def make_tanh_gaussian_actor(
     obs_dim: int,
     action_spec: Bounded,
@@ -47,7 +74,9 @@ def make_tanh_gaussian_actor(
         )
     act_dim = action_spec.shape[-1]
     net = nn.Sequential(
-        MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(hidden), activation_class=activation),
+        fp32_output(
+            MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(hidden), activation_class=activation)
+        ),
         NormalParamExtractor(scale_mapping="biased_softplus_1.0", scale_lb=_SCALE_LB),
     )
     module = TensorDictModule(net, in_keys=[observation_key], out_keys=[keys.LOC, keys.SCALE])
@@ -110,7 +139,9 @@ def _value_net(
     # 2023): a normalised last hidden layer bounds |Q| by the last layer's weight norm, so a value
     # cannot run away along features that grow without bound off the data.
     norm = dict(norm_class=nn.LayerNorm, norm_kwargs=[{"normalized_shape": h} for h in hidden]) if layer_norm else {}
-    net = MLP(in_features=in_features, out_features=1, num_cells=list(hidden), activation_class=activation, **norm)
+    net = fp32_output(
+        MLP(in_features=in_features, out_features=1, num_cells=list(hidden), activation_class=activation, **norm)
+    )
     return net if output_scale == 1.0 else ScaledOutput(net, output_scale)
 
 

@@ -19,6 +19,7 @@ from torchrl_vmbpo.objectives.ensemble_nll import GaussianEnsembleNLLLoss
 from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.divergence import CriticScale
 from torchrl_vmbpo.training.model_fit import make_model_optimizer
+from torchrl_vmbpo.training.precision import in_precision
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class Agent(nn.Module):
     Every ``nn.Module`` attribute is saved in checkpoints through ``state_dict``.
     """
 
+    loss_functions: tuple[str, ...] = ()
+    """Names of the function attributes :meth:`update` calls for its losses' forward (eager, or compiled
+    by :meth:`compile_update`): :meth:`setup_compute` runs them in the run's ``precision``."""
     policy: TensorDictModuleBase
     dynamics: DynamicsModel | None
     model_loss: LossModule | None
@@ -87,6 +91,7 @@ class Agent(nn.Module):
         self.capabilities = Capabilities()
         # Set by setup_compute: whether the model fit's step is compiled, and its compiled functions.
         self._compile_backend: str | None = None
+        self.precision = "fp32"  # TrainConfig.precision of the gradient steps, set by setup_compute
         self.compiled_update = False
         self.compile_model_fit = False
         self.compile_ratio_fit = False
@@ -129,11 +134,13 @@ class Agent(nn.Module):
         compile_model_fit: bool = False,
         compile_ratio_fit: bool = False,
         backend: str | None = None,
+        precision: str = "fp32",
     ) -> Agent:
         """Move everything the agent owns to ``device`` (optimizer states follow their parameters, which
-        ``.to`` moves in place) and compile its update (:meth:`compile_update`), model-fit step and
-        (VMBPO) ratio-fit step as asked. ``build_agent`` calls it from ``TrainConfig.device`` /
-        ``compile``; ``backend="eager"`` traces with Dynamo (graph breaks raise) without generating
+        ``.to`` moves in place), compile its update (:meth:`compile_update`), model-fit step and
+        (VMBPO) ratio-fit step as asked, and run the losses of every gradient step in ``precision``
+        (training/precision.py). ``build_agent`` calls it from ``TrainConfig.device`` / ``compile`` /
+        ``precision``; ``backend="eager"`` traces with Dynamo (graph breaks raise) without generating
         code, as the tests do."""
         device = torch.device(device)
         self.to(device)
@@ -145,6 +152,9 @@ class Agent(nn.Module):
         self.compiled_update = compile_updates and self.capabilities.updates
         if self.compiled_update:
             self.compile_update(device, backend=backend)
+        self.precision = precision
+        for name in self.loss_functions:
+            setattr(self, name, in_precision(getattr(self, name), precision, device))
         return self
 
     def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
@@ -156,13 +166,13 @@ class Agent(nn.Module):
         return self.fit_step_loss(self.dynamics_loss(), compiled=self.compile_model_fit)
 
     def fit_step_loss(self, loss: LossModule, *, compiled: bool):
-        """``loss`` for the steps of the model-fit phase (q_d's fit; VMBPO's ratio fit): compiled once per
-        loss module when ``compiled``, else ``loss`` itself."""
+        """``loss`` for the steps of the model-fit phase (q_d's fit; VMBPO's ratio fit) in the agent's
+        ``precision``: compiled once per loss module when ``compiled``, else ``loss`` itself."""
         if not compiled:
-            return loss
+            return in_precision(loss, self.precision, self.device)
         if id(loss) not in self._compiled_fit:
             self._compiled_fit[id(loss)] = compile_fn(loss, device=self.device, backend=self._compile_backend)
-        return self._compiled_fit[id(loss)]
+        return in_precision(self._compiled_fit[id(loss)], self.precision, self.device)
 
     def sample_batch(
         self, real_buffer: ReplayBuffer, model_buffer: ReplayBuffer | None, batch_size: int, real_ratio: float

@@ -41,6 +41,12 @@ class TrainConfig:
     """``torch.compile`` the updates' losses and the model fit's step (training/compile.py): "auto"
     compiles runs of at least 5,000 updates (the updates) or 4 model fits (the fit), where the one-off
     compile time of 10-40 s per function on a CPU core pays off; "off" for tests and short runs."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """The number format of each gradient step's forward (training/precision.py): "fp32", or "bf16"
+    (the hidden layers' matmuls of the updates' losses and the model fits' steps in bfloat16 under
+    autocast; weights, optimizer states, output layers, losses and targets float32). bf16 is about 2x
+    faster where the hardware has bfloat16 units (AVX512-BF16 / AMX CPUs, Ampere-on GPUs), slower
+    elsewhere; benchmarks/results/precision_bf16/ has the measurements."""
     # --- evaluation and logging ---
     eval_every: PositiveInt = 500  #: env steps between deterministic evaluations (also at the end)
     eval_episodes: PositiveInt = 5  #: episodes per evaluation, on a separate env
