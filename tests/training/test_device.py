@@ -105,3 +105,13 @@ def test_compiled_updates_replay_as_cuda_graphs_and_learn(algo, tmp_path):
     summary = run(cfg, tmp_path / "run", progress=False)
     assert summary["compiled"] == {"updates": True, "model_fit": algo != "sac"}
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["final_train_metrics"].values())
+
+
+@needs_cuda
+@pytest.mark.parametrize("compile_", ["off", "on"])
+def test_bf16_precision_trains_on_a_gpu_eager_and_as_cuda_graphs(compile_, tmp_path):
+    overrides = TINY[:-1] + [f"compile={compile_}", "precision=bf16"]
+    cfg = default_config("vmbpo", "Pendulum-v1", steps=400, device="cuda", overrides=overrides)
+    summary = run(cfg, tmp_path / "run", progress=False)
+    assert summary["config"]["precision"] == "bf16" and summary["device"] == "cuda:0"
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary["final_train_metrics"].values())

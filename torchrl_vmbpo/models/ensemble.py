@@ -110,7 +110,7 @@ class GaussianEnsemble(nn.Module):
         # The output layer in float32 even under a bfloat16 autocast (TrainConfig.precision="bf16"):
         # means and log-variances enter the NLL, and bf16 would round a predicted state to ~3 digits.
         with torch.autocast(x.device.type, enabled=False):
-            out = torch.baddbmm(weights[-1][1], x.float(), weights[-1][0])
+            out = torch.baddbmm(weights[-1][1], x.to(weights[-1][0].dtype), weights[-1][0])
         mean, raw_logvar = out.chunk(2, dim=-1)
         # Soft bounds (PETS, appendix A.1): smooth, so gradients reach the bounds themselves.
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)

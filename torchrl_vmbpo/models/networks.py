@@ -22,7 +22,7 @@ _SCALE_LB = 1e-4
 
 
 class OutputLinear(nn.Linear):
-    """A network's last layer, computed in float32 even inside a bfloat16 autocast region.
+    """A network's last layer, computed in its weights' dtype (float32) even inside a bfloat16 autocast region.
 
     Under ``TrainConfig.precision="bf16"`` (training/precision.py) the hidden layers' matmuls run in
     bfloat16, whose 8-bit mantissa would round a Q-value of 300 to a multiple of 2: the output layer
@@ -32,7 +32,7 @@ class OutputLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
+            return super().forward(x.to(self.weight.dtype))  # bf16 features -> the weights' own dtype
 
 
 def fp32_output(mlp: nn.Sequential) -> nn.Sequential:
