@@ -48,6 +48,7 @@ from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.training.imagine import imagine
 from torchrl_vmbpo.training.model_fit import fit_dynamics
 from torchrl_vmbpo.training.optim import optimize
+from torchrl_vmbpo.training.precision import PRECISIONS
 from torchrl_vmbpo.training.results import git_commit, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -189,7 +190,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--updates", type=int, default=20, help="updates (model steps) per timed round")
     parser.add_argument("--algos", nargs="+", default=["sac", "mbpo", "vmbpo", "vmbpo-mfe", "mpo", "steve"])
-    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -252,11 +253,10 @@ def main() -> None:
 
     variants["collect/step"] = (collect_step, None)
     repeats = {"model_fit_epoch": 1, "imagine": 1, "collect": 200}
-    repeats.update({f"model_fit_epoch@{p}": 1 for p in args.precision})
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, (fn, _) in variants.items():
-            phase = name.split("/")[0]
+            phase = name.split("/")[0].split("@")[0]  # model_fit_epoch@bf16: a model_fit_epoch
             times[name].append(timed(fn, device, repeats.get(phase, args.updates)))
     med = {name: statistics.median(ts) for name, ts in times.items()}
     rows = []

@@ -14,6 +14,7 @@ from typing import Annotated, ClassVar, Literal
 from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.training.device import check_device_name
 from torchrl_vmbpo.training.loggers import check_logger
+from torchrl_vmbpo.training.precision import Precision
 from torchrl_vmbpo.training.validation import (
     Fraction,
     NonNegativeFloat,
@@ -41,7 +42,7 @@ class TrainConfig:
     """``torch.compile`` the updates' losses and the model fit's step (training/compile.py): "auto"
     compiles runs of at least 5,000 updates (the updates) or 4 model fits (the fit), where the one-off
     compile time of 10-40 s per function on a CPU core pays off; "off" for tests and short runs."""
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     """The number format of each gradient step's forward (training/precision.py): "fp32", or "bf16"
     (the hidden layers' matmuls of the updates' losses and the model fits' steps in bfloat16 under
     autocast; weights, optimizer states, output layers, losses and targets float32). bf16 is about 2x

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+"""The choices of ``TrainConfig.precision`` (its annotation: the config checks values against it)."""
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def in_precision(fn: Callable, precision: str, device: torch.device | str) -> Callable:
