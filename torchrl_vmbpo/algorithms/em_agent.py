@@ -9,7 +9,6 @@ from torchrl.objectives import LossModule
 
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.training.agent import Agent, borrow
-from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.optim import optimize, optimize_together, total_loss
 from torchrl_vmbpo.training.target_update import SoftUpdate
@@ -24,7 +23,6 @@ class EMAgent(Agent):
     """
 
     loss: LossModule
-    loss_functions = ("_e_step_losses", "_m_step_loss", "_em_losses")
 
     def _setup_em(self, cfg: TrainConfig, pi, q_c, *, acting_policy: str) -> None:
         """References into ``self.loss`` by the paper's names (not registered again), the target updater,
@@ -44,10 +42,7 @@ class EMAgent(Agent):
         self.max_grad_norm = cfg.max_grad_norm
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         borrow(self, policy=pi if acting_policy == "pi" else q_c)
-        # Plain function attributes (not submodules): compiling them adds no state-dict keys.
-        self._e_step_losses = self._eager_e_step_losses
-        self._m_step_loss = self.m_step.__call__
-        self._em_losses = self._eager_em_losses
+        self.bind_loss_forwards()
 
     def _eager_e_step_losses(self, batch: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
         # V's target (eq. 24) is read at the actor's draw a ~ q_c (eq. 25): one q_c, pi and Q pass fewer.
@@ -65,12 +60,14 @@ class EMAgent(Agent):
         critic = self.critic(batch, value_sample=value_sample)
         return critic, actor, self.m_step.loss_at(obs, self.pi.build_dist_from_params(pi_params), draw)
 
-    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
-        """Compile the E-step's critic and actor losses as one function, the M-step's loss, and the two
-        together (:meth:`em_update`)."""
-        self._e_step_losses = compile_fn(self._eager_e_step_losses, device=device, backend=backend)
-        self._m_step_loss = compile_fn(self.m_step, device=device, backend=backend)
-        self._em_losses = compile_fn(self._eager_em_losses, device=device, backend=backend)
+    def loss_forwards(self) -> dict:
+        """The E-step's critic and actor losses as one function, the M-step's loss, and the two together
+        (:meth:`em_update`)."""
+        return {
+            "_e_step_losses": self._eager_e_step_losses,
+            "_m_step_loss": self.m_step.__call__,
+            "_em_losses": self._eager_em_losses,
+        }
 
     # --- the critic's networks, by the paper's names ---
     @property

@@ -23,7 +23,6 @@ from torchrl_vmbpo.envs.real import env_dims
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.objectives.mpo import MPOLoss
 from torchrl_vmbpo.training.agent import Agent, borrow
-from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.target_update import SoftUpdate
@@ -92,8 +91,6 @@ class MPOAgent(Agent):
         ['loss_critic', 'loss_dual', 'loss_policy']
     """
 
-    loss_functions = ("_loss_fn",)
-
     def __init__(self, cfg: TrainConfig, obs_dim: int, action_spec: Bounded, settings: MPOSettings):
         super().__init__()
         s = self.settings = settings
@@ -134,10 +131,10 @@ class MPOAgent(Agent):
             fused=True,  # one kernel per group instead of ~10 tensor ops per parameter tensor
         )
         self.max_grad_norm = cfg.max_grad_norm
-        self._loss_fn = self.loss.__call__  # a plain function attribute: compiling adds no state-dict keys
+        self.bind_loss_forwards()
 
-    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
-        self._loss_fn = compile_fn(self.loss, device=device, backend=backend)
+    def loss_forwards(self) -> dict:
+        return {"_loss_fn": self.loss.__call__}
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         losses = self._loss_fn(batch)

@@ -22,7 +22,6 @@ from torchrl_vmbpo.envs.world_model import RewardFn
 from torchrl_vmbpo.models.dynamics import DynamicsModel
 from torchrl_vmbpo.models.networks import make_q_value, make_tanh_gaussian_actor
 from torchrl_vmbpo.training.agent import Agent, Capabilities, borrow
-from torchrl_vmbpo.training.compile import compile_fn
 from torchrl_vmbpo.training.config import ExtraSettings, TrainConfig
 from torchrl_vmbpo.training.optim import optimize
 from torchrl_vmbpo.training.target_update import SoftUpdate
@@ -57,8 +56,6 @@ class SACAgent(Agent):
         >>> sorted(agent.update(batch))
         ['alpha', 'entropy', 'loss_actor', 'loss_alpha', 'loss_qvalue', 'q_value']
     """
-
-    loss_functions = ("_loss_fn",)
 
     def __init__(
         self,
@@ -102,17 +99,16 @@ class SACAgent(Agent):
         )
         self.max_grad_norm = cfg.max_grad_norm
         self.settings = SACSettings.from_extra(cfg.extra) if settings is None else settings
-        # A plain function attribute (not a submodule): compiling adds no state-dict keys.
-        self._loss_fn = self.loss.__call__
+        self.bind_loss_forwards()
         if dynamics is not None:  # MBPO: SAC on real and imagined rows
             self.attach_dynamics(dynamics, cfg, termination_fn=termination_fn, reward_fn=reward_fn)
             self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
 
-    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
-        """Compile ``SACLoss.forward`` (STEVE's target estimator included): about 1.6x the eager updates
+    def loss_forwards(self) -> dict:
+        """``SACLoss.forward`` (STEVE's target estimator included); compiled, about 1.6x the eager updates
         per second at Hopper sizes on a CPU core (benchmarks/results/phase_timing_*.md)."""
         _ = self.loss.value_estimator.tensor_keys  # set lazily on first read: a first compiled call would recompile
-        self._loss_fn = compile_fn(self.loss, device=device, backend=backend)
+        return {"_loss_fn": self.loss.__call__}
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         losses = self._loss_fn(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -63,13 +64,11 @@ class Agent(nn.Module):
         fits q_d), ``model_optimizer``, ``termination_fn`` and optionally ``reward_fn``;
       * ``capabilities``: the loop phases it uses (:class:`Capabilities`; default: model-free updates);
     and implement :meth:`update` (one gradient update on a batch, target networks included) when
-    ``capabilities.updates``.
+    ``capabilities.updates``, naming the loss forwards it calls in :meth:`loss_forwards` (compiled and run
+    in the run's precision by :meth:`setup_compute`).
     Every ``nn.Module`` attribute is saved in checkpoints through ``state_dict``.
     """
 
-    loss_functions: tuple[str, ...] = ()
-    """Names of the function attributes :meth:`update` calls for its losses' forward (eager, or compiled
-    by :meth:`compile_update`): :meth:`setup_compute` runs them in the run's ``precision``."""
     policy: TensorDictModuleBase
     dynamics: DynamicsModel | None
     model_loss: LossModule | None
@@ -137,8 +136,8 @@ class Agent(nn.Module):
         precision: str = "fp32",
     ) -> Agent:
         """Move everything the agent owns to ``device`` (optimizer states follow their parameters, which
-        ``.to`` moves in place), compile its update (:meth:`compile_update`), model-fit step and
-        (VMBPO) ratio-fit step as asked, and run the losses of every gradient step in ``precision``
+        ``.to`` moves in place), compile its update's losses (:meth:`bind_loss_forwards`), model-fit step
+        and (VMBPO) ratio-fit step as asked, and run the losses of every gradient step in ``precision``
         (training/precision.py). ``build_agent`` calls it from ``TrainConfig.device`` / ``compile`` /
         ``precision``; ``backend="eager"`` traces with Dynamo (graph breaks raise) without generating
         code, as the tests do."""
@@ -150,16 +149,25 @@ class Agent(nn.Module):
         self.compile_ratio_fit = compile_ratio_fit and self.capabilities.model_fit
         self._compiled_fit.clear()
         self.compiled_update = compile_updates and self.capabilities.updates
-        if self.compiled_update:
-            self.compile_update(device, backend=backend)
         self.precision = precision
-        for name in self.loss_functions:
-            setattr(self, name, in_precision(getattr(self, name), precision, device))
+        self.bind_loss_forwards(compiled=self.compiled_update, backend=backend)
         return self
 
-    def compile_update(self, device: torch.device, *, backend: str | None = None) -> None:
-        """Compile the forward of :meth:`update`'s losses (each agent knows which; training/compile.py)."""
-        raise NotImplementedError(f"{type(self).__name__} does not compile its update")
+    def loss_forwards(self) -> dict[str, Callable]:
+        """The eager forward of each loss :meth:`update` calls, by the attribute it calls it through
+        (SAC: ``{"_loss_fn": self.loss}``); none for an agent without updates."""
+        return {}
+
+    def bind_loss_forwards(self, *, compiled: bool = False, backend: str | None = None) -> None:
+        """Set the attributes of :meth:`loss_forwards`: each forward compiled (training/compile.py) when
+        ``compiled``, run in the agent's ``precision``. Agents call it once their losses exist (eager,
+        fp32); :meth:`setup_compute` again with the run's choices. The forwards are functions (a
+        module's bound ``__call__``, not the module): an attribute holding a module would add its
+        parameters to the state dict a second time."""
+        for name, forward in self.loss_forwards().items():
+            if compiled:
+                forward = compile_fn(forward, device=self.device, backend=backend)
+            setattr(self, name, in_precision(forward, self.precision, self.device))
 
     def dynamics_step_loss(self):
         """The model fit's per-step loss: :meth:`dynamics_loss`, compiled when the run compiles its model fit."""
