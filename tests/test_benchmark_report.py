@@ -48,8 +48,13 @@ def test_non_finite_scan_counts_values_and_names_bad_ones(tmp_path):
     assert report._non_finite(tmp_path, read_scalars(tmp_path)) == (6, [])
 
 
-def _row(step, ret):
-    return {"env_steps": step, "eval_return_mean": ret}
+def _row(step, ret, updates=None):
+    """One metrics.csv row; by default updated from the second evaluation on."""
+    return {
+        "env_steps": step,
+        "eval_return_mean": ret,
+        "updates": (0 if step <= 1 else step) if updates is None else updates,
+    }
 
 
 def test_a_run_being_extended_is_not_counted_as_finished_at_its_earlier_summary(tmp_path):
@@ -103,7 +108,12 @@ def test_vmbpo_against_mbpo_compares_means_over_seeds_at_the_last_common_step_an
         ("Env-v0", "mbpo"): runs([row(1, 0.0), row(1000, 0.0), row(2000, 19.0), row(3000, 99.0)]),  # 3000: mbpo's alone
         ("Other-v0", "vmbpo"): runs([row(1, 0.0), row(500, -5.0)]),
         ("Other-v0", "mbpo"): runs([row(1, 0.0), row(500, -1.0)]),
+        ("Random-v0", "vmbpo"): runs([row(1, 0.0), row(500, 1.0, 0)]),  # still acting at random
+        ("Random-v0", "mbpo"): runs([row(1, 0.0), row(500, 0.0, 0)]),
         ("Sac-only-v0", "sac"): runs([row(1, 0.0)]),
+        # Behind over the whole curve only through its initial weights; MBPO's first update comes later.
+        ("Init-v0", "vmbpo"): runs([row(1, -100.0), row(1000, 5.0, 10), row(2000, 7.0, 60)]),
+        ("Init-v0", "mbpo"): runs([row(1, 0.0), row(1000, 4.0, 0), row(2000, 6.0, 50)]),
     }
     curves = [m["curve"] for key in [("Env-v0", "vmbpo"), ("Env-v0", "mbpo")] for m in groups[key]]
     assert report._compared_steps(curves) == [1, 1000, 2000]
@@ -113,10 +123,16 @@ def test_vmbpo_against_mbpo_compares_means_over_seeds_at_the_last_common_step_an
     )
     lines = report._comparison(groups)
     env_row = next(line for line in lines if line.startswith("| Env-v0"))
-    assert "| 2000 | 20.0 / 11.7 (0,1) | 19.0 / 6.3 (0) | — | — | — | yes |" in env_row
+    assert "| 2000 | 20.0 / 11.7 (0,1) | 19.0 / 6.3 (0) | — | — | — | yes | +8.0 (1000) |" in env_row
     other = next(line for line in lines if line.startswith("| Other-v0"))
-    assert other.endswith("| no (-4.0, -2.0) |")
-    assert lines[-1] == "VMBPO at least MBPO on both measures: 1 of 2 envs with both."
+    assert other.endswith("| no (-4.0, -2.0) | -4.0 (500) |")
+    assert report._learning_steps([m["curve"] for m in groups[("Init-v0", "mbpo")]], [1, 1000, 2000]) == [2000]
+    init = next(line for line in lines if line.startswith("| Init-v0"))
+    assert init.endswith("| no (+1.0, -32.7) | +1.0 (2000) |")
+    assert next(line for line in lines if line.startswith("| Random-v0")).endswith("| yes | — |")
+    assert lines[-1] == (
+        "VMBPO at least MBPO on both measures: 2 of 4 envs with both; 2 of 4 with the curve averaged after learning starts."
+    )
     assert report._comparison({("Env-v0", "mbpo"): groups[("Env-v0", "mbpo")]}) == []
 
 
