@@ -99,12 +99,18 @@ def _divergence_lines(runs: list[dict], results: Path) -> list[str]:
     return lines
 
 
+def _row_at(curve: list[dict], step: float) -> dict | None:
+    """The last metrics row with env_steps <= step (None before the first)."""
+    rows = [r for r in curve if r["env_steps"] <= step]
+    return rows[-1] if rows else None
+
+
 def _return_at(curve: list[dict], step: int) -> float | None:
     """The evaluation at the last row with env_steps <= step (None if the run is shorter)."""
     if curve[-1]["env_steps"] < step:
         return None
-    rows = [r for r in curve if r["env_steps"] <= step]
-    return rows[-1]["eval_return_mean"] if rows else None
+    row = _row_at(curve, step)
+    return row["eval_return_mean"] if row else None
 
 
 def _best_mean(curves: list[list[dict]]) -> str:
@@ -128,7 +134,7 @@ def _learning_steps(curves: list[list[dict]], steps: list[float]) -> list[float]
     """The ``steps`` at which every curve's evaluation came after at least one gradient update: before
     that an evaluation scores only the initial weights, which differ between algorithms of the same seed
     (each draws its own networks)."""
-    return [s for s in steps if all([r for r in curve if r["env_steps"] <= s][-1]["updates"] > 0 for curve in curves)]
+    return [s for s in steps if all(_row_at(curve, s)["updates"] > 0 for curve in curves)]
 
 
 def _final_and_curve_mean(curves: list[list[dict]], steps: list[float]) -> tuple[float, float]:

@@ -155,7 +155,7 @@ class Agent(nn.Module):
 
     def loss_forwards(self) -> dict[str, Callable]:
         """The eager forward of each loss :meth:`update` calls, by the attribute it calls it through
-        (SAC: ``{"_loss_fn": self.loss}``); none for an agent without updates."""
+        (SAC: ``{"_loss_fn": self.loss.__call__}``); none for an agent without updates."""
         return {}
 
     def bind_loss_forwards(self, *, compiled: bool = False, backend: str | None = None) -> None:
