@@ -22,29 +22,17 @@ Measurements: benchmarks/tuning/vmbpo-weight-normaliser.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from torchrl_vmbpo.algorithms import build_agent
-from torchrl_vmbpo.algorithms.run import _current_fields
-from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS
-from torchrl_vmbpo.training.checkpoint import read_checkpoint, restore_checkpoint
-from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.loop_state import LoopState
 
-
-def load(path: str):
-    payload = read_checkpoint(path)
-    cfg = TrainConfig(**_current_fields(payload["config"])).with_overrides(["compile=off", "device=cpu"])
-    if cfg.algo not in ("vmbpo", "vmbpo-paper", "vmbpo-twist-off"):
-        raise SystemExit(
-            f"{path} is a {cfg.algo} run; this tool reads VMBPO's eq.-19 fit (vmbpo, vmbpo-paper, vmbpo-twist-off)"
-        )
-    agent = build_agent(cfg, make_env(cfg.env))
-    restore_checkpoint(payload, agent, source=path)
-    return payload, cfg, agent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a script folder, not a package
+from critic_decomposition import load  # noqa: E402  (a VMBPO run's agent from its checkpoint; refuses others)
 
 
 @torch.no_grad()
