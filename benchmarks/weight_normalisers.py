@@ -36,16 +36,14 @@ from critic_decomposition import load  # noqa: E402  (a VMBPO run's agent from i
 
 
 @torch.no_grad()
-def model_value_spread(loss, rows, samples: int) -> torch.Tensor:
-    """Per row, the sd of ``gamma (1 - terminated) V'(x~)`` over next states ``x~`` drawn from every
-    member's Gaussian at ``(x, a)``: how unsure the model is of the next state's value, in nats."""
+def model_value_spread(loss, rows) -> torch.Tensor:
+    """Per row, the sd of ``gamma (1 - terminated) V'(x~)`` over the next states ``x~`` the model
+    normaliser draws (every member's Gaussian at ``(x, a)``): how unsure the model is of the next
+    state's value, in nats."""
     b = fv.fetch(rows, loss._read_keys(), "weight_normalisers")
     alive = 1.0 - b["terminated"].reshape(-1).float()
-    mean, logvar = loss.dynamics_model.predict(b["observation"], b["action"])  # [N, E, D + 1]
-    delta, std = mean[..., :-1], (0.5 * logvar[..., :-1]).exp()
-    x_next = b["observation"].unsqueeze(-2) + delta + std * torch.randn(samples, *delta.shape)  # [K, N, E, D]
-    values = loss.critic.state_value(x_next, target=True)  # [K, N, E]
-    return (loss.critic.gamma * alive * values.movedim(1, -1).reshape(-1, alive.shape[0])).std(0)
+    values = loss.sampled_next_values(b["observation"], b["action"])  # [K E, N]
+    return (loss.critic.gamma * alive * values).std(0)
 
 
 @torch.no_grad()
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = real[torch.randperm(real.shape[0])[: args.rows]]
     n = rows.shape[0] - rows.shape[0] % cfg.batch_size
     rows = rows[:n]
-    spread = model_value_spread(loss, rows, loss.normaliser_samples)
+    spread = model_value_spread(loss, rows)
     low, high = spread.quantile(torch.tensor([0.25, 0.75]))
     surest, least_sure = spread <= low, spread >= high
     print(

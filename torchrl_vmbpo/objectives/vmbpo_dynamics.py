@@ -229,6 +229,14 @@ class VMBPODynamicsLoss(KeyedLoss):
 
     def _model_log_normaliser(self, obs: torch.Tensor, action: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
         """``log mean exp(gamma (1 - terminated) V'(x~))`` over model samples ``x~``: ``[*B]``."""
+        values = self.sampled_next_values(obs, action)
+        return fv.model_log_normaliser(values, terminated, gamma=self.critic.gamma, dim=0)
+
+    @torch.no_grad()
+    def sampled_next_values(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``V'(x~)`` (target network) at ``normaliser_samples`` next states ``x~`` per member, drawn from
+        each member's Gaussian at ``(x, a)``: ``[K, B, E]`` for ``[B, E]`` rows (each member's own),
+        ``[K E, B]`` for ``[B]`` rows (the members' samples pooled). Sample dim first."""
         model = self.dynamics_model
         per_member = obs.ndim == 3  # [B, E, D]: each member's own rows
         mean, logvar = model.predict_per_member(obs, action) if per_member else model.predict(obs, action)
@@ -238,7 +246,7 @@ class VMBPODynamicsLoss(KeyedLoss):
         values = self.critic.state_value(samples, target=True)  # [K, B, E]
         if not per_member:  # [B] rows: pool the members' samples, [K, B, E] -> [K E, B]
             values = values.movedim(-1, 1).reshape(-1, values.shape[1])
-        return fv.model_log_normaliser(values, terminated, gamma=self.critic.gamma, dim=0)
+        return values
 
     def _check_layout(self, td: TensorDictBase) -> None:
         members = self.dynamics_model.num_members
