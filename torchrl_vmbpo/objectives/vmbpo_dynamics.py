@@ -36,7 +36,12 @@ class VMBPODynamicsLoss(KeyedLoss):
        ``eta r + gamma V' - Q'``, which early in training is tens of nats wide and leaves one row
        holding the whole batch (Pendulum: ESS 0.4-1% of 256, see README "VMBPO defaults"); with the
        model normaliser a row's weight says only how much better its real ``x'`` is than the model's
-       own samples (``w = 1`` where the model is exact and the environment deterministic). The real
+       own samples (``w = 1`` where the model is exact and the environment deterministic). But where
+       the model is unsure, ``log w ~ -sigma^2 / 2`` with ``sigma`` the spread of ``gamma V'`` over its
+       samples, so on a deterministic task the batch's weight moves from the rows the model fits worst
+       to those it fits best, and fit after fit the model loses the former (HalfCheetah-v5: holdout MSE
+       17 against MBPO's 0.6; benchmarks/tuning/vmbpo-weight-normaliser); tempering (step 2) is the
+       critic normaliser's answer to its spread, and VMBPO's default since 2026-12-06. The real
        row's ``terminated`` is used for its samples (termination functions are the env's, not the
        loss's). A batch that already holds ``log w`` under the ``log_weight`` key skips this step:
        the model fit computes it once for all of D (:meth:`with_log_weights`);
