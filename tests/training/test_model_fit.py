@@ -120,3 +120,25 @@ def test_fit_dynamics_given_eq19s_loss_scores_log_weights_once_and_ranks_by_its_
     )
     assert scored == [torch.Size([200])]  # once for the fit, not at each of its steps
     assert len(ranked) == stats["model_epochs"] + 2  # before, after each epoch, and the elite choice
+
+
+def test_every_fit_step_gets_contiguous_rows_whatever_the_data_size():
+    # A compiled step is traced with its batch's strides and its backward asserts them: the rows of a
+    # step must not be a view whose strides depend on N (the transposed bootstrap index gave strides
+    # (1, steps * batch_size), and vmbpo-paper's compiled twisted fit failed at the second model fit).
+    layouts = []
+
+    class Recording(GaussianEnsembleNLLLoss):
+        def forward(self, td):
+            layouts.extend((tuple(t.shape), t.stride()) for t in td.values(include_nested=True, leaves_only=True))
+            assert all(t.is_contiguous() for t in td.values(include_nested=True, leaves_only=True))
+            return super().forward(td)
+
+    model = DynamicsModel(2, 1, num_members=3, num_elites=2, hidden=(8,))
+    for n in (200, 300):
+        optim = make_model_optimizer(model, lr=1e-3, weight_decay=0.0)
+        fit_dynamics(model, Recording(model), optim, _linear_system(n), batch_size=32, max_epochs=1)
+    strides = {}
+    for shape, stride in layouts:
+        strides.setdefault(shape, set()).add(stride)
+    assert strides and all(len(s) == 1 for s in strides.values()), strides  # one layout per shape, any N

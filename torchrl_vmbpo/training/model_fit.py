@@ -114,7 +114,10 @@ def fit_dynamics(
     stale, epoch = 0, 0
     for epoch in range(1, max_epochs + 1):  # noqa: B007 (the last epoch is reported after the loop)
         order = bootstrap[:, torch.randperm(n_train, device=device)][:, wrap]  # [E, steps * b]
-        epoch_rows = train[order.T]  # [steps * b, E]: one gather per epoch, a view per step
+        # [steps * b, E]: one gather per epoch, a view per step. The index is made contiguous because a
+        # gather's output takes its index's layout: order.T's would give each step's rows strides that
+        # grow with N, and a compiled step's backward asserts the strides it was traced with.
+        epoch_rows = train[order.T.contiguous()]
         for start in range(0, steps * batch_size, batch_size):
             losses = loss_module(epoch_rows[start : start + batch_size])
             optimize(losses["loss_dynamics"], optimizer)
