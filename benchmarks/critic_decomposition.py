@@ -34,6 +34,22 @@ from torchrl_vmbpo.models.log_ratio import log_ratio_of
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.training.checkpoint import read_checkpoint, restore_checkpoint
 from torchrl_vmbpo.training.config import TrainConfig
+from torchrl_vmbpo.training.loop_state import LoopState
+
+
+def open_checkpoint(argv: list[str] | None, description: str, *, rows: int):
+    """The command line both checkpoint tools take (``checkpoint``, ``--rows``, ``--seed``), parsed, torch
+    seeded, and the run opened: ``(args, cfg, agent, state, real)`` with the loop's state and D's real
+    transitions (a TensorDict) as the checkpoint holds them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    payload, cfg, agent = load(args.checkpoint)
+    state, real, _ = LoopState.from_checkpoint(payload["loop_state"])
+    return args, cfg, agent, state, real
 
 
 def load(path: str):
@@ -50,21 +66,14 @@ def load(path: str):
 
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--rows", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    payload, cfg, agent = load(args.checkpoint)
+    args, cfg, agent, state, data = open_checkpoint(argv, __doc__.splitlines()[0], rows=4000)
     loss = agent.loss
     critic, eta, gamma = loss.objectives()["critic"], loss.eta, loss.gamma
-    data = payload["loop_state"]["real_data"]
     obs, act = data["observation"].float(), data["action"].float()
-    real_reward = data["next"]["reward"].float().reshape(-1)
+    real_reward = data["next", "reward"].float().reshape(-1)
     rows = torch.randint(len(obs), (args.rows,))
     x, a_data, r_data = obs[rows], act[rows], real_reward[rows]
-    print(f"{cfg.algo} on {cfg.env}, env step {payload['env_steps']}, eta {eta}, {len(obs)} real rows")
+    print(f"{cfg.algo} on {cfg.env}, env step {state.env_steps}, eta {eta}, {len(obs)} real rows")
 
     dist = loss.q_c.get_dist(fv.module_input(loss.q_c, x))
     a = dist.sample()

@@ -21,7 +21,6 @@ Measurements: benchmarks/tuning/vmbpo-weight-normaliser.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,10 +28,9 @@ import torch
 
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.objectives.vmbpo_dynamics import NORMALISERS
-from torchrl_vmbpo.training.loop_state import LoopState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a script folder, not a package
-from critic_decomposition import load  # noqa: E402  (a VMBPO run's agent from its checkpoint; refuses others)
+from critic_decomposition import open_checkpoint  # noqa: E402  (a VMBPO run's agent and D; refuses others)
 
 
 @torch.no_grad()
@@ -60,14 +58,7 @@ def final_weights(log_w: torch.Tensor, *, batch: int, min_ess: float | None, max
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    payload, cfg, agent = load(args.checkpoint)
-    state, real, _ = LoopState.from_checkpoint(payload["loop_state"])
+    args, cfg, agent, state, real = open_checkpoint(argv, __doc__.splitlines()[0], rows=4096)
     loss = agent.model_loss  # the eq.-19 fit (VMBPODynamicsLoss), with its model and the critic's V', Q'
     rows = real[torch.randperm(real.shape[0])[: args.rows]]
     n = rows.shape[0] - rows.shape[0] % cfg.batch_size
