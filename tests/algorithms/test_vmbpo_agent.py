@@ -26,10 +26,15 @@ def _model_batch(b=8):
     )
 
 
-def test_the_eight_networks_are_attributes_and_in_the_state_dict_once():
-    agent = _agent()
-    for name in ["pi", "q_c", "q_d", "nu", "V", "Q", "V_target", "Q_target"]:
+@pytest.mark.parametrize("value_estimate", ["network", "monte_carlo"])
+def test_the_networks_are_attributes_and_in_the_state_dict_once(value_estimate):
+    agent = _agent(value_estimate=value_estimate)
+    values = ["V", "V_target"] if value_estimate == "network" else []
+    for name in ["pi", "q_c", "q_d", "nu", "Q", "Q_target", *values]:
         assert getattr(agent, name) is not None
+    if value_estimate == "monte_carlo":  # no V network: V'(x') of eq. 19 is a Monte Carlo estimate
+        assert agent.V is None and agent.V_target is None
+        assert not any("value_network" in k and "qvalue" not in k for k in agent.state_dict())
     state = agent.state_dict()
     # The agent's VMBPOLoss owns every network: each tensor is saved once, under "loss.".
     pointers = [t.data_ptr() for t in state.values() if t.numel()]
@@ -37,7 +42,7 @@ def test_the_eight_networks_are_attributes_and_in_the_state_dict_once():
     saved = set(pointers)
     for name in ["pi", "q_c", "q_d", "nu"]:
         assert all(p.data_ptr() in saved for p in getattr(agent, name).parameters()), name
-    for name in ["V", "Q", "V_target", "Q_target"]:
+    for name in ["Q", "Q_target", *values]:
         assert all(t.data_ptr() in saved for t in getattr(agent, name).values(True, True)), name
     assert all(k.startswith("loss.") or k == "num_updates" for k in state)
 
@@ -105,24 +110,45 @@ def test_after_model_fit_reports_diagnostics_for_any_weight_mix(weight_mix):
 def test_critic_networks_output_eta_times_their_mlp_by_default():
     from torchrl_vmbpo.models.networks import ScaledOutput
 
-    agent = _agent(eta=5.0)
+    agent = _agent(eta=5.0, value_estimate="network")
     assert (
         isinstance(agent.critic.value_network.module, ScaledOutput) and agent.critic.value_network.module.scale == 5.0
     )
     assert agent.critic.qvalue_network.module.scale == 5.0
-    plain = _agent(eta=5.0, critic_output_scale="one")
+    plain = _agent(eta=5.0, critic_output_scale="one", value_estimate="network")
     assert not isinstance(plain.critic.value_network.module, ScaledOutput)
     with pytest.raises(ValueError, match="critic_output_scale"):
         VMBPOSettings(critic_output_scale="two")
 
 
 def test_bootstrap_setting_reaches_the_critic_and_trains():
-    agent = _agent(bootstrap="value")
+    from torchrl_vmbpo.errors import ConfigError
+
+    agent = _agent(bootstrap="value", value_estimate="network")
     assert agent.critic.bootstrap == "value" and _agent().critic.bootstrap == "action_value"
     metrics = agent.update(_model_batch(16))
     assert all(torch.isfinite(v).all() for v in metrics.values())
     with pytest.raises(ValueError, match="bootstrap"):
         VMBPOSettings(bootstrap="q")
+    # eq. 23's V'(x') bootstrap needs the V network; the Monte Carlo V'(x') is for eq. 19 only
+    with pytest.raises(ConfigError, match="extra.value_estimate='monte_carlo' needs extra.bootstrap='action_value'"):
+        VMBPOSettings(bootstrap="value")
+
+
+def test_the_default_trains_no_v_and_eq19_reads_a_monte_carlo_value():
+    from torchrl_vmbpo.data.buffers import make_buffer
+
+    agent = _agent(weighted_fit_after=0, log_ratio_steps=2)
+    assert not agent.critic.has_value_network and agent.critic.value_samples == 8
+    metrics = agent.update(_model_batch(16))
+    assert "loss_value" not in metrics and "value" not in metrics and "value_target" in metrics
+    assert not any(p is None for p in agent.critic.parameters())
+    real = make_buffer(64)
+    real.extend(_model_batch(32))
+    fit = agent.after_model_fit(real)  # the weights read V'(x') by Monte Carlo, finite
+    assert 0.0 < fit["weight_ess"] <= 1.0 and fit["weighted_fit"] == 1.0
+    with_v = _agent(value_estimate="network")
+    assert with_v.critic.has_value_network and "loss_value" in with_v.update(_model_batch(16))
 
 
 def test_uniform_prior_weight_reaches_the_critic_and_the_actor():
@@ -205,6 +231,7 @@ def test_vmbpo_paper_sets_what_the_papers_text_fixes():
         "acting_policy",
         "log_ratio_bound",
         "value_ceiling",
+        "value_estimate",
     }
     vmbpo = VMBPOSettings()
     assert {f.name for f in fields(s) if getattr(s, f.name) != getattr(vmbpo, f.name)} <= paper_fixed

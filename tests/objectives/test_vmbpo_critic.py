@@ -322,3 +322,90 @@ def test_constructor_rejects_networks_with_the_wrong_inputs():
             eta=1.0,
             gamma=0.9,
         )
+
+
+def critic_without_v(constant=1.5, value_samples=8):
+    """A critic with no V network, one Q copy: Q' = ``constant``, the online Q = ``constant - 1``; q_c != pi."""
+    spec = Bounded(-1.0, 1.0, shape=(1,))
+    torch.manual_seed(3)
+    q_c, pi = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
+    critic = VMBPOCriticLoss(
+        ValueOperator(ConcatLinear(2), in_keys=["observation", "action"]),
+        None,
+        q_c,
+        pi,
+        eta=ETA,
+        gamma=GAMMA,
+        num_qvalue_nets=1,
+        bootstrap="action_value",
+        value_samples=value_samples,
+    )
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        critic.target_qvalue_network_params["module", "bias"].fill_(constant)
+        critic.qvalue_network_params["module", "bias"].fill_(constant - 1.0)
+    return critic
+
+
+def gaussian_kl(critic, obs):
+    """KL(q_c || pi) of the pre-tanh Gaussians at ``obs``, in closed form (float64)."""
+    td = TensorDict({"observation": obs}, [obs.shape[0]])
+    c, p = critic.variational_policy.get_dist(td), critic.baseline_policy.get_dist(td)
+    normal = torch.distributions.Normal
+    kl = torch.distributions.kl_divergence(
+        normal(c.loc.double(), c.scale.double()), normal(p.loc.double(), p.scale.double())
+    )
+    return kl.sum(-1)
+
+
+def test_without_v_the_state_value_is_eq24s_expectation_by_monte_carlo():
+    # Q' = 1.5 everywhere: eq. 24's soft value is 1.5 - KL(q_c || pi), in closed form.
+    obs = torch.tensor([[1.0], [-2.0], [0.5]])
+    critic = critic_without_v(value_samples=40_000)
+    torch.manual_seed(0)
+    value = critic.state_value(obs, target=True)
+    expected = 1.5 - gaussian_kl(critic, obs)
+    assert value.shape == (3,)
+    torch.testing.assert_close(value.double(), expected, atol=0.02, rtol=0)
+    online = critic.state_value(obs)  # the online Q (constant 0.5)
+    torch.testing.assert_close(online.double(), expected - 1.0, atol=0.02, rtol=0)
+    # Monte Carlo: the estimate's spread over repeats falls as 1 / sqrt(value_samples)
+    repeats = obs.expand(2000, 3, 1)
+    spread_4 = critic_without_v(value_samples=4).monte_carlo_value(repeats).std(0)
+    spread_16 = critic_without_v(value_samples=16).monte_carlo_value(repeats).std(0)
+    ratio = spread_4 / spread_16
+    assert (spread_16 > 0).all() and ((ratio > 1.7) & (ratio < 2.3)).all(), ratio
+
+
+def test_monte_carlo_value_chunks_and_keeps_the_batch_shape():
+    critic = critic_without_v(value_samples=3)
+    obs = torch.randn(5, 7, 1)
+    torch.manual_seed(1)
+    whole = critic.monte_carlo_value(obs)
+    torch.manual_seed(1)
+    chunked = critic.monte_carlo_value(obs, chunk=3 * 4)  # 4 states a pass: 9 passes, another draw order
+    assert whole.shape == chunked.shape == (5, 7)
+    # Q' constant: each row's value is 1.5 - its own log-ratio average, so chunks change only the draws
+    torch.testing.assert_close(whole.mean(), chunked.mean(), atol=0.5, rtol=0)
+
+
+def test_without_v_there_is_no_loss_value_and_no_gradient_reaches_q_through_the_estimate():
+    critic = critic_without_v()
+    out = critic(hand_made_batch())
+    assert "loss_value" not in out.keys() and "value" not in out.keys()
+    assert set(out.keys()) == set(critic.out_keys)
+    assert not any("value_network" in name and "qvalue" not in name for name, _ in critic.named_parameters())
+    value = critic.state_value(torch.randn(4, 1), target=False)
+    assert not value.requires_grad
+    with pytest.raises(ValueError, match="without a value network"):
+        critic.value_loss(hand_made_batch())
+
+
+def test_no_value_network_needs_the_action_value_bootstrap():
+    spec = Bounded(-1.0, 1.0, shape=(1,))
+    q_c, pi = make_tanh_gaussian_actor(1, spec, hidden=(4,)), make_tanh_gaussian_actor(1, spec, hidden=(4,))
+    q = ValueOperator(ConcatLinear(2), in_keys=["observation", "action"])
+    with pytest.raises(ValueError, match="value_network=None needs bootstrap='action_value'"):
+        VMBPOCriticLoss(q, None, q_c, pi, eta=ETA, gamma=GAMMA, bootstrap="value")
+    with pytest.raises(ValueError, match="value_samples must be an int >= 1"):
+        VMBPOCriticLoss(q, None, q_c, pi, eta=ETA, gamma=GAMMA, bootstrap="action_value", value_samples=0)

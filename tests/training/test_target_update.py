@@ -59,14 +59,14 @@ def test_after_a_move_the_step_updates_the_moved_tensors():
     cfg = default_config("vmbpo", "Pendulum-v1", overrides=TINY)
     agent = build_agent(cfg, make_env(cfg.env)).to(torch.float64)
     loss = agent.target_updater.loss_module
-    key = next(iter(loss.value_network_params.keys(True, True)))
-    source, target = loss.value_network_params.get(key), loss.target_value_network_params.get(key)
+    key = next(iter(loss.qvalue_network_params.keys(True, True)))
+    source, target = loss.qvalue_network_params.get(key), loss.target_qvalue_network_params.get(key)
     assert source.dtype == target.dtype == torch.float64
     with torch.no_grad():
         source.add_(1.0)
     expected = torch.lerp(target, source, 1.0 - agent.target_updater.eps)  # tau, as SoftUpdate rounds it
     agent.target_updater.step()
-    assert torch.equal(loss.target_value_network_params.get(key), expected)
+    assert torch.equal(loss.target_qvalue_network_params.get(key), expected)
 
 
 @pytest.mark.parametrize("algo", sorted(NOT_SOFT_UPDATED))

@@ -71,8 +71,8 @@ class EMAgent(Agent):
 
     # --- the critic's networks, by the paper's names ---
     @property
-    def V(self):  # noqa: N802 (the paper's symbol)
-        return self.critic.value_network_params
+    def V(self):  # noqa: N802 (the paper's symbol); None where V is Monte Carlo (VMBPOSettings.value_estimate)
+        return self.critic.value_network_params if self.critic.has_value_network else None
 
     @property
     def Q(self):  # noqa: N802
@@ -80,7 +80,7 @@ class EMAgent(Agent):
 
     @property
     def V_target(self):  # noqa: N802
-        return self.critic.target_value_network_params
+        return self.critic.target_value_network_params if self.critic.has_value_network else None
 
     @property
     def Q_target(self):  # noqa: N802

@@ -24,6 +24,7 @@ from torchrl_vmbpo import keys
 from torchrl_vmbpo.algorithms.em_agent import EMAgent
 from torchrl_vmbpo.data.buffers import real_row_count, sample_mixed
 from torchrl_vmbpo.envs.termination import TerminationFn
+from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.models.log_ratio import log_ratio_of, make_log_ratio_network
 from torchrl_vmbpo.models.networks import (
     action_box_log_det,
@@ -57,7 +58,9 @@ class VMBPOSettings(ExtraSettings):
     anchor on q_c (``entropy_constraint``), the action-value bootstrap (``bootstrap``), q_c acting
     (``acting_policy``); with them the preset puts 5% real rows (nu = 0 on them) in each E-step batch
     (presets.py), and a ceiling on the Q target's bootstrap at the largest value the real rewards allow
-    (``value_ceiling``: with the twist on, an over-valued region otherwise feeds itself). ``vmbpo-twist-off``
+    (``value_ceiling``: with the twist on, an over-valued region otherwise feeds itself). With the
+    action-value bootstrap the Q target does not read V, so eq. 19's V'(x') is taken by Monte Carlo at
+    each model fit and no V network is trained (``value_estimate``). ``vmbpo-twist-off``
     (:class:`VMBPOTwistOffSettings`) is this with q_d by plain MLE; ``vmbpo-paper``
     (:class:`VMBPOPaperSettings`) is the paper's experimental choices as far as its text fixes them."""
 
@@ -134,6 +137,16 @@ class VMBPOSettings(ExtraSettings):
     E's start states but read at model next states) or "action_value" (default; SAC-v2's form:
     min_k Q'_k(x', a') - log q_c + prior at a fresh a' ~ q_c(.|x'), so the target is read where it was
     evaluated; VMBPOCriticLoss)."""
+    value_estimate: Literal["monte_carlo", "network"] = "monte_carlo"
+    """Where eq. 19's V'(x') comes from. "network": the paper's V, regressed on eq. 24 at every update, and
+    its target copy V'. "monte_carlo" (default; needs ``bootstrap="action_value"``): eq. 24's expectation
+    itself, the mean over ``value_samples`` draws a ~ q_c(.|x') of min_k Q'_k(x', a) - log q_c + prior,
+    evaluated where eq. 19 reads it (VMBPOCriticLoss.monte_carlo_value). With the action-value bootstrap
+    the Q target does not read V, so V's one reader is eq. 19's weights, computed once per model fit:
+    training V every update (its forward and backward, 0.105 of the update's 0.845 GFLOP at Hopper sizes)
+    only amortised an expectation that a fit can take directly, without V's regression error or lag."""
+    value_samples: PositiveInt = 8
+    """Draws a ~ q_c per state of the Monte Carlo V'(x') (``value_estimate="monte_carlo"``)."""
     value_ceiling: bool = True
     """Clip the Q target's bootstrap at the largest soft value the rewards allow, (eta r_max + nu bound +
     entropy bonus) / (1 - gamma) with r_max the largest real reward in the critic's batches (its real
@@ -157,6 +170,14 @@ class VMBPOSettings(ExtraSettings):
     log_ratio_lr: PositiveFloat = 3e-4
     """Adam learning rate of nu."""
 
+    def check(self) -> None:
+        super().check()
+        if self.value_estimate == "monte_carlo" and self.bootstrap != "action_value":
+            raise ConfigError(
+                "extra.value_estimate='monte_carlo' needs extra.bootstrap='action_value' (eq. 23's target "
+                f"reads V'), got extra.bootstrap={self.bootstrap!r}; set extra.value_estimate=network"
+            )
+
 
 @dataclass(frozen=True)
 class VMBPOPaperSettings(VMBPOSettings):
@@ -166,7 +187,8 @@ class VMBPOPaperSettings(VMBPOSettings):
 
     - M-step: "we simply set pi = q_c* in its M-step" (Sec. 6): ``m_step_mode="copy"``;
     - one Q network (Sec. 5 lists eight networks: pi, q_d, q_c, nu, V, Q, V', Q'): ``num_qvalue_nets=1``;
-    - the Q target bootstraps from the target state value V'(x') (eq. 23): ``bootstrap="value"``;
+    - the Q target bootstraps from the target state value V'(x') (eq. 23), V a network regressed on eq. 24:
+      ``bootstrap="value"``, ``value_estimate="network"``;
     - the E-step's only regulariser is KL(q_c || pi) (eqs. 5, 24, 25): ``entropy_constraint=False``,
       ``uniform_prior_weight=0``;
     - q_d fitted to the twisted dynamics with weights exp(eta r + V'(x') - Q'(x, a)) (eq. 19):
@@ -202,6 +224,8 @@ class VMBPOPaperSettings(VMBPOSettings):
     """One Q network, as the paper's eight networks (Sec. 5): eqs. 22-24 verbatim."""
     bootstrap: Literal["value", "action_value"] = "value"
     """"value": the Q target bootstraps from the target V'(x') (eq. 23)."""
+    value_estimate: Literal["monte_carlo", "network"] = "network"
+    """"network": V and its target copy V' (Sec. 5's networks), V regressed on eq. 24."""
     entropy_constraint: bool = False
     """Off: the paper's E-step regularises q_c by KL(q_c || pi) only (eq. 25)."""
     uniform_prior_weight: Fraction = 0.0
@@ -236,7 +260,8 @@ class VMBPOTwistOffSettings(VMBPOSettings):
 
 
 class VMBPOAgent(EMAgent):
-    """The eight networks of VMBPO and the five losses that train them.
+    """The eight networks of VMBPO and the five losses that train them (six by default: V and V' are
+    built only with ``value_estimate="network"``; otherwise eq. 19 reads a Monte Carlo V'(x')).
 
     ``loss`` (:class:`~torchrl_vmbpo.objectives.VMBPOLoss`) owns every network; the agent's other
     attributes are references into it, not registered again: ``pi`` (baseline policy), ``q_c``
@@ -282,7 +307,9 @@ class VMBPOAgent(EMAgent):
             pi,
             q_c,
             make_q_value(obs_dim, act_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm),
-            make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm),
+            make_state_value(obs_dim, hidden=cfg.hidden, output_scale=scale, layer_norm=cfg.critic_layer_norm)
+            if s.value_estimate == "network"
+            else None,
             q_d,
             nu,
             eta=s.eta,
@@ -295,6 +322,7 @@ class VMBPOAgent(EMAgent):
             entropy_log_det=action_box_log_det(action_spec) if s.entropy_units == "unit_box" else 0.0,
             bootstrap=s.bootstrap,
             value_ceiling=s.value_ceiling,
+            value_samples=s.value_samples,
             max_weight=s.max_weight,
             mix=s.weight_mix,
             min_ess=s.weight_min_ess,

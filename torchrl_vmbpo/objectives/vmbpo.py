@@ -192,13 +192,16 @@ class VMBPOLoss(_EMLoss):
         actor_network: pi (tanh-Gaussian ProbabilisticActor).
         variational_network: q_c (same interface; start it equal to pi for the EM).
         qvalue_network: Q template (2 in_keys; re-initialised into ``num_qvalue_nets`` copies).
-        value_network: V (1 in_key).
+        value_network: V (1 in_key), or ``None`` with ``bootstrap="action_value"``: no V, V', no
+            ``loss_value``, and eq. 19 reads V'(x') as a Monte Carlo soft value of Q' under q_c
+            (:meth:`VMBPOCriticLoss.monte_carlo_value`, ``value_samples`` draws).
         dynamics_model: q_d.
         log_ratio_network: nu (3 in_keys), or ``None`` for nu = 0.
 
     Keyword Args:
         eta, gamma, num_qvalue_nets, uniform_prior_weight, target_entropy, entropy_weight_init,
-            entropy_weight_min, entropy_log_det, bootstrap, value_ceiling, loss_function: :class:`VMBPOCriticLoss`'s.
+            entropy_weight_min, entropy_log_det, bootstrap, value_ceiling, value_samples, loss_function:
+            :class:`VMBPOCriticLoss`'s.
         max_weight, mix, min_ess, normaliser, normaliser_samples, logvar_penalty: :class:`VMBPODynamicsLoss`'s.
         m_step_mode, kl_coef, kl_coef_std: :class:`MStepLoss`'s ``mode``, ``kl_coef``, ``kl_coef_std``.
         m_step_period: E-step updates per M-step period (:meth:`m_step_schedule`): between two copies
@@ -233,7 +236,7 @@ class VMBPOLoss(_EMLoss):
         actor_network,
         variational_network,
         qvalue_network: TensorDictModule,
-        value_network: TensorDictModule,
+        value_network: TensorDictModule | None,
         dynamics_model: DynamicsModel,
         log_ratio_network: TensorDictModule | None = None,
         *,
@@ -247,6 +250,7 @@ class VMBPOLoss(_EMLoss):
         entropy_log_det: float = 0.0,
         bootstrap: str = "value",
         value_ceiling: bool = False,
+        value_samples: int = 8,
         loss_function: str = "l2",
         max_weight: float | None = None,
         mix: float = 0.0,
@@ -278,6 +282,7 @@ class VMBPOLoss(_EMLoss):
             entropy_log_det=entropy_log_det,
             bootstrap=bootstrap,
             value_ceiling=value_ceiling,
+            value_samples=value_samples,
         )
         self._init_objectives(
             critic,

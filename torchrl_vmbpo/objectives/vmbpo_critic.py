@@ -33,6 +33,7 @@ class SoftValueSample(NamedTuple):
 
 
 BOOTSTRAPS = ("value", "action_value")
+_V_KEYS = ("loss_value", "value")  # absent without a value network
 
 
 class VMBPOCriticLoss(KeyedLoss):
@@ -78,7 +79,12 @@ class VMBPOCriticLoss(KeyedLoss):
 
     Args:
         qvalue_network: ``Q(x, a)``, a TensorDictModule with 2 in_keys (x, a, filled by position).
-        value_network: ``V(x)``, a TensorDictModule with 1 in_key.
+        value_network: ``V(x)``, a TensorDictModule with 1 in_key, or ``None`` (only with
+            ``bootstrap="action_value"``, where ``y_Q`` does not read V): no V, V' networks and no
+            ``loss_value``; :meth:`state_value` is then eq. 24's expectation estimated by Monte Carlo,
+            ``mean_j [min_k Q_k(x, a_j) - log q_c(a_j|x) + prior(a_j|x)]`` over ``value_samples`` fresh
+            ``a_j ~ q_c(.|x)`` (:meth:`monte_carlo_value`): the quantity V is regressed to, read
+            where it is needed (eq. 19's weights, once per model fit) instead of trained every update.
         variational_policy: ``q_c``, with ``in_keys`` (1: x) and ``get_dist(td)`` (owned by the actor loss).
         baseline_policy: ``pi``, same interface (owned by the M-step loss).
         log_ratio_network: ``nu(x'|x, a)`` with 3 in_keys (owned by :class:`LogRatioLoss`); ``None``
@@ -123,6 +129,8 @@ class VMBPOCriticLoss(KeyedLoss):
             an unflagged batch counts as real): no ceiling before a real reward was seen. Adds
             ``value_ceiling`` and ``value_clip_fraction`` (the rows whose bootstrap was clipped) to the
             output; ``reward_high`` (the running max) is a buffer, saved with the loss.
+        value_samples: draws ``a_j ~ q_c`` per state of :meth:`monte_carlo_value` (default 8; used
+            only without a value network).
 
     Keys (``set_keys``, ``SACLoss``'s contract: next-step entries are named relative to ``"next"``):
     ``observation`` (read at x and, under ``"next"``, at x'), ``action``, ``reward`` and
@@ -189,7 +197,7 @@ class VMBPOCriticLoss(KeyedLoss):
     def __init__(
         self,
         qvalue_network: TensorDictModule,
-        value_network: TensorDictModule,
+        value_network: TensorDictModule | None,
         variational_policy,
         baseline_policy,
         log_ratio_network: TensorDictModule | None = None,
@@ -205,6 +213,7 @@ class VMBPOCriticLoss(KeyedLoss):
         entropy_log_det: float = 0.0,
         bootstrap: str = "value",
         value_ceiling: bool = False,
+        value_samples: int = 8,
     ):
         super().__init__()
         if not eta > 0:
@@ -219,8 +228,15 @@ class VMBPOCriticLoss(KeyedLoss):
             raise ValueError(f"loss_function must be one of {_LOSS_FUNCTIONS}, got {loss_function!r}")
         if bootstrap not in BOOTSTRAPS:
             raise ValueError(f"bootstrap must be one of {BOOTSTRAPS}, got {bootstrap!r}")
+        if value_network is None and bootstrap != "action_value":
+            raise ValueError(
+                f"value_network=None needs bootstrap='action_value' (eq. 23's target reads V'), got {bootstrap!r}"
+            )
+        if not (isinstance(value_samples, int) and value_samples >= 1):
+            raise ValueError(f"value_samples must be an int >= 1, got {value_samples!r}")
         fv.check_in_keys(qvalue_network, 2, "qvalue_network")
-        fv.check_in_keys(value_network, 1, "value_network")
+        if value_network is not None:
+            fv.check_in_keys(value_network, 1, "value_network")
         fv.check_in_keys(variational_policy, 1, "variational_policy")
         fv.check_in_keys(baseline_policy, 1, "baseline_policy")
         if log_ratio_network is not None:
@@ -234,7 +250,11 @@ class VMBPOCriticLoss(KeyedLoss):
         self.loss_function = loss_function
         self.bootstrap = bootstrap
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets, create_target_params=True)
-        self.convert_to_functional(value_network, "value_network", create_target_params=True)
+        self.value_samples = value_samples
+        if value_network is None:
+            self.value_network = None
+        else:
+            self.convert_to_functional(value_network, "value_network", create_target_params=True)
         # Borrowed networks: in __dict__, so they are neither parameters nor state of this loss.
         self.__dict__["variational_policy"] = variational_policy
         self.__dict__["baseline_policy"] = baseline_policy
@@ -293,11 +313,17 @@ class VMBPOCriticLoss(KeyedLoss):
         return mixed, fv.entropy_constrained_prior(mixed, self.constraint_log_prob(log_q_c), self.entropy_weight)
 
     @property
+    def has_value_network(self) -> bool:
+        """Whether V and V' exist (``value_network`` given) or :meth:`state_value` is Monte Carlo."""
+        return self.value_network is not None
+
+    @property
     def out_keys(self) -> list[str]:
         extra = ["loss_entropy_weight", "entropy_weight"] if self.target_entropy is not None else []
         bounded = ["nu_at_bound_fraction"] if log_ratio_bound(self.log_ratio_network) is not None else []
         ceiling = ["value_ceiling", "value_clip_fraction"] if self.value_ceiling else []
-        return [*self._out_keys_, *bounded, *ceiling, *extra]
+        base = self._out_keys_ if self.has_value_network else [k for k in self._out_keys_ if k not in _V_KEYS]
+        return [*base, *bounded, *ceiling, *extra]
 
     def _read_keys(self) -> dict:
         k = self.tensor_keys
@@ -346,9 +372,27 @@ class VMBPOCriticLoss(KeyedLoss):
         return self._qvalues(obs, action, params).min(0).values
 
     def state_value(self, obs: torch.Tensor, *, target: bool = False) -> torch.Tensor:
-        """``V(x)`` (or the target ``V'(x)``), ``[*B]``; no gradient to V's parameters."""
+        """``V(x)`` (or the target ``V'(x)``), ``[*B]``; no gradient to V's parameters. Without a value
+        network, :meth:`monte_carlo_value` (with ``Q'`` for ``target``)."""
+        if not self.has_value_network:
+            return self.monte_carlo_value(obs, target=target)
         params = self.target_value_network_params if target else self.value_network_params.detach()
         return self._value(obs, params)
+
+    @torch.no_grad()
+    def monte_carlo_value(self, obs: torch.Tensor, *, target: bool = False, chunk: int = 2**16) -> torch.Tensor:
+        """Eq. 24's soft value by Monte Carlo, ``[*B]``: ``mean_j [min_k Q_k(x, a_j) - log q_c(a_j|x) +
+        prior(a_j|x)]`` over ``value_samples`` fresh ``a_j ~ q_c(.|x)``, with the online Q or (``target``)
+        the target copies ``Q'``. The regression target of V, averaged instead of learnt: unbiased for
+        the soft value of Q under q_c (V's own error is gone; the estimate's variance falls as
+        1 / value_samples). ``chunk``: network rows per pass (states x draws)."""
+        flat = obs.reshape(-1, obs.shape[-1])
+        rows = max(1, chunk // self.value_samples)
+        means = []
+        for i in range(0, flat.shape[0], rows):
+            states = flat[i : i + rows].expand(self.value_samples, -1, -1)  # [J, n, D]
+            means.append(self._soft_value(states, target=target)[0].mean(0))
+        return torch.cat(means).reshape(obs.shape[:-1])
 
     # --- targets ----------------------------------------------------------------------------------
 
@@ -458,8 +502,11 @@ class VMBPOCriticLoss(KeyedLoss):
         return self._qvalue_loss(self._batch(td))
 
     def value_loss(self, td: TensorDictBase) -> tuple[torch.Tensor, dict]:
-        """``loss_value`` (eq. 24) and its diagnostics."""
-        return self._value_loss(self._batch(td)["observation"])
+        """``loss_value`` (eq. 24) and its diagnostics (a value network is needed)."""
+        if not self.has_value_network:
+            raise ValueError(f"{type(self).__name__} was built without a value network: there is no loss_value")
+        info = self._value_loss(self._batch(td)["observation"])
+        return info.pop("loss_value"), info
 
     def _qvalue_loss(self, b: dict) -> tuple[torch.Tensor, dict]:
         ceiling_info: dict = {}
@@ -477,20 +524,23 @@ class VMBPOCriticLoss(KeyedLoss):
             info["nu_at_bound_fraction"] = fv.at_bound_fraction(nu, bound, mask=model_rows)
         return loss, {name: value.detach() for name, value in info.items()}
 
-    def _value_loss(self, obs: torch.Tensor, sample: SoftValueSample | None = None) -> tuple[torch.Tensor, dict]:
+    def _value_loss(self, obs: torch.Tensor, sample: SoftValueSample | None = None) -> dict:
+        """Eq. 24's ``loss_value`` (with a value network), the entropy dual's loss and their diagnostics."""
         if sample is None:
             y, _, policy_log_ratio, log_q_c = self._value_target(obs)
         else:  # the actor's draw at the same states (forward's ``value_sample``)
             y, policy_log_ratio, log_q_c = sample
-        v = self._value(obs, self.value_network_params)
-        loss = distance_loss(v, y, loss_function=self.loss_function).mean()
-        info = {"value": v.mean(), "value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
+        info = {"value_target": y.mean(), "policy_log_ratio": policy_log_ratio.mean()}
+        if self.has_value_network:
+            v = self._value(obs, self.value_network_params)
+            info["loss_value"] = distance_loss(v, y, loss_function=self.loss_function).mean()
+            info["value"] = v.mean()
         if self.target_entropy is not None:
             info["loss_entropy_weight"] = fv.entropy_dual_loss(
                 self.log_entropy_weight, self.constraint_log_prob(log_q_c), self.target_entropy
             )
             info["entropy_weight"] = self.entropy_weight
-        return loss, {name: value if name.startswith("loss_") else value.detach() for name, value in info.items()}
+        return {name: value if name.startswith("loss_") else value.detach() for name, value in info.items()}
 
     def forward(self, td: TensorDictBase, value_sample: SoftValueSample | None = None) -> TensorDict:
         """Both losses on ``td``. ``value_sample``: eq. 24's target already drawn at ``td``'s states (the
@@ -501,5 +551,5 @@ class VMBPOCriticLoss(KeyedLoss):
             raise ValueError(
                 f"value_sample has {tuple(value_sample.target.shape)} rows, the batch {tuple(td.batch_size)}"
             )
-        loss_value, v_info = self._value_loss(b["observation"], value_sample)
-        return TensorDict({"loss_qvalue": loss_qvalue, "loss_value": loss_value, **q_info, **v_info}, batch_size=[])
+        v_info = self._value_loss(b["observation"], value_sample)
+        return TensorDict({"loss_qvalue": loss_qvalue, **q_info, **v_info}, batch_size=[])
