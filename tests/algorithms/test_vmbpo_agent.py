@@ -354,7 +354,7 @@ def test_the_joint_e_and_m_step_losses_route_gradients_like_the_two_apart():
     from torchrl_vmbpo.objectives import functional_vmbpo as fv
     from torchrl_vmbpo.training.optim import total_loss
 
-    agent = _agent(m_step_mode="weighted_map")
+    agent = _agent(m_step_mode="weighted_map", m_step_row_stride=1)
     batch = _model_batch()
     torch.manual_seed(3)
     critic, actor, m_out = agent._eager_em_losses(batch)
@@ -373,3 +373,39 @@ def test_the_joint_e_and_m_step_losses_route_gradients_like_the_two_apart():
     )
     for key in alone.keys():
         torch.testing.assert_close(m_out[key], alone[key])
+
+
+def test_the_m_step_on_every_second_row_is_eq27_on_those_rows_and_leaves_the_e_step_as_it_was():
+    from torchrl_vmbpo.objectives import functional_vmbpo as fv
+
+    every, second = _agent(m_step_row_stride=1), _agent(m_step_row_stride=2)
+    second.load_state_dict(every.state_dict())
+    batch = _model_batch(8)
+    torch.manual_seed(0)
+    critic_1, actor_1, _ = every._eager_em_losses(batch)
+    torch.manual_seed(0)
+    critic_2, actor_2, m_step_2 = second._eager_em_losses(batch)
+    for one, two in ((critic_1, critic_2), (actor_1, actor_2)):  # the E-step's prior: pi at every row
+        assert set(one.keys()) == set(two.keys())
+        for key in one.keys():
+            torch.testing.assert_close(one[key], two[key])
+    # eq. 27 on rows 0, 2, 4, 6 alone, at the actor's draw there
+    pi, obs = every.pi, batch["observation"]
+    torch.manual_seed(0)
+    frozen = pi.build_dist_from_params(pi.get_dist_params(fv.module_input(pi, obs)).detach())
+    draw = every.actor_loss.forward_with_draw(batch, frozen)[2]
+    rows = draw._replace(preimage=draw.preimage[::2], action=draw.action[::2], loc=draw.loc[::2], scale=draw.scale[::2])
+    pi_rows = pi.build_dist_from_params(pi.get_dist_params(fv.module_input(pi, obs[::2])))
+    expected = every.m_step.loss_at(obs[::2], pi_rows, rows)
+    torch.testing.assert_close(m_step_2["loss_policy"], expected["loss_policy"])
+    (g_2,) = torch.autograd.grad(m_step_2["loss_policy"], [next(second.pi.parameters())])
+    (g_expected,) = torch.autograd.grad(expected["loss_policy"], [next(every.pi.parameters())])
+    torch.testing.assert_close(g_2, g_expected)
+
+
+def test_the_m_step_row_stride_must_divide_the_batch():
+    from torchrl_vmbpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"batch_size \(8\) must be a multiple of extra.m_step_row_stride \(3\)"):
+        _agent(m_step_row_stride=3)
+    assert _agent().m_step_row_stride == 2

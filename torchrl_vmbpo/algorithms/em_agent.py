@@ -7,6 +7,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.objectives import LossModule
 
+from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.objectives import functional_vmbpo as fv
 from torchrl_vmbpo.training.agent import Agent, borrow
 from torchrl_vmbpo.training.config import TrainConfig
@@ -24,9 +25,16 @@ class EMAgent(Agent):
 
     loss: LossModule
 
-    def _setup_em(self, cfg: TrainConfig, pi, q_c, *, acting_policy: str) -> None:
+    def _setup_em(self, cfg: TrainConfig, pi, q_c, *, acting_policy: str, m_step_row_stride: int = 1) -> None:
         """References into ``self.loss`` by the paper's names (not registered again), the target updater,
-        one Adam for the E-step and pi's Adam, the update counter, and the policy acting in the real env."""
+        one Adam for the E-step and pi's Adam, the update counter, and the policy acting in the real env.
+        ``m_step_row_stride``: :meth:`em_update`'s M-step fits pi on every this-many-th row of the batch."""
+        if cfg.batch_size % m_step_row_stride:
+            raise ConfigError(
+                f"batch_size ({cfg.batch_size}) must be a multiple of extra.m_step_row_stride ({m_step_row_stride}): "
+                "the M-step takes every m_step_row_stride-th row of each batch"
+            )
+        self.m_step_row_stride = m_step_row_stride
         borrow(self, pi=pi, q_c=q_c, critic=self.loss.critic, actor_loss=self.loss.actor, m_step=self.loss.m_step)
         self.target_updater = SoftUpdate(self.critic, tau=cfg.tau)
         # Critic and actor gradients are disjoint (each loss detaches the other's networks), so one
@@ -52,13 +60,33 @@ class EMAgent(Agent):
     def _eager_em_losses(self, batch: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase, TensorDictBase]:
         """The E-step's critic and actor losses and the M-step's (eq. 27) on one batch, in one pass: pi at x
         is evaluated once (with its gradient for the M-step, detached as the actor's prior) and the M-step
-        fits pi to the actor's own draw a ~ q_c(.|x) (2 of the 15 network passes of the two apart)."""
+        fits pi to the actor's own draw a ~ q_c(.|x) (2 of the 15 network passes of the two apart), on
+        every ``m_step_row_stride``-th row: pi's gradient and pi_old's pass cost that much less."""
         obs = batch.get(self.actor_loss.tensor_keys.observation)
-        pi_params = self.pi.get_dist_params(fv.module_input(self.pi, obs))
-        frozen_pi = self.pi.build_dist_from_params(pi_params.detach())
-        actor, value_sample, draw = self.actor_loss.forward_with_draw(batch, frozen_pi)
+        k = self.m_step_row_stride
+        if k == 1:
+            pi_params = self.pi.get_dist_params(fv.module_input(self.pi, obs))
+            prior_params, m_obs = pi_params.detach(), obs
+        else:  # rows j k (with pi's gradient) and the rest (without), put back in the batch's order
+            grouped = obs.reshape(obs.shape[0] // k, k, obs.shape[-1])
+            m_obs, rest_obs = grouped[:, 0], grouped[:, 1:].reshape(-1, obs.shape[-1])
+            pi_params = self.pi.get_dist_params(fv.module_input(self.pi, m_obs))
+            with torch.no_grad():
+                rest = self.pi.get_dist_params(fv.module_input(self.pi, rest_obs))
+            prior_params = torch.cat([pi_params.detach().unsqueeze(1), rest.reshape(-1, k - 1)], 1).reshape(-1)
+        actor, value_sample, draw = self.actor_loss.forward_with_draw(
+            batch, self.pi.build_dist_from_params(prior_params)
+        )
         critic = self.critic(batch, value_sample=value_sample)
-        return critic, actor, self.m_step.loss_at(obs, self.pi.build_dist_from_params(pi_params), draw)
+        if k > 1:
+            draw = draw._replace(
+                **{
+                    n: getattr(draw, n)[::k]
+                    for n in ("preimage", "action", "loc", "scale")
+                    if getattr(draw, n) is not None
+                }
+            )
+        return critic, actor, self.m_step.loss_at(m_obs, self.pi.build_dist_from_params(pi_params), draw)
 
     def loss_forwards(self) -> dict:
         """The E-step's critic and actor losses as one function, the M-step's loss, and the two together
