@@ -45,12 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a scr
 from critic_decomposition import load  # noqa: E402  (a VMBPO run's agent; refuses others)
 
 
-def parse_variant(name: str) -> float | None:
-    """``"mle"`` -> None (no twist); ``"twist"`` -> nan (the run's floor); ``"twist:F"`` -> F."""
-    if name == "mle":
-        return None
-    if name == "twist":
-        return float("nan")
+def parse_variant(name: str) -> tuple[bool, float | None]:
+    """(twisted, ESS floor): ``"mle"`` -> (False, None); ``"twist"`` -> (True, None), the run's own
+    floor; ``"twist:F"`` -> (True, F)."""
+    if name in ("mle", "twist"):
+        return name == "twist", None
     head, _, floor = name.partition(":")
     try:
         value = float(floor)
@@ -58,7 +57,7 @@ def parse_variant(name: str) -> float | None:
         value = -1.0
     if head != "twist" or not 0 < value <= 1:
         raise SystemExit(f"variant {name!r}: expected 'mle', 'twist' or 'twist:F' with an ESS floor F in (0, 1]")
-    return value
+    return True, value
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the run's model_max_epochs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    floors = {name: parse_variant(name) for name in args.variants}
+    variants = {name: parse_variant(name) for name in args.variants}
     payload, cfg, agent = load(args.checkpoint)
     state, real, _ = LoopState.from_checkpoint(payload["loop_state"])
     n = real.shape[0]
@@ -88,9 +87,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("|---|---:|---:|---:|---:|---:|")
     rows = []
     try:
-        for name, floor in floors.items():
-            objective = plain if floor is None else twisted
-            twisted.min_ess = run_floor if floor is None or floor != floor else floor  # nan: the run's
+        for name, (is_twisted, floor) in variants.items():
+            objective = twisted if is_twisted else plain
+            twisted.min_ess = run_floor if floor is None else floor
             torch.manual_seed(args.seed)
             agent.q_d.load_state_dict(make_dynamics(cfg, agent.q_d.obs_dim, agent.q_d.action_dim).state_dict())
             optimizer = make_model_optimizer(agent.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)

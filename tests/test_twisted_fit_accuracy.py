@@ -20,7 +20,7 @@ def test_fits_each_variant_and_scores_it_on_the_newest_rows(tmp_path, capsys):
 
 def test_variant_names_parse_and_bad_ones_are_named():
     parse = load_script("twisted_fit_accuracy").parse_variant
-    assert parse("mle") is None and math.isnan(parse("twist")) and parse("twist:0.9") == 0.9
+    assert parse("mle") == (False, None) and parse("twist") == (True, None) and parse("twist:0.9") == (True, 0.9)
     for bad in ("twist:0", "twist:1.5", "twist:x", "mse"):
         with pytest.raises(SystemExit, match="expected 'mle', 'twist' or 'twist:F'"):
             parse(bad)
