@@ -40,6 +40,7 @@ from torchrl_vmbpo.training.model_fit import (
     make_model_optimizer,
     with_fit_weights,
 )
+from torchrl_vmbpo.training.phases import model_fit_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a script folder, not a package
 from critic_decomposition import load  # noqa: E402  (a VMBPO run's agent; refuses others)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         raise SystemExit(f"--test-rows must be in (0, {n - cfg.model_batch_size}) for this run's {n} real rows")
     train, test = real[: n - args.test_rows], real[n - args.test_rows :]
     twisted, plain = agent.model_loss, agent.plain_model_loss
-    run_floor, run_model = twisted.min_ess, {k: v.clone() for k, v in agent.q_d.state_dict().items()}
+    run_floor = twisted.min_ess
     print(
         f"{cfg.algo} on {cfg.env}, env step {state.env_steps}: fitted on {n - args.test_rows} real rows, scored "
         f"on the newest {args.test_rows}; the run's twist: normaliser {twisted.normaliser}, min_ess {run_floor}"
@@ -86,45 +87,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     print("|---|---:|---:|---:|---:|---:|")
     rows = []
-    try:
-        for name, (is_twisted, floor) in variants.items():
-            objective = twisted if is_twisted else plain
-            twisted.min_ess = run_floor if floor is None else floor
-            torch.manual_seed(args.seed)
-            agent.q_d.load_state_dict(make_dynamics(cfg, agent.q_d.obs_dim, agent.q_d.action_dim).state_dict())
-            optimizer = make_model_optimizer(agent.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
-            start = time.perf_counter()
-            fit = fit_dynamics(
-                agent.q_d,
-                objective,
-                optimizer,
-                with_fit_weights(objective, train),
-                batch_size=cfg.model_batch_size,
-                holdout=cfg.model_holdout,
-                max_holdout=cfg.model_max_holdout,
-                patience=cfg.model_patience,
-                max_epochs=args.max_epochs or cfg.model_max_epochs,
-                holdout_score=getattr(objective, "holdout_loss", None),
-            )
-            with torch.no_grad():
-                mse = holdout_mse(agent.q_d, test)
-            row = {
-                "variant": name,
-                "epochs": int(fit["model_epochs"]),
-                "holdout_mse": float(fit["model_holdout_mse"]),
-                "newest_mse_elites": float(mse[agent.q_d.elites].mean()),
-                "newest_mse_all": float(mse.mean()),
-                "seconds": time.perf_counter() - start,
-            }
-            rows.append(row)
-            print(
-                f"| {name} | {row['epochs']} | {row['holdout_mse']:.4f} | {row['newest_mse_elites']:.4f} | "
-                f"{row['newest_mse_all']:.4f} | {row['seconds']:.0f} |",
-                flush=True,
-            )
-    finally:
-        twisted.min_ess = run_floor
-        agent.q_d.load_state_dict(run_model)
+    for name, (is_twisted, floor) in variants.items():
+        objective = twisted if is_twisted else plain
+        twisted.min_ess = run_floor if floor is None else floor
+        torch.manual_seed(args.seed)
+        agent.q_d.load_state_dict(make_dynamics(cfg, agent.q_d.obs_dim, agent.q_d.action_dim).state_dict())
+        optimizer = make_model_optimizer(agent.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
+        start = time.perf_counter()
+        settings = model_fit_settings(cfg) | ({"max_epochs": args.max_epochs} if args.max_epochs else {})
+        fit = fit_dynamics(
+            agent.q_d,
+            objective,
+            optimizer,
+            with_fit_weights(objective, train),
+            holdout_score=getattr(objective, "holdout_loss", None),
+            **settings,
+        )
+        with torch.no_grad():
+            mse = holdout_mse(agent.q_d, test)
+        row = {
+            "variant": name,
+            "epochs": int(fit["model_epochs"]),
+            "holdout_mse": float(fit["model_holdout_mse"]),
+            "newest_mse_elites": float(mse[agent.q_d.elites].mean()),
+            "newest_mse_all": float(mse.mean()),
+            "seconds": time.perf_counter() - start,
+        }
+        rows.append(row)
+        print(
+            f"| {name} | {row['epochs']} | {row['holdout_mse']:.4f} | {row['newest_mse_elites']:.4f} | "
+            f"{row['newest_mse_all']:.4f} | {row['seconds']:.0f} |",
+            flush=True,
+        )
     return rows
 
 

@@ -58,6 +58,18 @@ def model_fit_due(cfg: TrainConfig, env_steps: int, last_fit: int | None) -> boo
     return env_steps >= cfg.init_random_steps and (last_fit is None or env_steps - last_fit >= cfg.model_retrain_every)
 
 
+def model_fit_settings(cfg: TrainConfig) -> dict[str, int | float]:
+    """The run's :func:`~torchrl_vmbpo.training.model_fit.fit_dynamics` keyword arguments: batch size,
+    holdout split, early stopping and epoch cap (shared with tools that refit a run's model)."""
+    return {
+        "batch_size": cfg.model_batch_size,
+        "holdout": cfg.model_holdout,
+        "max_holdout": cfg.model_max_holdout,
+        "patience": cfg.model_patience,
+        "max_epochs": cfg.model_max_epochs,
+    }
+
+
 def fit_model(cfg: TrainConfig, agent: Agent, real_buffer: ReplayBuffer) -> dict[str, float]:
     """Fit q_d on all of D (holdout, per-member bootstraps, early stopping, elites), then the agent's
     :meth:`~Agent.after_model_fit` hook (VMBPO fits its ratio network there)."""
@@ -67,12 +79,8 @@ def fit_model(cfg: TrainConfig, agent: Agent, real_buffer: ReplayBuffer) -> dict
         agent.dynamics_step_loss(),
         agent.model_optimizer,
         with_fit_weights(objective, real_buffer[:]),  # the step may be compiled: score eq. 19's weights here
-        batch_size=cfg.model_batch_size,
-        holdout=cfg.model_holdout,
-        max_holdout=cfg.model_max_holdout,
-        patience=cfg.model_patience,
-        max_epochs=cfg.model_max_epochs,
         holdout_score=getattr(objective, "holdout_loss", None),
+        **model_fit_settings(cfg),
     )
     metrics.update(agent.after_model_fit(real_buffer))
     return metrics
