@@ -7,6 +7,8 @@ generating code, so the whole preset list checks in seconds; test_sac_agent.py r
 
 import pytest
 import torch
+from tensordict import TensorDict
+from tensordict.utils import is_tensorclass
 from tiny_configs import TINY_STEPS
 from torch._dynamo.utils import counters
 
@@ -81,6 +83,13 @@ def test_every_presets_update_and_model_fit_compile_without_graph_breaks(algo, p
     # Each compiled function traced into exactly one graph (a break would have raised, a recompile
     # shows here).
     assert graphs == expected, (algo, dict(counters["stats"]))
+    # A class tensordict has not seen yet (as an evaluation or a checkpoint meets them) recompiles nothing.
+    is_tensorclass(type(f"Unseen_{algo}_{precision}", (), {}))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        if agent.capabilities.model_fit:
+            fit_model(cfg, agent, real)
+        if agent.capabilities.updates:
+            run_updates(cfg.replace(utd=2.0), agent, real, model.buffer, state, new_steps=1)
 
 
 def test_compile_auto_compiles_runs_long_enough_to_pay_for_it():
@@ -123,6 +132,20 @@ def test_a_graph_break_in_a_compiled_update_is_an_error():
 
     with pytest.raises(Exception, match="graph_break|Graph break|graph break"):
         compile_fn(update, backend="eager")(torch.ones(2))
+
+
+@pytest.mark.parametrize("backend", ["eager", None])  # None: Inductor
+def test_a_class_first_seen_after_compiling_recompiles_nothing(backend):
+    # tensordict memoises is_tensorclass per class in a global dict that traced TensorDict code reads:
+    # compile_fn drops Dynamo's guards on that dict, whose contents cannot change what was traced.
+    step = compile_fn(lambda td: td.apply(lambda x: 2 * x)["a"].sum(), backend=backend)
+    td = TensorDict({"a": torch.ones(3)}, [3])
+    assert float(step(td)) == 6.0
+    is_tensorclass(type(f"Unseen_{backend}", (), {}))
+    with torch.compiler.set_stance("fail_on_recompile"):
+        assert float(step(td)) == 6.0
+    with pytest.raises(RuntimeError, match="recompile"), torch.compiler.set_stance("fail_on_recompile"):
+        step(TensorDict({"a": torch.ones(4)}, [4]))  # every other guard stays: a new shape still recompiles
 
 
 def test_compiling_changes_no_state_dict_key_and_build_agent_compiles_as_configured():

@@ -91,8 +91,8 @@ def compile_fn(fn: Callable, *, device: torch.device | str = "cpu", backend: str
     device = torch.device(device)
     fn = _own_frame(fn)
     if backend not in (None, "inductor"):
-        return torch.compile(fn, fullgraph=True, backend=backend)
-    options: dict = {"joint_custom_pre_pass": _RecomputeBoolMasks()}
+        return torch.compile(fn, fullgraph=True, backend=backend, options={"guard_filter_fn": _drop_memo_guards})
+    options: dict = {"joint_custom_pre_pass": _RecomputeBoolMasks(), "guard_filter_fn": _drop_memo_guards}
     if device.type != "cuda":
         return torch.compile(fn, fullgraph=True, options=options)
     options["triton.cudagraphs"] = True  # mode="reduce-overhead": replay each call as one CUDA graph
@@ -105,6 +105,19 @@ def compile_fn(fn: Callable, *, device: torch.device | str = "cpu", backend: str
         return compiled(*args)
 
     return graphed
+
+
+def _drop_memo_guards(entries) -> list[bool]:
+    """Dynamo's ``guard_filter_fn``: keep every guard but those on tensordict's ``_TENSORCLASS_MEMO``.
+
+    tensordict caches ``is_tensorclass(cls)`` per class in that global dict, and a traced TensorDict
+    operation reads it, so Dynamo guards on the dict's length and keys: any class first seen later,
+    outside the compiled code (an evaluation, a checkpoint, another agent built in the process),
+    failed the guard and recompiled every compiled function (10-40 s each on a CPU core, and past
+    ``recompile_limit`` the function runs eagerly). The memo only caches ``cls._is_tensorclass``, a
+    fact of the class, so what the compiled code read from it stays true whatever else it holds.
+    """
+    return ["_TENSORCLASS_MEMO" not in entry.name for entry in entries]
 
 
 _compiled_count = itertools.count()

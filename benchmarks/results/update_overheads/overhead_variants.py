@@ -1,47 +1,84 @@
-import sys, time, statistics, torch
-sys.path.insert(0, "/work/main/benchmarks")
-torch.set_num_threads(1)
-from phase_timing import filled_buffers, MatmulRecorder, matmul_replay, timed, flops
+"""Compiled updates at Hopper sizes: the library's, with Dynamo's guards skipped, with Inductor's C++
+wrapper, and both, against torch.matmul at the update's shapes (README.md beside this file).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/results/update_overheads/overhead_variants.py ALGO [--cpp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
 from torchrl_vmbpo.algorithms.presets import build_agent, default_config
 from torchrl_vmbpo.envs.real import make_env
-algo = sys.argv[1] if len(sys.argv) > 1 else "mbpo"
-dev = torch.device("cpu")
-cfg = default_config(algo, "Hopper-v5", device="cpu")
-env = make_env("Hopper-v5")
-variants = {}
-def make(name, cpp=False):
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is a script folder, not a package
+from phase_timing import MatmulRecorder, filled_buffers, matmul_replay, timed  # noqa: E402
+
+ENV = "Hopper-v5"
+CPU = torch.device("cpu")
+
+
+def compiled_update(cfg, env, cpp_wrapper: bool):
+    """One update step of a freshly built, compiled agent (compiled, with or without the C++ wrapper, and warmed up)."""
     torch.manual_seed(0)
     agent = build_agent(cfg.replace(compile="on"), env)
-    real, model = filled_buffers(agent, env, dev)
-    ratio = agent.capabilities.real_ratio
+    real, model = filled_buffers(agent, env, CPU)
+
     def step():
-        agent.update(agent.sample_batch(real, model, cfg.batch_size, ratio))
-    t = time.perf_counter()
-    with torch._inductor.config.patch(cpp_wrapper=cpp):
-        for _ in range(3): step()
-    print(name, "compile", round(time.perf_counter() - t, 1), flush=True)
-    for _ in range(5): step()
+        agent.update(agent.sample_batch(real, model, cfg.batch_size, agent.capabilities.real_ratio))
+
+    start = time.perf_counter()
+    with torch._inductor.config.patch(cpp_wrapper=cpp_wrapper):
+        for _ in range(3):
+            step()
+    print(f"compiled (cpp_wrapper={cpp_wrapper}) in {time.perf_counter() - start:.1f} s", flush=True)
+    for _ in range(5):
+        step()
     return step
-t0=time.perf_counter(); base = make("base"); print("base build+compile", round(time.perf_counter()-t0,1))
-cpp = make("cpp", cpp=True) if "cpp" in sys.argv else None
-# matmul shapes from an eager agent
-ag = build_agent(cfg.replace(compile="off"), env); r, m = filled_buffers(ag, env, dev)
-rec = MatmulRecorder()
-with rec: ag.update(ag.sample_batch(r, m, cfg.batch_size, ag.capabilities.real_ratio))
-mm = matmul_replay(rec.shapes, dev)
-res = {k: [] for k in ["matmul", "base", "base_skipguard", "cpp", "cpp_skipguard"]}
-N = 20
-for rnd in range(7):
-    res["matmul"].append(timed(mm, dev, N))
-    res["base"].append(timed(base, dev, N))
-    with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-        res["base_skipguard"].append(timed(base, dev, N))
-    if cpp:
-        res["cpp"].append(timed(cpp, dev, N))
-        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-            res["cpp_skipguard"].append(timed(cpp, dev, N))
-mmt = statistics.median(res["matmul"])
-for k, v in res.items():
-    if v:
-        med = statistics.median(v)
-        print(f"{algo} {k}: {med*1e3:.2f} ms  fraction {mmt/med:.3f}")
+
+
+def matmul_reference(cfg, env):
+    """torch.matmul on the shapes one eager update performs."""
+    agent = build_agent(cfg.replace(compile="off"), env)
+    real, model = filled_buffers(agent, env, CPU)
+    recorder = MatmulRecorder()
+    with recorder:
+        agent.update(agent.sample_batch(real, model, cfg.batch_size, agent.capabilities.real_ratio))
+    return matmul_replay(recorder.shapes, CPU)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("algo", choices=["sac", "mbpo", "vmbpo"])
+    parser.add_argument("--cpp", action="store_true", help="also time an agent compiled with the C++ wrapper")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--updates", type=int, default=20, help="updates per timed round")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = default_config(args.algo, ENV, device="cpu")
+    env = make_env(ENV)
+    steps = {"library": compiled_update(cfg, env, cpp_wrapper=False)}
+    if args.cpp:
+        steps["cpp_wrapper"] = compiled_update(cfg, env, cpp_wrapper=True)
+    reference = matmul_reference(cfg, env)
+    times: dict[str, list[float]] = {"matmul": []}
+    for _ in range(args.rounds):  # interleaved: every variant once per round
+        times["matmul"].append(timed(reference, CPU, args.updates))
+        for name, step in steps.items():
+            times.setdefault(name, []).append(timed(step, CPU, args.updates))
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                times.setdefault(f"{name}+skip_guards", []).append(timed(step, CPU, args.updates))
+    matmul = statistics.median(times["matmul"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{args.algo} {name}: {median * 1e3:.2f} ms, matmul fraction {matmul / median:.3f}")
+
+
+if __name__ == "__main__":
+    main()
