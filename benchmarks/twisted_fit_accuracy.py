@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "| variant | epochs | holdout MSE (fit's split, elites) | newest rows MSE, elites | newest rows MSE, all | seconds |"
     )
     print("|---|---:|---:|---:|---:|---:|")
+    settings = model_fit_settings(cfg) | ({"max_epochs": args.max_epochs} if args.max_epochs else {})
     rows = []
     for name, (is_twisted, floor) in variants.items():
         objective = twisted if is_twisted else plain
@@ -94,7 +95,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         agent.q_d.load_state_dict(make_dynamics(cfg, agent.q_d.obs_dim, agent.q_d.action_dim).state_dict())
         optimizer = make_model_optimizer(agent.q_d, lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
         start = time.perf_counter()
-        settings = model_fit_settings(cfg) | ({"max_epochs": args.max_epochs} if args.max_epochs else {})
         fit = fit_dynamics(
             agent.q_d,
             objective,

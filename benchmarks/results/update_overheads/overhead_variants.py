@@ -18,39 +18,20 @@ from torchrl_vmbpo.algorithms.presets import build_agent, default_config
 from torchrl_vmbpo.envs.real import make_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is a script folder, not a package
-from phase_timing import MatmulRecorder, filled_buffers, matmul_replay, timed  # noqa: E402
+from phase_timing import matmul_replay, timed, update_phase  # noqa: E402
 
 ENV = "Hopper-v5"
 CPU = torch.device("cpu")
 
 
-def compiled_update(cfg, env, cpp_wrapper: bool):
-    """One update step of a freshly built, compiled agent (compiled, with or without the C++ wrapper, and warmed up)."""
+def compiled_update(algo, cfg, env, cpp_wrapper: bool):
+    """``phase_timing.update_phase``'s compiled update step (compiled and warmed up there), with or without the C++ wrapper."""
     torch.manual_seed(0)
-    agent = build_agent(cfg.replace(compile="on"), env)
-    real, model = filled_buffers(agent, env, CPU)
-
-    def step():
-        agent.update(agent.sample_batch(real, model, cfg.batch_size, agent.capabilities.real_ratio))
-
     start = time.perf_counter()
     with torch._inductor.config.patch(cpp_wrapper=cpp_wrapper):
-        for _ in range(3):
-            step()
+        step, _, _ = update_phase(algo, cfg, env, CPU, compiled=True)
     print(f"compiled (cpp_wrapper={cpp_wrapper}) in {time.perf_counter() - start:.1f} s", flush=True)
-    for _ in range(5):
-        step()
     return step
-
-
-def matmul_reference(cfg, env):
-    """torch.matmul on the shapes one eager update performs."""
-    agent = build_agent(cfg.replace(compile="off"), env)
-    real, model = filled_buffers(agent, env, CPU)
-    recorder = MatmulRecorder()
-    with recorder:
-        agent.update(agent.sample_batch(real, model, cfg.batch_size, agent.capabilities.real_ratio))
-    return matmul_replay(recorder.shapes, CPU)
 
 
 def main() -> None:
@@ -63,10 +44,11 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = default_config(args.algo, ENV, device="cpu")
     env = make_env(ENV)
-    steps = {"library": compiled_update(cfg, env, cpp_wrapper=False)}
+    steps = {"library": compiled_update(args.algo, cfg, env, cpp_wrapper=False)}
     if args.cpp:
-        steps["cpp_wrapper"] = compiled_update(cfg, env, cpp_wrapper=True)
-    reference = matmul_reference(cfg, env)
+        steps["cpp_wrapper"] = compiled_update(args.algo, cfg, env, cpp_wrapper=True)
+    _, shapes, _ = update_phase(args.algo, cfg, env, CPU, compiled=False)  # records one eager update's matmuls
+    reference = matmul_replay(shapes, CPU)
     times: dict[str, list[float]] = {"matmul": []}
     for _ in range(args.rounds):  # interleaved: every variant once per round
         times["matmul"].append(timed(reference, CPU, args.updates))
