@@ -161,7 +161,8 @@ def _comparison(groups: dict) -> list[str]:
         "VMBPO against MBPO: mean over seeds at the last evaluation every run of the row reached (final) and",
         "averaged over the evaluations up to it (curve); seeds in brackets. The last column averages the",
         "curve only over the evaluations after learning starts (every run of the row past its first gradient",
-        "update), where the initial weights no longer decide the score.",
+        "update), where the initial weights no longer decide the score: SAC and VMBPO draw the same initial",
+        "actor for a seed (their first network), MBPO draws its model first and so a different one.",
         "",
         "| env | up to step | "
         + " | ".join(f"{label}: final / curve" for label in COMPARED)
