@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from torchrl_vmbpo.algorithms.presets import build_agent, default_config
+from torchrl_vmbpo.algorithms.presets import default_config
 from torchrl_vmbpo.envs.real import make_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ is a script folder, not a package
