@@ -54,7 +54,7 @@ def _mbpo(cfg: TrainConfig, env: EnvBase, fns: EnvFunctions) -> Agent:
         cfg,
         obs_dim,
         env.action_spec,
-        dynamics=make_dynamics(cfg, obs_dim, act_dim),
+        dynamics=lambda: make_dynamics(cfg, obs_dim, act_dim),  # drawn after the actor: paired seeds
         termination_fn=fns.termination(),
         reward_fn=fns.reward_fn,
     )

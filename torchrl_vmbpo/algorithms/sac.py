@@ -9,6 +9,7 @@ Adam either way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,7 +37,8 @@ class SACSettings(ExtraSettings):
 
 
 class SACAgent(Agent):
-    """Twin-Q SAC with automatic entropy tuning; with ``dynamics`` it is MBPO's agent.
+    """Twin-Q SAC with automatic entropy tuning; with ``dynamics`` it is MBPO's agent (a model, or a
+    function that makes one once the actor and critics are drawn).
 
     One Adam with three parameter groups (actor, twin critics, log-alpha) and ONE backward per
     update: ``SACLoss`` already detaches the critics in the actor loss and the log-prob in the
@@ -63,7 +65,7 @@ class SACAgent(Agent):
         obs_dim: int,
         action_spec: Bounded,
         *,
-        dynamics: DynamicsModel | None = None,
+        dynamics: DynamicsModel | Callable[[], DynamicsModel] | None = None,
         termination_fn: TerminationFn | None = None,
         reward_fn: RewardFn | None = None,
         num_qvalue_nets: int = 2,
@@ -101,6 +103,10 @@ class SACAgent(Agent):
         self.settings = SACSettings.from_extra(cfg.extra) if settings is None else settings
         self.bind_loss_forwards()
         if dynamics is not None:  # MBPO: SAC on real and imagined rows
+            if not isinstance(dynamics, DynamicsModel):
+                # A factory is called only now, after the actor and critics are drawn: for a seed, MBPO then
+                # starts from SAC's (and VMBPO's, STEVE's) initial actor, so their seeds are paired.
+                dynamics = dynamics()
             self.attach_dynamics(dynamics, cfg, termination_fn=termination_fn, reward_fn=reward_fn)
             self.capabilities = Capabilities(model_fit=True, imagination=True, real_ratio=cfg.real_ratio)
 
