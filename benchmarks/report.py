@@ -162,7 +162,8 @@ def _comparison(groups: dict) -> list[str]:
         "averaged over the evaluations up to it (curve); seeds in brackets. The last column averages the",
         "curve only over the evaluations after learning starts (every run of the row past its first gradient",
         "update), where the initial weights no longer decide the score: SAC and VMBPO draw the same initial",
-        "actor for a seed (their first network), MBPO draws its model first and so a different one.",
+        "actor for a seed (their first network); MBPO has since commit ede78d6, and its records made before",
+        "drew their model first and so a different actor (tests/algorithms/test_paired_seeds.py).",
         "",
         "| env | up to step | "
         + " | ".join(f"{label}: final / curve" for label in COMPARED)
