@@ -26,6 +26,8 @@ def test_preset_smoke_run_writes_metrics_summary_plot_and_checkpoint(tmp_path, a
         rows = list(csv.DictReader(f))
     assert {"env_steps", "eval_return_mean", "eval_return_std", "wall_seconds"} <= set(rows[0])
     assert [int(r["env_steps"]) for r in rows] == [1, 150, 300]  # evaluations at 1, 150 and the end
+    lengths = (out / "logs" / "scalars" / "eval_episode_length.csv").read_text().split()
+    assert [line.split(",") for line in lengths] == [[r["env_steps"], "200.0"] for r in rows]  # Pendulum's 200
     summary = json.loads((out / "summary.json").read_text())
     for field in [
         "algo",

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
 
 from torchrl_vmbpo.algorithms import build_agent, default_config
 from torchrl_vmbpo.data.buffers import make_buffer
 from torchrl_vmbpo.envs.real import make_env
 from torchrl_vmbpo.errors import ConfigError
 from torchrl_vmbpo.training.agent import Agent, Capabilities
+from torchrl_vmbpo.training.evaluate import evaluate
 from torchrl_vmbpo.training.loop_state import LoopState, refuse_finished_run, rng_states, set_rng_states
 from torchrl_vmbpo.training.phases import (
     ModelBuffer,
@@ -149,8 +151,18 @@ def test_run_updates_carries_fractional_updates_and_returns_the_last_metrics():
 
 def test_evaluate_policy_returns_a_finite_mean_and_spread():
     cfg, agent, _ = _mbpo()
-    mean, std = evaluate_policy(cfg, agent, make_env("Pendulum-v1", seed=1), max_episode_steps=20)
+    mean, std, length = evaluate_policy(cfg, agent, make_env("Pendulum-v1", seed=1), max_episode_steps=20)
     assert np.isfinite(mean) and std == 0.0  # one episode
+    assert length == 20  # Pendulum never terminates: the episode runs to max_episode_steps
+
+
+def test_evaluation_counts_the_steps_of_episodes_that_terminate():
+    # InvertedPendulum-v5 pays 1 per step the pole stays up and 0 on the step it falls: pushed hard one
+    # way, the pole falls within a few dozen steps, so each return is its episode's length minus one.
+    env = make_env("InvertedPendulum-v5", seed=0)
+    push = TensorDictModule(lambda obs: torch.full((*obs.shape[:-1], 1), 3.0), ["observation"], ["action"])
+    mean, std, length = evaluate(env, push, episodes=2, max_steps=1000)
+    assert 1 < length < 1000 and mean == pytest.approx(length - 1)
 
 
 def test_phase_timer_adds_up_each_phase():

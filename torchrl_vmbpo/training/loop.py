@@ -224,7 +224,9 @@ class _Loop:
     def evaluate(self) -> None:
         state = self.state
         with self.timer("evaluate"):
-            mean, std = evaluate_policy(self.cfg, self.agent, self.eval_env, max_episode_steps=self.max_episode_steps)
+            mean, std, length = evaluate_policy(
+                self.cfg, self.agent, self.eval_env, max_episode_steps=self.max_episode_steps
+            )
         state.best = max(state.best, mean)
         row = {
             "env_steps": state.env_steps,
@@ -237,6 +239,7 @@ class _Loop:
         state.curve.append(row)
         self.logger.log_scalar("eval_return_mean", mean, step=state.env_steps)
         self.logger.log_scalar("eval_return_std", std, step=state.env_steps)
+        self.logger.log_scalar("eval_episode_length", length, step=state.env_steps)
         self.bar.set_postfix(eval=f"{mean:.1f}", updates=state.updates)
 
     def checkpoint_due(self) -> bool:

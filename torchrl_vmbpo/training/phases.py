@@ -20,7 +20,7 @@ from torchrl_vmbpo.objectives.functional import assert_finite
 from torchrl_vmbpo.training.agent import Agent
 from torchrl_vmbpo.training.config import TrainConfig
 from torchrl_vmbpo.training.device import on_device
-from torchrl_vmbpo.training.evaluate import evaluate
+from torchrl_vmbpo.training.evaluate import Evaluation, evaluate
 from torchrl_vmbpo.training.imagine import imagine
 from torchrl_vmbpo.training.loop_state import LoopState
 from torchrl_vmbpo.training.model_fit import fit_dynamics, with_fit_weights
@@ -152,9 +152,8 @@ def run_updates(
     return None if metrics is None else {k: float(v) for k, v in metrics.items()}
 
 
-def evaluate_policy(
-    cfg: TrainConfig, agent: Agent, eval_env: EnvBase, *, max_episode_steps: int
-) -> tuple[float, float]:
-    """Mean and std of ``eval_episodes`` returns of the policy's mode on the evaluation env."""
+def evaluate_policy(cfg: TrainConfig, agent: Agent, eval_env: EnvBase, *, max_episode_steps: int) -> Evaluation:
+    """The return (mean, std) and mean length of ``eval_episodes`` episodes of the policy's mode on the
+    evaluation env."""
     policy = on_device(agent.policy, agent.device)
     return evaluate(eval_env, policy, episodes=cfg.eval_episodes, max_steps=max_episode_steps)
