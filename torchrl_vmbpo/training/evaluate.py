@@ -10,9 +10,9 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 
 class Evaluation(NamedTuple):
-    """The undiscounted return's mean and std over the episodes, and their mean length in steps (it tells
-    apart returns of equal size: on Hopper-v5 a policy that stands still for 1,000 steps collects about
-    what one that hops for 300 does)."""
+    """The undiscounted return's mean and std over the episodes, and their mean length in steps. The length
+    tells apart returns of equal size: on Hopper-v5 a policy that only stays upright for all 1,000 steps
+    collects the healthy reward, about 1,000, as much as one that hops forward and falls after a few hundred."""
 
     mean: float
     std: float
